@@ -1,0 +1,5 @@
+"""Losses for oblique models."""
+
+from st_oblique.losses.contrastive import ObliqueContrastiveLoss
+
+__all__ = ["ObliqueContrastiveLoss"]
