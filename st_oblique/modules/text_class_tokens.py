@@ -72,6 +72,16 @@ class ClassTokenTransformer(Transformer):
                 )
 
     @property
+    def class_token_placement(self) -> dict[str, str]:
+        """Where the class tokens sit, per modality (read by the model card and ``st-oblique info``)."""
+        if self.num_class_tokens == 1:
+            return {"text": "the encoder's first token ([CLS]), unmodified"}
+        return {
+            "text": f"{self.num_class_tokens} class tokens at the front: [CLS] and {self.num_class_tokens - 1} copies "
+            "prepended to the text, told apart by their position embeddings (bidirectional encoder)"
+        }
+
+    @property
     def max_position_embeddings(self) -> int | None:
         """Size of the backbone's position table (None when it has none)."""
         limit = getattr(self.config, "max_position_embeddings", None)
