@@ -8,7 +8,7 @@ from typing import Any
 from sentence_transformers.util import load_file_path
 
 from st_oblique.model import ObliqueSentenceTransformer
-from st_oblique.modules.pooling import TokenSource, ObliquePooling
+from st_oblique.modules.pooling import ObliquePooling, TokenSource
 from st_oblique.modules.text_class_tokens import ClassTokenTransformer
 
 

@@ -8,7 +8,7 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from tiny_models import tiny_bert  # noqa: E402
+from tiny_models import tiny_bert
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

@@ -352,7 +352,7 @@ def select_first(tokens: Tensor, mask: Tensor | None, num_tokens: int) -> Tensor
 
 def select_last(tokens: Tensor, mask: Tensor | None, num_tokens: int) -> Tensor:
     """The K token states ending at each row's last non-padding position, ``(B, K, H)``."""
-    batch, length, _ = tokens.shape
+    length = tokens.shape[1]
     if mask is None:
         if length < num_tokens:
             raise ValueError(f"token_source='last' needs at least num_tokens={num_tokens} positions, the input has {length}.")
