@@ -26,6 +26,11 @@ _PUBLIC: dict[str, str] = {
     "oblique_open_clip": "st_oblique.builders",
     "oblique_dual_encoder": "st_oblique.builders",
     "evaluation": "st_oblique.evaluation",
+    "ObliqueModelCardData": "st_oblique.model_card",
+    "describe_model": "st_oblique.description",
+    "ObliqueModelDescription": "st_oblique.description",
+    "push_to_hub": "st_oblique.hub",
+    "HubPushError": "st_oblique.hub",
 }
 
 __all__ = ["__version__", *_PUBLIC]
@@ -47,9 +52,14 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:
     from st_oblique import manifold
-    from st_oblique.builders import oblique_text_model
+    from st_oblique.builders import oblique_clip, oblique_dual_encoder, oblique_open_clip, oblique_text_model
+    from st_oblique.description import ObliqueModelDescription, describe_model
+    from st_oblique.hub import HubPushError, push_to_hub
+    from st_oblique.losses.cached import CachedObliqueContrastiveLoss
     from st_oblique.losses.contrastive import ObliqueContrastiveLoss
+    from st_oblique.losses.sigmoid import ObliqueSigmoidLoss
     from st_oblique.model import ObliqueSentenceTransformer, load
+    from st_oblique.model_card import ObliqueModelCardData
     from st_oblique.modules.pooling import ObliquePooling
     from st_oblique.modules.serialization import ObliqueLoadError
     from st_oblique.modules.text_class_tokens import ClassTokenTransformer

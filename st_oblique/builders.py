@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
+import torch
+from sentence_transformers.base.modules import Module
 from sentence_transformers.util import load_file_path
+from torch import Tensor, nn
 
 from st_oblique.model import ObliqueSentenceTransformer
 from st_oblique.modules.pooling import ObliquePooling, TokenSource
 from st_oblique.modules.text_class_tokens import ClassTokenTransformer
+
+logger = logging.getLogger(__name__)
 
 
 def oblique_text_model(
@@ -70,22 +76,19 @@ def oblique_text_model(
             "a bidirectional text encoder uses 'first' (class tokens prepended), 'attention' or 'split'."
         )
     hub = {"cache_folder": cache_folder, "revision": revision, "token": token, "local_files_only": local_files_only}
-    subfolder = _transformer_subfolder(model_name_or_path, **hub)
-    init_defaults: dict[str, Any] = {"num_class_tokens": num_tokens if token_source == "first" else 1}
-    if max_seq_length is not None:
-        init_defaults["max_seq_length"] = max_seq_length
-    backbone = ClassTokenTransformer.load(
+    backbone = _load_transformer(
+        ClassTokenTransformer,
         model_name_or_path,
-        subfolder=subfolder,
-        trust_remote_code=trust_remote_code,
-        model_kwargs=model_kwargs,
-        processor_kwargs=processor_kwargs,
-        config_kwargs=config_kwargs,
-        init_defaults=init_defaults,
-        **hub,
+        num_class_tokens=num_tokens if token_source == "first" else 1,
+        max_seq_length=max_seq_length,
+        loading={
+            "trust_remote_code": trust_remote_code,
+            "model_kwargs": model_kwargs,
+            "processor_kwargs": processor_kwargs,
+            "config_kwargs": config_kwargs,
+            **hub,
+        },
     )
-    if max_seq_length is not None:
-        backbone.max_seq_length = max_seq_length
     pooling = ObliquePooling(
         backbone.get_embedding_dimension(),
         num_tokens=num_tokens,
@@ -94,9 +97,349 @@ def oblique_text_model(
         per_token_projection=per_token_projection,
         layer_norm=layer_norm,
     )
-    model = ObliqueSentenceTransformer(modules=[backbone, pooling], device=device, similarity_fn_name="dot")
-    model.model_card_data.base_model = model_name_or_path
+    return _oblique_model(backbone, pooling, device=device, base_model=model_name_or_path)
+
+
+def oblique_clip(
+    model_name_or_path: str,
+    num_tokens: int = 16,
+    token_dim: int = 32,
+    *,
+    init_from_clip_projections: bool = True,
+    per_token_projection: bool = True,
+    layer_norm: bool = False,
+    max_seq_length: int | None = None,
+    device: str | None = None,
+    cache_folder: str | None = None,
+    revision: str | None = None,
+    token: bool | str | None = None,
+    local_files_only: bool = False,
+    model_kwargs: dict[str, Any] | None = None,
+    processor_kwargs: dict[str, Any] | None = None,
+    config_kwargs: dict[str, Any] | None = None,
+) -> ObliqueSentenceTransformer:
+    """An oblique image-text model from a Hugging Face CLIP model, with K class tokens inside both towers.
+
+    The vision tower gets K−1 extra learned class tokens next to its own; the causal text tower gets K class
+    positions after each caption (its EOS and K−1 copies), see
+    :class:`~st_oblique.modules.CLIPClassTokenTransformer`. :class:`~st_oblique.ObliquePooling` has one head per
+    tower (text: the last K positions, image: the first K tokens) projecting each class token to a unit vector of
+    size d.
+
+    The heads start from CLIP's own projections (``init_from_clip_projections``): token k uses columns
+    ``[k*d, (k+1)*d)`` of the projection (modulo its width), so with ``num_tokens=1`` and ``token_dim`` equal to
+    CLIP's projection size the model reproduces CLIP's normalised embeddings exactly, and with K*d equal to it
+    (e.g. 16 x 32 for 512) the oblique embedding starts as CLIP's embedding cut into K normalised pieces. The
+    towers end in CLIP's LayerNorms, so the heads have none of their own by default (``layer_norm=False``).
+
+    Args:
+        model_name_or_path: Hub id or local path of a Hugging Face CLIP model (``"openai/clip-vit-base-patch32"``),
+            or of a Sentence Transformers folder holding one.
+        num_tokens: K (default 16, as in the paper).
+        token_dim: d (default 32, as in the paper).
+        init_from_clip_projections: start the heads from CLIP's projections (else random).
+        per_token_projection: a projection per token (default) or one shared projection.
+        layer_norm: a LayerNorm in the heads before the projection.
+        max_seq_length: caption truncation length (the K−1 class positions come on top, within CLIP's 77).
+        device: where to put the model.
+        cache_folder, revision, token, local_files_only: Hub loading options.
+        model_kwargs, processor_kwargs, config_kwargs: passed to the Hugging Face ``from_pretrained`` calls.
+
+    Returns:
+        An :class:`~st_oblique.ObliqueSentenceTransformer` (``similarity_fn_name="dot"``) that encodes texts and
+        images (PIL images, paths, URLs, ``{"image": ...}`` dicts) into ``(N, K*d)`` embeddings.
+
+    Example::
+
+        import st_oblique
+
+        model = st_oblique.oblique_clip("openai/clip-vit-base-patch32", num_tokens=16, token_dim=32)
+        image_embeddings = model.encode(["cat.jpg", "dog.jpg"])          # (2, 512)
+        text_embeddings = model.encode(["a photo of a cat", "a photo of a dog"])
+        scores = model.similarity(image_embeddings, text_embeddings)    # sums of 16 cosines
+    """
+    from st_oblique.modules.clip_class_tokens import CLIPClassTokenTransformer
+
+    hub = {"cache_folder": cache_folder, "revision": revision, "token": token, "local_files_only": local_files_only}
+    clip = _load_transformer(
+        CLIPClassTokenTransformer,
+        model_name_or_path,
+        num_class_tokens=num_tokens,
+        max_seq_length=max_seq_length,
+        loading={
+            "model_kwargs": model_kwargs,
+            "processor_kwargs": processor_kwargs,
+            "config_kwargs": config_kwargs,
+            **hub,
+        },
+    )
+    pooling = ObliquePooling(
+        clip.embedding_dimensions,
+        num_tokens=num_tokens,
+        token_dim=token_dim,
+        token_source={"text": "last", "image": "first"},
+        per_token_projection=per_token_projection,
+        layer_norm=layer_norm,
+    )
+    if init_from_clip_projections:
+        init_heads_from_projections(
+            pooling,
+            {"text": clip.model.text_projection.weight.T, "image": clip.model.visual_projection.weight.T},
+        )
+    return _oblique_model(clip, pooling, device=device, base_model=model_name_or_path)
+
+
+def oblique_open_clip(
+    model_name: str,
+    pretrained: str | None = None,
+    num_tokens: int = 16,
+    token_dim: int = 32,
+    *,
+    init_from_clip_projections: bool = True,
+    per_token_projection: bool = True,
+    layer_norm: bool = False,
+    model_kwargs: dict[str, Any] | None = None,
+    cache_dir: str | None = None,
+    device: str | None = None,
+) -> ObliqueSentenceTransformer:
+    """An oblique image-text model from any open_clip model, with K class tokens inside both towers.
+
+    :class:`~st_oblique.modules.OpenCLIPEncoder` wraps ``open_clip.create_model(model_name, pretrained=...)``
+    (open_clip's transforms and tokenizer, K class tokens in a ViT and after the EOT of the causal text tower);
+    :class:`~st_oblique.ObliquePooling` has one head per tower. Image towers without a class token (ResNet, timm
+    CNNs) are pooled by K attention queries over their feature map. The heads start from open_clip's
+    projections as in :func:`oblique_clip`.
+
+    Args:
+        model_name: an open_clip model name: ``"ViT-B-32"``, ``"hf-hub:org/repo"``, ``"local-dir:/path"``, a
+            name registered with ``open_clip.add_model_config``, or a local folder in open_clip's layout
+            (``open_clip_config.json`` + weights, e.g. a saved oblique open_clip model).
+        pretrained: a pretrained tag (``"laion2b_s34b_b79k"``) or a local checkpoint file; None: random weights.
+        num_tokens: K (default 16, as in the paper).
+        token_dim: d (default 32, as in the paper).
+        init_from_clip_projections: start the heads from open_clip's projections (else random).
+        per_token_projection: a projection per token (default) or one shared projection.
+        layer_norm: a LayerNorm in the heads before the projection (the towers end in open_clip's own).
+        model_kwargs: model config overrides (``embed_dim``, ``vision_cfg``, ``text_cfg``, ...), as
+            ``open_clip.create_model(**model_kwargs)`` applies them.
+        cache_dir: open_clip's download cache.
+        device: where to put the model.
+
+    Returns:
+        An :class:`~st_oblique.ObliqueSentenceTransformer` (``similarity_fn_name="dot"``) encoding texts and images.
+
+    Example::
+
+        import st_oblique
+
+        model = st_oblique.oblique_open_clip("ViT-B-32", pretrained="laion2b_s34b_b79k", num_tokens=16, token_dim=32)
+        embeddings = model.encode(["a diagram", "a dog", "a cat"])  # (3, 512)
+        model.save("oblique-vit-b-32")  # open_clip.create_model("local-dir:oblique-vit-b-32") loads the backbone
+    """
+    from st_oblique.modules.open_clip_encoder import OpenCLIPEncoder
+
+    encoder = OpenCLIPEncoder(
+        model_name, pretrained=pretrained, num_class_tokens=num_tokens, model_kwargs=model_kwargs, cache_dir=cache_dir
+    )
+    pooling = ObliquePooling(
+        encoder.embedding_dimensions,
+        num_tokens=num_tokens,
+        token_dim=token_dim,
+        token_source={"text": "last", "image": encoder.image_token_source},
+        per_token_projection=per_token_projection,
+        layer_norm=layer_norm,
+    )
+    if init_from_clip_projections:
+        projections = {}
+        text_projection = encoder.text_tower.text_projection
+        if text_projection is not None:
+            projections["text"] = text_projection.weight.T if isinstance(text_projection, nn.Linear) else text_projection
+        if encoder.image_token_source == "first" and getattr(encoder.model.visual, "proj", None) is not None:
+            projections["image"] = encoder.model.visual.proj
+        init_heads_from_projections(pooling, projections)
+    base_model = model_name if pretrained is None else f"{model_name} ({pretrained})"
+    return _oblique_model(encoder, pooling, device=device, base_model=base_model)
+
+
+def oblique_dual_encoder(
+    text_model: str,
+    image_model: str,
+    num_tokens: int = 16,
+    token_dim: int = 32,
+    *,
+    text_token_source: TokenSource = "first",
+    image_token_source: TokenSource | None = None,
+    per_token_projection: bool = True,
+    layer_norm: bool = True,
+    max_seq_length: int | None = None,
+    device: str | None = None,
+    cache_folder: str | None = None,
+    revision: str | None = None,
+    token: bool | str | None = None,
+    local_files_only: bool = False,
+    trust_remote_code: bool = False,
+) -> ObliqueSentenceTransformer:
+    """An oblique image-text model from separate text and image towers (LiT-style), e.g. MiniLM + EfficientNet.
+
+    - Text: :class:`~st_oblique.modules.ClassTokenTransformer` (K class tokens prepended, for bidirectional encoders
+      such as BERT/MiniLM), as in :func:`oblique_text_model`.
+    - Image: :class:`~st_oblique.modules.ImageClassTokenTransformer` on a Hugging Face image model (a timm model
+      through ``TimmWrapperModel``, a ``CLIPVisionModel``, any image ``AutoModel``). ViTs with a class token get K
+      class tokens (``"first"``); other backbones (CNNs) give their flattened feature map and the K tokens come from
+      K learned attention queries (``"attention"``). ``image_token_source=None`` picks this automatically.
+    - Routing: a :class:`~st_oblique.modules.ModalityRouter` sends each batch to its tower by modality, so training
+      needs no ``router_mapping``: a dataset with an ``Image()`` column and a caption column trains as is. A batch
+      mixing images and texts is rejected (encode each modality separately).
+
+    Both towers keep their pretrained weights; the two heads of :class:`~st_oblique.ObliquePooling` are new: train
+    the model (e.g. with :class:`~st_oblique.ObliqueContrastiveLoss`) before use. To train only the heads and the
+    text tower (LiT), set ``requires_grad_(False)`` on the image tower.
+
+    Args:
+        text_model: Hub id or local path of a Hugging Face text encoder or a Sentence Transformers model.
+        image_model: Hub id or local path of a Hugging Face image model (e.g. ``"timm/efficientnet_b0.ra_in1k"``).
+        num_tokens: K (default 16, as in the paper).
+        token_dim: d (default 32, as in the paper).
+        text_token_source: ``"first"`` (K class tokens), ``"attention"`` or ``"split"`` for the text head.
+        image_token_source: ``"first"`` (ViTs only), ``"attention"`` or ``"split"``; None: ``"first"`` for ViTs
+            with a class token, else ``"attention"``.
+        per_token_projection: a projection per token (default) or one shared projection.
+        layer_norm: a LayerNorm in the heads before the projection.
+        max_seq_length: text truncation length (the K−1 class tokens come on top).
+        device: where to put the model.
+        cache_folder, revision, token, local_files_only, trust_remote_code: Hub loading options of both towers.
+
+    Returns:
+        An :class:`~st_oblique.ObliqueSentenceTransformer` (``similarity_fn_name="dot"``) encoding texts and images.
+
+    Example::
+
+        import st_oblique
+
+        model = st_oblique.oblique_dual_encoder(
+            "sentence-transformers/all-MiniLM-L6-v2", "timm/tf_efficientnet_lite0.in1k", num_tokens=16, token_dim=32
+        )
+        # train with SentenceTransformerTrainer on a dataset with an Image() column and a caption column, then:
+        image_embeddings = model.encode(["photo.jpg"])  # (1, 512)
+    """
+    from st_oblique.modules.image_class_tokens import ImageClassTokenTransformer
+    from st_oblique.modules.modality_router import ModalityRouter
+
+    if text_token_source == "last":
+        raise ValueError("text_token_source='last' is for causal text towers; use 'first', 'attention' or 'split'.")
+    loading = {
+        "cache_folder": cache_folder,
+        "revision": revision,
+        "token": token,
+        "local_files_only": local_files_only,
+        "trust_remote_code": trust_remote_code,
+    }
+    text = _load_transformer(
+        ClassTokenTransformer,
+        text_model,
+        num_class_tokens=num_tokens if text_token_source == "first" else 1,
+        max_seq_length=max_seq_length,
+        loading=loading,
+    )
+    image = _load_transformer(ImageClassTokenTransformer, image_model, num_class_tokens=None, loading=loading)
+    if image_token_source is None:
+        image_token_source = image.image_token_source
+    if image_token_source == "first":
+        image.set_num_class_tokens(num_tokens)
+    pooling = ObliquePooling(
+        {"text": text.get_embedding_dimension(), "image": image.get_embedding_dimension()},
+        num_tokens=num_tokens,
+        token_dim=token_dim,
+        token_source={"text": text_token_source, "image": image_token_source},
+        per_token_projection=per_token_projection,
+        layer_norm=layer_norm,
+    )
+    router = ModalityRouter(text=[text], image=[image])
+    return _oblique_model(router, pooling, device=device, base_model=None)
+
+
+@torch.no_grad()
+def init_heads_from_projections(pooling: ObliquePooling, projections: dict[str, Tensor]) -> None:
+    """Start the heads of ``pooling`` from a CLIP model's projections.
+
+    Token k of a modality's head gets columns ``[b*d, (b+1)*d)`` of that modality's projection, with
+    ``b = k mod (P / d)``, so the K tokens start as the K consecutive pieces of the CLIP embedding.
+
+    Args:
+        pooling: a per-modality :class:`ObliquePooling`.
+        projections: ``{modality: (in_features, P)}`` matrices (CLIP's projections, transposed to input-major).
+            A modality whose width or P does not fit (P not a multiple of d) keeps its random head, with a log
+            message.
+    """
+    for modality, matrix in projections.items():
+        head = pooling.heads[modality]
+        weight = head.projection
+        in_features, token_dim = weight.shape[-2:]
+        width = matrix.shape[-1]
+        if matrix.shape[0] != in_features or width % token_dim:
+            logger.info(
+                f"The {modality} projection {tuple(matrix.shape)} does not fit heads of shape {tuple(weight.shape)} "
+                "(its width must be a multiple of token_dim); the head keeps its random initialisation."
+            )
+            continue
+        blocks = matrix.detach().to(weight.dtype).reshape(in_features, width // token_dim, token_dim)
+        if weight.ndim == 3:
+            weight.copy_(blocks.permute(1, 0, 2)[torch.arange(weight.shape[0]) % blocks.shape[1]])
+        else:
+            weight.copy_(blocks[:, 0])
+
+
+def _load_transformer(
+    module_class: type[ClassTokenTransformer],
+    model_name_or_path: str,
+    *,
+    num_class_tokens: int | None,
+    loading: dict[str, Any],
+    max_seq_length: int | None = None,
+) -> ClassTokenTransformer:
+    """Load a (subclass of) ClassTokenTransformer from a Hugging Face model or a Sentence Transformers folder.
+
+    ``num_class_tokens=None`` keeps what the folder says (1 for a model that is not oblique yet).
+
+    Raises:
+        ValueError: the folder is a saved oblique model with another number of class tokens.
+    """
+    hub = {key: loading[key] for key in ("cache_folder", "revision", "token", "local_files_only") if key in loading}
+    init_defaults: dict[str, Any] = {} if num_class_tokens is None else {"num_class_tokens": num_class_tokens}
+    if max_seq_length is not None:
+        init_defaults["max_seq_length"] = max_seq_length
+    module = module_class.load(
+        model_name_or_path,
+        subfolder=_transformer_subfolder(model_name_or_path, **hub),
+        init_defaults=init_defaults,
+        **loading,
+    )
+    if num_class_tokens is not None and module.num_class_tokens != num_class_tokens:
+        raise ValueError(
+            f"{model_name_or_path} was saved with {module.num_class_tokens} class tokens, but {num_class_tokens} "
+            f"were asked for; use num_tokens={module.num_class_tokens} or start from the original backbone."
+        )
+    if max_seq_length is not None:
+        module.max_seq_length = max_seq_length
+    return module
+
+
+def _oblique_model(
+    input_module: Module, pooling: ObliquePooling, *, device: str | None, base_model: str | None
+) -> ObliqueSentenceTransformer:
+    model = ObliqueSentenceTransformer(modules=[input_module, pooling], device=device, similarity_fn_name="dot")
+    if base_model is not None:
+        model.model_card_data.base_model = base_model
     return model
+
+
+_TRANSFORMER_TYPES = {
+    "Transformer",
+    "CLIPModel",  # Sentence Transformers' legacy CLIP module
+    "ClassTokenTransformer",
+    "CLIPClassTokenTransformer",
+    "ImageClassTokenTransformer",
+}
 
 
 def _transformer_subfolder(model_name_or_path: str, **hub: Any) -> str:
@@ -107,9 +450,9 @@ def _transformer_subfolder(model_name_or_path: str, **hub: Any) -> str:
     with open(modules_path, encoding="utf-8") as handle:
         modules = json.load(handle)
     for entry in modules:
-        if entry.get("type", "").rsplit(".", 1)[-1] in {"Transformer", "ClassTokenTransformer"}:
+        if entry.get("type", "").rsplit(".", 1)[-1] in _TRANSFORMER_TYPES:
             return entry.get("path", "")
     raise ValueError(
         f"{model_name_or_path} is a Sentence Transformers model without a Transformer module "
-        f"({[entry.get('type') for entry in modules]}); pass a Hugging Face text encoder instead."
+        f"({[entry.get('type') for entry in modules]}); pass a Hugging Face model instead."
     )

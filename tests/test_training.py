@@ -57,7 +57,8 @@ def test_trainer_reduces_the_loss(model, tmp_path):
     assert_changed(before, model)
 
 
-def test_legacy_fit_reduces_the_loss(model, tmp_path):
+def test_legacy_fit_reduces_the_loss(model, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # fit writes checkpoints/ into the working directory
     loss = st_oblique.ObliqueContrastiveLoss(model, scale=4.0)
     before_loss, before = fixed_batch_loss(model, loss), trainable_snapshot(model)
     examples = [InputExample(texts=[a, p]) for a, p in zip(PAIRS["anchor"], PAIRS["positive"], strict=True)]

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Literal
 
 import torch
-import torch.nn.functional as F
-from sentence_transformers import SentenceTransformer
 from sentence_transformers.base.losses.merged_forward import embed_columns
 from torch import Tensor, nn
+
+from st_oblique.losses.base import ObliqueLoss
+from st_oblique.losses.scale import OPEN_CLIP_MAX_SCALE
+
+logger = logging.getLogger(__name__)
 
 CITATION = """@article{sun2022design,
     title={Design of the topology for contrastive visual-textual alignment},
@@ -18,20 +22,56 @@ CITATION = """@article{sun2022design,
     year={2022}
 }"""
 
+Direction = Literal["query_to_doc", "doc_to_query"]
+DIRECTIONS: tuple[str, ...] = ("query_to_doc", "doc_to_query")
 
-class ObliqueContrastiveLoss(nn.Module):
+
+class ObliqueContrastiveLoss(ObliqueLoss):
     """Symmetric InfoNCE (CLIP's loss) over the oblique similarity ``s(u, v) = sum_k cos(u_k, v_k)``.
 
-    The similarity of flat oblique embeddings is their dot product, in ``[-K, K]``; logits are
-    ``scale * s``. With the default ``scale=1.0`` logits are the raw sums, as in the paper's official code.
+    For an (anchor, positive) batch ``a_1..a_B``, ``p_1..p_B`` the logits are ``scale * s(a_i, p_j)``, in
+    ``[-K*scale, K*scale]``, and the loss is the mean of the two cross-entropies with the diagonal as target:
+    anchor -> positives ("query_to_doc") and positive -> anchors ("doc_to_query"). Extra columns are hard
+    negatives: they join the candidates of every anchor (not the doc_to_query term). Anchors and positives can
+    be texts or images (one modality per column).
 
-    Inputs are (anchor, positive) pairs or (anchor, positive, negative_1, ..., negative_n) tuples, of text or
-    images: every other positive (and every negative) in the batch is a negative for an anchor, and every
-    other anchor is a negative for a positive.
+    ``s`` is the dot product of the flat ``(K*d)`` embeddings, so with K=1 this is exactly CLIP's loss
+    (open_clip's ``ClipLoss``) and ST's ``MultipleNegativesRankingLoss(similarity_fct=dot_score,
+    directions=("query_to_doc", "doc_to_query"), partition_mode="per_direction")``.
+
+    The scale (inverse temperature) is the paper's whole point. Sums of K cosines already span ``[-K, K]``, so the
+    official code uses the raw sums (``scale=1.0``, the default), where CLIP needs a learnable scale of up to 100
+    for cosines in ``[-1, 1]``. ``learnable_scale=True`` learns it in log space (initialized at ``scale``, capped
+    at ``max_scale``: open_clip caps CLIP at 100, the paper's appendix caps its oblique model at 3.95, see
+    :data:`st_oblique.losses.scale.PAPER_MAX_SCALE`). Trained with ``SentenceTransformerTrainer`` or
+    ``model.fit``, a learnable scale gets no weight decay, is logged as ``logit_scale`` and is recorded in the
+    model's ObliquePooling config (``logit_scale``), so it is saved with the model; its own learning rate:
+    ``learning_rate_mapping={r"logit_scale": 1e-3}`` (see :mod:`st_oblique.losses.training`).
+
+    Every step checks that the embeddings are ``(B, K*d)``, finite and on the oblique manifold (each token of unit
+    norm), with one device synchronization, and raises a ValueError naming the cause otherwise (e.g. a
+    ``Normalize`` module after the pooling). A batch whose only pair is (anchor, positive) has no negatives: the
+    loss is 0 with zero gradient, which is logged as a warning (use ``dataloader_drop_last=True``).
 
     Args:
         model: the oblique SentenceTransformer being trained.
-        scale: the multiplier on the oblique similarity (inverse temperature).
+        scale: the multiplier on the oblique similarity (inverse temperature); the initial value when learnable.
+        learnable_scale: learn the scale (log-parameterized).
+        max_scale: the cap of a learnable scale (default 100, open_clip's; None: no cap).
+        directions: ``("query_to_doc", "doc_to_query")`` (symmetric, CLIP; default) or ``("query_to_doc",)``
+            (anchors retrieve candidates only; the usual choice with many hard negatives).
+        gather_across_devices: all-gather anchors and candidates from every process (with gradients), so each
+            anchor sees the global batch as negatives, like open_clip's ``gather_with_grad``. Every process must
+            have the same batch size (``dataloader_drop_last=True``).
+
+    Inputs:
+        +-------------------------------------------------+--------+
+        | Texts                                           | Labels |
+        +=================================================+========+
+        | (anchor, positive) pairs                        | none   |
+        +-------------------------------------------------+--------+
+        | (anchor, positive, negative_1, ..., negative_n) | none   |
+        +-------------------------------------------------+--------+
 
     Example::
 
@@ -41,33 +81,93 @@ class ObliqueContrastiveLoss(nn.Module):
 
         model = st_oblique.oblique_text_model("sentence-transformers/all-MiniLM-L6-v2")
         train = Dataset.from_dict({"anchor": ["A man eats."], "positive": ["Someone is eating."]})
-        trainer = SentenceTransformerTrainer(model=model, train_dataset=train,
-                                             loss=st_oblique.ObliqueContrastiveLoss(model))
-        trainer.train()
+        loss = st_oblique.ObliqueContrastiveLoss(model, learnable_scale=True, max_scale=3.95)
+        SentenceTransformerTrainer(model=model, train_dataset=train, loss=loss).train()
+        print(loss.scale, model[-1].logit_scale)   # the learned scale, also recorded in the model
     """
 
-    def __init__(self, model: SentenceTransformer, scale: float = 1.0) -> None:
-        super().__init__()
-        self.model = model
-        self.scale = float(scale)
+    def __init__(
+        self,
+        model: nn.Module,
+        scale: float = 1.0,
+        learnable_scale: bool = False,
+        max_scale: float | None = OPEN_CLIP_MAX_SCALE,
+        directions: tuple[Direction, ...] = DIRECTIONS,
+        gather_across_devices: bool = False,
+    ) -> None:
+        super().__init__(model, scale, learnable_scale, max_scale, gather_across_devices)
+        self.directions = check_directions(directions)
+        self._warned_no_negatives = False
 
     def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor | None = None) -> Tensor:
         embeddings = embed_columns(self.model, sentence_features)
         return self.compute_loss_from_embeddings(embeddings, labels)
 
     def compute_loss_from_embeddings(self, embeddings: list[Tensor], labels: Tensor | None = None) -> Tensor:
-        """Loss from flat embeddings: ``embeddings[0]`` anchors ``(B, K*d)``, ``embeddings[1]`` positives, rest negatives."""
-        anchors, candidates = embeddings[0], torch.cat(embeddings[1:])
-        batch = anchors.shape[0]
-        targets = torch.arange(batch, device=anchors.device)
-        logits = self.scale * anchors @ candidates.T  # (B, B * (columns - 1))
-        anchor_to_candidate = F.cross_entropy(logits, targets)
-        candidate_to_anchor = F.cross_entropy(logits[:, :batch].T, targets)
-        return (anchor_to_candidate + candidate_to_anchor) / 2
+        """The loss of flat embeddings: ``embeddings[0]`` anchors ``(B, K*d)``, ``[1]`` positives, the rest negatives.
+
+        ``labels`` are ignored (the positive of anchor i is positive i).
+        """
+        self.check_embeddings(embeddings)
+        self.warn_if_no_negatives(embeddings)
+        scale = self.logit_scale()
+        columns, offset = self.gather(embeddings)
+        batch_size = embeddings[0].shape[0]
+        rows = torch.arange(offset, offset + batch_size, device=embeddings[0].device)
+        return info_nce_row_losses(columns[0], torch.cat(columns[1:]), rows, scale, self.directions).mean()
+
+    def warn_if_no_negatives(self, embeddings: list[Tensor]) -> None:
+        if len(embeddings) == 2 and self.global_batch_size(embeddings[0].shape[0]) == 1 and not self._warned_no_negatives:
+            self._warned_no_negatives = True
+            logger.warning(
+                f"{type(self).__name__} got a batch with a single (anchor, positive) pair and no negatives: its loss is "
+                "0 and it gives no gradient. Use batches of at least 2 pairs (e.g. dataloader_drop_last=True, so the "
+                "last batch of an epoch is not a single pair)."
+            )
 
     def get_config_dict(self) -> dict[str, Any]:
-        return {"scale": self.scale}
+        return {**self.base_config(), "directions": self.directions}
 
     @property
     def citation(self) -> str:
         return CITATION
+
+
+def info_nce_row_losses(
+    anchors: Tensor, candidates: Tensor, rows: Tensor, scale: Tensor | float, directions: tuple[str, ...]
+) -> Tensor:
+    """The InfoNCE loss terms of the pairs ``rows``, against every anchor and candidate.
+
+    Args:
+        anchors: ``(N, D)``, every anchor of the batch (all processes' anchors when gathered).
+        candidates: ``(M*N, D)``: the N positives (positive i belongs to anchor i), then each negative column.
+        rows: ``(R,)`` indices of the pairs whose terms to compute (a chunk of a cached loss, or this process's
+            rows of a gathered batch).
+        scale: the logit scale.
+        directions: ``"query_to_doc"`` and optionally ``"doc_to_query"``.
+
+    Returns:
+        ``(R,)``: ``logsumexp_j(scale * <a_i, c_j>) - scale * <a_i, p_i>``, averaged with the positive -> anchors
+        term ``logsumexp_j(scale * <p_i, a_j>) - scale * <a_i, p_i>`` when both directions are used. The loss of
+        a batch is their mean over all N rows.
+    """
+    # The scale multiplies the (R, D) rows rather than the (R, M*N) logits: the same logits, less work for a
+    # learnable scale's gradient.
+    logits = (scale * anchors[rows]) @ candidates.T  # (R, M*N)
+    positive = logits[torch.arange(len(rows), device=logits.device), rows]
+    losses = logits.logsumexp(dim=1) - positive
+    if "doc_to_query" in directions:
+        reverse = (scale * candidates[rows]) @ anchors.T  # (R, N)
+        losses = (losses + reverse.logsumexp(dim=1) - positive) / 2
+    return losses
+
+
+def check_directions(directions: Iterable[str]) -> tuple[str, ...]:
+    directions = tuple(directions)
+    if "query_to_doc" not in directions or not set(directions) <= set(DIRECTIONS) or len(set(directions)) != len(directions):
+        raise ValueError(
+            f"directions must be ('query_to_doc', 'doc_to_query') (symmetric, CLIP) or ('query_to_doc',), got "
+            f"{directions!r}. For query_to_query / doc_to_doc terms use MultipleNegativesRankingLoss with "
+            "similarity_fct=dot_score."
+        )
+    return directions

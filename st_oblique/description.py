@@ -1,0 +1,232 @@
+"""describe_model: what an oblique model is made of, for the model card and ``st-oblique info``."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from sentence_transformers.base.modules import Router
+from torch import nn
+
+from st_oblique.modules.pooling import SINGLE_HEAD, ObliquePooling
+
+TOKEN_SOURCE_DESCRIPTIONS: dict[str, str] = {
+    "first": "the first K token states (class tokens placed at the front)",
+    "last": "the K token states ending at the last real token (class positions appended after EOS)",
+    "attention": "K learned queries attending over all token states (attention pooling head)",
+    "split": "the mean of the token states projected K times (all K tokens come from one vector)",
+}
+"""How ObliquePooling picks the K token states, per ``token_source``."""
+
+_HUB_MODEL_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+
+def is_hub_model_id(name: str) -> bool:
+    """Whether ``name`` looks like a Hub model id (``"user/name"`` or ``"name"``) rather than a local path."""
+    return bool(_HUB_MODEL_ID.match(name)) and not os.path.exists(name)
+
+@dataclass
+class TowerDescription:
+    """One modality's path through the model: backbone, where its K class tokens come from.
+
+    Attributes:
+        modality: ``"text"``, ``"image"``, ... (or a Router route name).
+        backbone: the backbone architecture, e.g. ``"CLIPModel"`` or ``"BertModel (bert-base-uncased)"``.
+        token_source: ObliquePooling's ``token_source`` for this modality.
+        class_token_placement: one sentence on where the class tokens sit (from the input module's
+            ``class_token_placement`` when it has one, else from ``token_source``).
+    """
+
+    modality: str
+    backbone: str
+    token_source: str
+    class_token_placement: str
+
+
+@dataclass
+class ObliqueModelDescription:
+    """A summary of an oblique model (see :func:`describe_model`).
+
+    Attributes:
+        num_tokens: K, the number of unit tokens per embedding.
+        token_dim: d, the size of each token.
+        embedding_dimension: K*d, the size of the flat embedding.
+        similarity_fn_name: the model's similarity function (``"dot"`` for oblique models).
+        score_range: ``(-K, K)``, the range of the oblique similarity (sum of K cosines).
+        towers: one :class:`TowerDescription` per modality (or Router route).
+        modalities: the input modalities the model accepts.
+        per_token_projection: whether each of the K tokens has its own projection.
+        layer_norm: whether a LayerNorm precedes the projection.
+        logit_scale: the scale (inverse temperature) the training loss ended with, recorded in
+            ObliquePooling; None when not recorded.
+        parameters: total number of parameters.
+        trainable_parameters: parameters with ``requires_grad``.
+        st_oblique_version: the installed st-oblique release.
+    """
+
+    num_tokens: int
+    token_dim: int
+    embedding_dimension: int
+    similarity_fn_name: str
+    score_range: tuple[int, int]
+    towers: list[TowerDescription] = field(default_factory=list)
+    modalities: list[str] = field(default_factory=list)
+    per_token_projection: bool = True
+    layer_norm: bool = True
+    logit_scale: float | None = None
+    parameters: int = 0
+    trainable_parameters: int = 0
+    st_oblique_version: str = ""
+
+    @property
+    def temperature(self) -> float | None:
+        """``1 / logit_scale``, or None when the scale was not recorded."""
+        return None if not self.logit_scale else 1.0 / self.logit_scale
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-serialisable dict (towers as dicts, ``temperature`` included)."""
+        data = asdict(self)
+        data["score_range"] = list(self.score_range)
+        data["temperature"] = self.temperature
+        return data
+
+    def to_text(self) -> str:
+        """Aligned ``key: value`` lines for terminals (``st-oblique info``)."""
+        scale = "not recorded" if self.logit_scale is None else f"{self.logit_scale:.4g}"
+        rows = [
+            ("st-oblique", self.st_oblique_version),
+            ("K x d", f"{self.num_tokens} x {self.token_dim} (embedding size {self.embedding_dimension})"),
+            ("similarity", f"{self.similarity_fn_name}: sum of {self.num_tokens} per-token cosines, "
+             f"range [{self.score_range[0]}, {self.score_range[1]}]"),
+            ("logit_scale", scale),
+            ("parameters", f"{self.parameters:,} ({self.trainable_parameters:,} trainable)"),
+        ]
+        for tower in self.towers:
+            rows.append((f"{tower.modality} tower", f"{tower.backbone}; token_source={tower.token_source!r}"))
+            rows.append((f"{tower.modality} class tokens", tower.class_token_placement))
+        width = max(len(key) for key, _ in rows)
+        return "\n".join(f"{key.ljust(width)}  {value}" for key, value in rows)
+
+
+def describe_model(model: nn.Module) -> ObliqueModelDescription:
+    """Describe an oblique SentenceTransformer: K, d, towers and class-token placement, scale, size.
+
+    Works for a single backbone with one ObliquePooling (one head per modality or one shared head) and for
+    ``Router`` models with one ObliquePooling per route.
+
+    Args:
+        model: a SentenceTransformer containing at least one :class:`~st_oblique.ObliquePooling`.
+
+    Returns:
+        An :class:`ObliqueModelDescription`.
+
+    Raises:
+        ValueError: the model has no ObliquePooling, or its poolings disagree on K or d.
+
+    Example::
+
+        import st_oblique
+
+        model = st_oblique.load("user/oblique-clip")
+        info = st_oblique.describe_model(model)
+        print(info.num_tokens, info.token_dim, info.logit_scale)
+        print(info.to_text())
+    """
+    from st_oblique import __version__
+
+    poolings = [module for module in model.modules() if isinstance(module, ObliquePooling)]
+    if not poolings:
+        raise ValueError(
+            f"{type(model).__name__} has no ObliquePooling module, so it is not an oblique model "
+            f"(modules: {[type(module).__name__ for module in model.children()]})."
+        )
+    shapes = {(pooling.num_tokens, pooling.token_dim) for pooling in poolings}
+    if len(shapes) > 1:
+        raise ValueError(
+            f"The model's ObliquePooling modules disagree on (K, d): {sorted(shapes)}; embeddings of different "
+            "towers could not be compared."
+        )
+    num_tokens, token_dim = shapes.pop()
+    modalities = [str(modality) for modality in getattr(model, "modalities", ["text"])]
+    scales = [pooling.logit_scale for pooling in poolings if pooling.logit_scale is not None]
+    parameters = list(model.parameters())
+    return ObliqueModelDescription(
+        num_tokens=num_tokens,
+        token_dim=token_dim,
+        embedding_dimension=num_tokens * token_dim,
+        similarity_fn_name=getattr(model, "similarity_fn_name", None) or "cosine",
+        score_range=(-num_tokens, num_tokens),
+        towers=_towers(model, modalities),
+        modalities=modalities,
+        per_token_projection=all(pooling.per_token_projection for pooling in poolings),
+        layer_norm=all(pooling.layer_norm for pooling in poolings),
+        logit_scale=scales[0] if scales else None,
+        parameters=sum(parameter.numel() for parameter in parameters),
+        trainable_parameters=sum(parameter.numel() for parameter in parameters if parameter.requires_grad),
+        st_oblique_version=__version__,
+    )
+
+
+def _towers(model: nn.Module, modalities: list[str]) -> list[TowerDescription]:
+    """One description per modality (single backbone) or per Router route."""
+    children = list(model.children())
+    router = next((module for module in children if isinstance(module, Router)), None)
+    if router is None:
+        return _pipeline_towers(children, modalities, route=False)
+    after_router = children[children.index(router) + 1 :]
+    return [
+        tower
+        for route, modules in router.sub_modules.items()
+        for tower in _pipeline_towers([*modules, *after_router], [route], route=True)
+    ]
+
+
+def _pipeline_towers(modules: list[nn.Module], labels: list[str], route: bool) -> list[TowerDescription]:
+    """Towers of one module pipeline (input module ... ObliquePooling).
+
+    ``labels`` name the towers served by a single shared head: the model's modalities, or the route name
+    when ``route`` is True (then the input module's only placement applies to the route whatever its name).
+    """
+    pooling = next((module for module in modules if isinstance(module, ObliquePooling)), None)
+    if pooling is None:
+        return []
+    backbone_module = modules[0]
+    placements: dict[str, str] = dict(getattr(backbone_module, "class_token_placement", None) or {})
+    heads = pooling.modalities
+    if heads == [SINGLE_HEAD]:
+        names = labels
+    elif route and labels[0] in heads:
+        names = labels  # a per-modality pooling after a modality router: this route uses its own head
+    else:
+        names = heads
+    towers = []
+    for name in names:
+        source = pooling.heads[SINGLE_HEAD if heads == [SINGLE_HEAD] else name].token_source
+        placement = placements.get(name)
+        if placement is None and route and len(placements) == 1:
+            placement = next(iter(placements.values()))
+        towers.append(
+            TowerDescription(
+                modality=name,
+                backbone=_backbone_name(backbone_module),
+                token_source=source,
+                class_token_placement=placement or TOKEN_SOURCE_DESCRIPTIONS[source],
+            )
+        )
+    return towers
+
+
+def _backbone_name(module: nn.Module) -> str:
+    """``"BertModel (user/bert)"`` for a Hub checkpoint, ``"BertModel"`` for a local one, ``"OpenCLIPEncoder
+    (ViT-B-32, laion2b_s34b_b79k)"`` for open_clip models, else the class name."""
+    inner = getattr(module, "model", None)
+    config = getattr(inner, "config", None)
+    if inner is None or config is None:
+        names = [str(value) for value in (getattr(module, "model_name", None), getattr(module, "pretrained", None)) if value]
+        return f"{type(module).__name__} ({', '.join(names)})" if names else type(module).__name__
+    name_or_path = str(getattr(config, "_name_or_path", "") or "")
+    if "/" in name_or_path and is_hub_model_id(name_or_path):
+        return f"{type(inner).__name__} ({name_or_path})"
+    return type(inner).__name__

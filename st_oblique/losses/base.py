@@ -1,0 +1,175 @@
+"""What every st-oblique loss shares: the oblique shape of the model, input checks, gathering, the logit scale."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import torch
+from sentence_transformers.util import all_gather_with_grad, get_rank, get_world_size
+from torch import Tensor, nn
+
+from st_oblique import manifold
+from st_oblique.losses.scale import LogitScale
+from st_oblique.losses.training import install_trainer_integration
+from st_oblique.modules.pooling import ObliquePooling
+
+logger = logging.getLogger(__name__)
+
+LOW_PRECISION_ATOL = 1e-2
+"""Tolerance on per-token norms for float16/bfloat16 embeddings (bfloat16 keeps 8 bits of mantissa)."""
+
+
+class ObliqueLoss(nn.Module):
+    """Base class of st-oblique's losses (not a loss itself).
+
+    It finds K and d in the model's :class:`~st_oblique.ObliquePooling`, validates the embeddings of every step
+    (sizes, per-token unit norm, finiteness) with one device synchronization, gathers them across processes, and
+    owns the logit scale. Constructing one installs st-oblique's trainer integration (see
+    :mod:`st_oblique.losses.training`), through which ``SentenceTransformerTrainer`` and ``model.fit`` keep
+    learnable temperatures out of weight decay, log them and record the scale in the model.
+
+    Args:
+        model: the oblique SentenceTransformer being trained (it must contain an ObliquePooling).
+        scale: the logit scale (inverse temperature), or its initial value when learnable.
+        learnable_scale: learn the scale (in log space, like CLIP).
+        max_scale: the cap of a learnable scale.
+        gather_across_devices: all-gather the embeddings of every process (with gradients) before the loss.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        scale: float,
+        learnable_scale: bool,
+        max_scale: float | None,
+        gather_across_devices: bool,
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.num_tokens, self.token_dim = oblique_shape(model, type(self).__name__)
+        self.logit_scale = LogitScale(scale, learnable=learnable_scale, max_value=max_scale)
+        self.gather_across_devices = bool(gather_across_devices)
+        install_trainer_integration()
+
+    @property
+    def scale(self) -> float:
+        """The current logit scale (inverse temperature), to the 7 significant digits of its float32 parameter."""
+        return float(f"{float(self.logit_scale):.7g}")
+
+    @property
+    def temperature(self) -> float:
+        """``1 / scale``."""
+        return 1.0 / self.scale
+
+    @property
+    def learnable_scale(self) -> bool:
+        return self.logit_scale.learnable
+
+    @property
+    def max_scale(self) -> float | None:
+        return self.logit_scale.max_value
+
+    def temperature_parameters(self) -> dict[str, nn.Parameter]:
+        """The learnable scalars of the loss (``{"logit_scale": ...}``), which get no weight decay and are logged."""
+        return {"logit_scale": self.logit_scale.log_value} if self.logit_scale.learnable else {}
+
+    def temperature_values(self) -> dict[str, float]:
+        """Current values of the learnable scalars, as logged during training (``{"logit_scale": 3.2}``)."""
+        return {"logit_scale": self.scale} if self.logit_scale.learnable else {}
+
+    def record_scale_in_model(self) -> None:
+        """Write the current scale into the ``logit_scale`` config of every ObliquePooling of the model.
+
+        It is then saved with the model and shown in its model card. ``SentenceTransformerTrainer`` and
+        ``model.fit`` call this before every checkpoint and at the end of training; call it yourself after a
+        custom training loop.
+        """
+        for pooling in oblique_poolings(self.model):
+            pooling.logit_scale = self.scale
+
+    def check_embeddings(self, embeddings: Sequence[Tensor]) -> None:
+        """Raise a ValueError that says what is wrong unless every column holds ``(B, K*d)`` oblique embeddings.
+
+        Sizes are checked on the host; the per-token norms (which also catch NaN/inf) are checked with a single
+        device synchronization, and only a failure pays for the detailed diagnosis of
+        :func:`st_oblique.manifold.assert_on_manifold`.
+        """
+        loss_name = type(self).__name__
+        if len(embeddings) < 2:
+            raise ValueError(
+                f"{loss_name} needs at least two input columns (anchor, positive[, negatives...]), got {len(embeddings)}."
+            )
+        expected = self.num_tokens * self.token_dim
+        for index, embedding in enumerate(embeddings):
+            if embedding.ndim != 2 or embedding.shape[1] != expected:
+                raise ValueError(
+                    f"The {column_name(index)} embeddings have shape {tuple(embedding.shape)}, but the model's "
+                    f"ObliquePooling gives (batch, K*d) = (batch, {self.num_tokens}*{self.token_dim}). Every column "
+                    "must be embedded by the same oblique model (same K and d, no truncate_dim that is not a "
+                    "multiple of d)."
+                )
+        batch_sizes = [embedding.shape[0] for embedding in embeddings]
+        if len(set(batch_sizes)) > 1:
+            raise ValueError(f"All columns must have the same number of rows, got {batch_sizes} per column.")
+        if batch_sizes[0] == 0:
+            raise ValueError(f"{loss_name} received an empty batch.")
+        low_precision = any(embedding.dtype in (torch.float16, torch.bfloat16) for embedding in embeddings)
+        atol = LOW_PRECISION_ATOL if low_precision else manifold.DEFAULT_ATOL
+        norms = torch.cat([manifold.token_norms(embedding.detach().float(), self.num_tokens) for embedding in embeddings])
+        # NaN and inf norms fail this comparison too.
+        if bool(((norms - 1).abs() <= atol).all()):
+            return
+        for index, embedding in enumerate(embeddings):
+            manifold.assert_on_manifold(embedding, self.num_tokens, atol=atol, name=f"{column_name(index)} embedding")
+
+    def gather(self, columns: Sequence[Tensor]) -> tuple[list[Tensor], int]:
+        """All-gather every column across processes with gradients when ``gather_across_devices`` is set.
+
+        Returns:
+            The (possibly gathered) columns, each ``(B * world_size, K*d)``, and the offset of this process's rows.
+        """
+        if not self.gather_across_devices:
+            return list(columns), 0
+        return [all_gather_with_grad(column) for column in columns], get_rank() * columns[0].shape[0]
+
+    def global_batch_size(self, local_batch_size: int) -> int:
+        return local_batch_size * (get_world_size() if self.gather_across_devices else 1)
+
+    def base_config(self) -> dict:
+        return {
+            "scale": self.scale,
+            "learnable_scale": self.learnable_scale,
+            "max_scale": self.max_scale,
+            "gather_across_devices": self.gather_across_devices,
+        }
+
+
+def column_name(index: int) -> str:
+    return ("anchor", "positive")[index] if index < 2 else f"negative_{index - 1}"
+
+
+def oblique_poolings(model: nn.Module) -> list[ObliquePooling]:
+    """Every ObliquePooling in ``model`` (also behind a Router or a DDP wrapper)."""
+    return [module for module in model.modules() if isinstance(module, ObliquePooling)]
+
+
+def oblique_shape(model: nn.Module, loss_name: str) -> tuple[int, int]:
+    """``(K, d)`` of the model's ObliquePooling modules; a ValueError if there is none or they disagree."""
+    poolings = oblique_poolings(model)
+    if not poolings:
+        raise ValueError(
+            f"{loss_name} trains oblique models, but this {type(model).__name__} has no ObliquePooling module. "
+            "Build the model with st_oblique (e.g. st_oblique.oblique_text_model) or add an ObliquePooling after "
+            "the backbone. For a single unit vector per input use MultipleNegativesRankingLoss."
+        )
+    shapes = {(pooling.num_tokens, pooling.token_dim) for pooling in poolings}
+    if len(shapes) > 1:
+        raise ValueError(
+            f"The model's ObliquePooling modules disagree on (K, d): {sorted(shapes)}. Oblique similarity needs every "
+            "tower to emit the same number of tokens of the same size."
+        )
+    return shapes.pop()
+
+
+__all__ = ["ObliqueLoss", "column_name", "oblique_poolings", "oblique_shape"]

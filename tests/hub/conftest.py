@@ -1,0 +1,34 @@
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import pytest
+import torch
+from hub.fake_hub import READ_TOKEN, WRITE_TOKEN, FakeHub, point_huggingface_hub_at
+from tiny_models import SENTENCES
+
+import st_oblique
+
+
+class SavedModel(NamedTuple):
+    model: st_oblique.ObliqueSentenceTransformer
+    path: object  # pathlib.Path of the saved folder
+    embeddings: torch.Tensor  # of SENTENCES
+
+
+@pytest.fixture(scope="session")
+def saved_text_model(tiny_bert_dir, tmp_path_factory) -> SavedModel:
+    """A tiny oblique text model (K=4, d=8) saved to a folder; tests must not modify either."""
+    torch.manual_seed(0)
+    model = st_oblique.oblique_text_model(tiny_bert_dir, num_tokens=4, token_dim=8)
+    path = tmp_path_factory.mktemp("saved_text") / "model"
+    model.save(str(path))
+    return SavedModel(model, path, model.encode(SENTENCES, convert_to_tensor=True))
+
+
+@pytest.fixture
+def hub(monkeypatch, tmp_path):
+    """A fake Hub with huggingface_hub of this process pointed at it (restored after the test)."""
+    with FakeHub(tokens={WRITE_TOKEN: "write", READ_TOKEN: "read"}) as fake:
+        point_huggingface_hub_at(monkeypatch, fake.url, str(tmp_path / "hub_cache"))
+        yield fake
