@@ -31,6 +31,9 @@ _PUBLIC: dict[str, str] = {
     "ObliqueModelDescription": "st_oblique.description",
     "push_to_hub": "st_oblique.hub",
     "HubPushError": "st_oblique.hub",
+    "TrainConfig": "st_oblique.training_config",
+    "train": "st_oblique.training",
+    "run_demo": "st_oblique.demo",
 }
 
 __all__ = ["__version__", *_PUBLIC]
@@ -53,6 +56,7 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:
     from st_oblique import manifold
     from st_oblique.builders import oblique_clip, oblique_dual_encoder, oblique_open_clip, oblique_text_model
+    from st_oblique.demo import run_demo
     from st_oblique.description import ObliqueModelDescription, describe_model
     from st_oblique.hub import HubPushError, push_to_hub
     from st_oblique.losses.cached import CachedObliqueContrastiveLoss
@@ -63,3 +67,5 @@ if TYPE_CHECKING:
     from st_oblique.modules.pooling import ObliquePooling
     from st_oblique.modules.serialization import ObliqueLoadError
     from st_oblique.modules.text_class_tokens import ClassTokenTransformer
+    from st_oblique.training import train
+    from st_oblique.training_config import TrainConfig

@@ -1,0 +1,358 @@
+"""The topology study's outputs: ``results.md`` (all tables), ``summary.json`` and the PNG plots.
+
+Every run of the plan is reported: the learning-rate trials, every arm of the grid, every noise level.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from evaluation.studies.aggregate import (
+    bar_plot,
+    fmt_difference,
+    fmt_mean_sd,
+    line_plot,
+    markdown_table,
+    paired_difference,
+)
+
+A_COLUMNS = (
+    ("mean_recall", "mean R (6 recalls)"),
+    ("image_retrieval_recall@1", "T→I R@1"),
+    ("image_retrieval_recall@5", "T→I R@5"),
+    ("image_retrieval_recall@10", "T→I R@10"),
+    ("text_retrieval_recall@1", "I→T R@1"),
+    ("text_retrieval_recall@5", "I→T R@5"),
+    ("text_retrieval_recall@10", "I→T R@10"),
+    ("acc1", "Imagenette acc@1"),
+)
+A_DIFF_COLUMNS = ("mean_recall", "image_retrieval_recall@1", "text_retrieval_recall@1", "acc1")
+B_TASKS = (("LocalSTSBenchmark", "STSBenchmark"), ("LocalSICK-R", "SICK-R"), ("LocalSciFact", "SciFact nDCG@10"))
+
+
+def condition_name(fraction: float) -> str:
+    return "clean captions" if fraction == 0 else f"{round(fraction * 100)}% noisy captions"
+
+
+def _by_seed(records: Sequence[dict], metric: str, split: str = "test") -> dict[int, float]:
+    return {record["spec"]["seed"]: _metric(record, metric, split) for record in records}
+
+
+def _metric(record: dict, metric: str, split: str = "test") -> float:
+    if metric == "final_scale":
+        return record["final_scale"]
+    return record["metrics"][split][metric]
+
+
+def _describe_arm(arm: dict) -> str:
+    geometry = "sphere" if arm["num_tokens"] == 1 else f"oblique K={arm['num_tokens']}"
+    pooling = {
+        "split": "mean",
+        "attention": f"attention ({arm['num_tokens']} quer{'y' if arm['num_tokens'] == 1 else 'ies'})",
+    }[arm["token_source"]]
+    if arm["learnable_scale"]:
+        scale = f"learnable, init {arm['scale']:.3g}, cap {arm['max_scale']:.3g}"
+    else:
+        scale = f"fixed {arm['scale']:.3g}"
+    return f"{geometry}, d={arm['token_dim']}, {pooling}, scale {scale} (logits ≤ {arm['num_tokens'] * (arm['max_scale'] if arm['learnable_scale'] else arm['scale']):.3g})"
+
+
+def regime_a_sections(config: dict, records: list[dict], plots_dir: Path) -> list[str]:
+    """Markdown sections and plots of regime A."""
+    main = [r for r in records if r["spec"]["phase"] == "main"]
+    shared_lr = [r for r in main if r["spec"]["scale_learning_rate"] is None]
+    arms = list(config["arms"])
+    arm_specs = {r["spec"]["arm"]: r["spec"]["arm_config"] for r in records}
+    seeds = config["seeds"]
+    group: dict[tuple, list[dict]] = defaultdict(list)
+    for record in shared_lr:
+        if record["spec"]["seed"] in seeds:
+            group[(record["spec"]["arm"], record["spec"]["noise_fraction"])].append(record)
+    chosen = {r["spec"]["arm"]: r["spec"]["learning_rate"] for r in main}
+    sections = ["## Regime A: LiT heads on frozen towers (Flickr8k-1k test split, zero-shot Imagenette)", ""]
+    sections += headline_section(config, group)
+    sections.append("Arms:\n")
+    sections += [
+        f"- `{name}`: {_describe_arm(arm_specs[name])}; learning rate {chosen.get(name, float('nan')):g}"
+        for name in arms
+    ]
+    sections.append("")
+    for fraction in config["conditions"]:
+        rows = []
+        for name in arms:
+            runs = group.get((name, fraction), [])
+            rows.append(
+                [f"`{name}`", str(len(runs))]
+                + [fmt_mean_sd([_metric(r, key) for r in runs]) for key, _ in A_COLUMNS]
+                + [fmt_mean_sd([r["final_scale"] for r in runs], scale=1.0, digits=2)]
+            )
+        sections += [
+            f"### {condition_name(fraction).capitalize()}: test metrics (%, mean ± sd over seeds {seeds})",
+            "",
+            markdown_table(["arm", "n", *[label for _, label in A_COLUMNS], "final scale"], rows),
+            "",
+        ]
+    diff_rows = []
+    for a, b in config.get("comparisons", []):
+        for fraction in config["conditions"]:
+            runs_a, runs_b = group.get((a, fraction), []), group.get((b, fraction), [])
+            cells = [
+                fmt_difference(paired_difference(_by_seed(runs_a, key), _by_seed(runs_b, key)))
+                for key in A_DIFF_COLUMNS
+            ]
+            diff_rows.append([f"`{a}` − `{b}`", condition_name(fraction), *cells])
+    sections += [
+        "### Paired differences (percentage points, mean over seeds [95% t-interval]; bold: interval excludes 0)",
+        "",
+        markdown_table(["comparison", "condition", *[dict(A_COLUMNS)[key] for key in A_DIFF_COLUMNS]], diff_rows),
+        "",
+    ]
+    selection = [r for r in records if r["spec"]["phase"] == "select"]
+    grid = config["lr_selection"]["grid"]
+    rows = []
+    for name in arms:
+        cells = []
+        for lr in grid:
+            value = next(
+                (
+                    r["metrics"]["val"]["mean_recall"]
+                    for r in selection
+                    if r["spec"]["arm"] == name and r["spec"]["learning_rate"] == lr
+                ),
+                math.nan,
+            )
+            text = f"{100 * value:.1f}"
+            cells.append(f"**{text}**" if chosen.get(name) == lr else text)
+        rows.append([f"`{name}`", *cells])
+    sections += [
+        f"### Learning-rate selection (validation mean R %, clean captions, seed {config['lr_selection']['seed']}; bold: chosen)",
+        "",
+        markdown_table(["arm", *[f"lr {lr:g}" for lr in grid]], rows),
+        "",
+    ]
+    sections += noise_meter_section(config, main, plots_dir)
+    for metric, filename, ylabel, title in (
+        (
+            "mean_recall",
+            "regime_a_retrieval.png",
+            "test mean recall (%)",
+            "Flickr8k-1k test retrieval (mean of 6 recalls)",
+        ),
+        ("acc1", "regime_a_zeroshot.png", "Imagenette zero-shot acc@1 (%)", "Zero-shot Imagenette"),
+    ):
+        values = {
+            condition_name(f): {n: [_metric(r, metric) for r in group.get((n, f), [])] for n in arms}
+            for f in config["conditions"]
+        }
+        bar_plot(plots_dir / filename, values, ylabel, f"Regime A: {title}")
+    sections += ["![retrieval](regime_a_retrieval.png)", "", "![zero-shot](regime_a_zeroshot.png)", ""]
+    return sections
+
+
+def headline_section(config: dict, group: dict[tuple, list[dict]]) -> list[str]:
+    """Every arm's test mean R and Imagenette acc@1 with its paired difference from the reference sphere and from
+    its temperature control (the sphere with the same logit range), one table per caption condition."""
+    headline = config.get("headline")
+    if not headline:
+        return []
+    reference, controls = headline["reference"], headline.get("controls", {})
+    sections = [
+        f"### Headline: test mean R and zero-shot Imagenette acc@1 (%, mean ± sd; Δ: paired difference in points "
+        f"[95% t-interval], bold: excludes 0) vs the reference `{reference}` and vs the arm's temperature control",
+        "",
+    ]
+    for fraction in config["conditions"]:
+        rows = []
+        for name in config["arms"]:
+            runs = group.get((name, fraction), [])
+            row = [f"`{name}`", f"`{controls[name]}`" if name in controls else "–", str(len(runs))]
+            for key in ("mean_recall", "acc1"):
+                row.append(fmt_mean_sd([_metric(r, key) for r in runs]))
+                for other in (reference, controls.get(name)):
+                    if other is None or other == name:
+                        row.append("–")
+                        continue
+                    diff = paired_difference(_by_seed(runs, key), _by_seed(group.get((other, fraction), []), key))
+                    row.append(fmt_difference(diff))
+            rows.append(row)
+        header = ["arm", "temperature control", "n"]
+        header += [f"{label}{suffix}" for label in ("mean R", "acc@1") for suffix in ("", " Δ ref", " Δ control")]
+        sections += [f"#### {condition_name(fraction).capitalize()}", "", markdown_table(header, rows), ""]
+    return sections
+
+
+def noise_meter_section(config: dict, main: list[dict], plots_dir: Path) -> list[str]:
+    meter = config["noise_meter"]
+    noise = meter["noise"]
+    lines: dict[str, dict] = {"learned scale": {}, "logit range (scale × K)": {}, "test mean recall (%)": {}}
+    rows = []
+    for scale_lr, seeds, label in (
+        (None, meter["seeds"], "scale lr = head lr"),
+        (meter["scale_learning_rate"], meter["scale_lr_seeds"], f"separate scale lr {meter['scale_learning_rate']:g}"),
+    ):
+        for name in meter["arms"]:
+            per_noise = []
+            for fraction in noise:
+                per_noise.append(
+                    [
+                        r
+                        for r in main
+                        if r["spec"]["arm"] == name
+                        and r["spec"]["noise_fraction"] == fraction
+                        and r["spec"]["scale_learning_rate"] == scale_lr
+                        and r["spec"]["seed"] in seeds
+                    ]
+                )
+            key = f"{name} ({label})"
+            k = per_noise[0][0]["spec"]["arm_config"]["num_tokens"] if per_noise and per_noise[0] else 1
+            lines["learned scale"][key] = (noise, [[r["final_scale"] for r in runs] for runs in per_noise])
+            lines["logit range (scale × K)"][key] = (
+                noise,
+                [[r["final_scale"] * k for r in runs] for runs in per_noise],
+            )
+            lines["test mean recall (%)"][key] = (
+                noise,
+                [[100 * _metric(r, "mean_recall") for r in runs] for runs in per_noise],
+            )
+            rows.append(
+                [f"`{name}`", label, f"{len(seeds)}"]
+                + [
+                    f"{fmt_mean_sd([r['final_scale'] for r in runs], 1.0, 2)} / {fmt_mean_sd([_metric(r, 'mean_recall') for r in runs])}"
+                    for runs in per_noise
+                ]
+            )
+    line_plot(
+        plots_dir / "noise_meter.png",
+        lines,
+        "caption noise fraction",
+        {"learned scale": "final learned scale (log)", "logit range (scale × K)": "scale × K (log)"},
+        "The temperature as a noise meter",
+        log_panels=("learned scale", "logit range (scale × K)"),
+    )
+    initial = {name: config["arms"][name]["scale"] for name in meter["arms"]}
+    return [
+        "### The temperature as noise meter: final learned scale / test mean R (%) by caption noise",
+        "",
+        f"Initial scales: {initial}. Caps: "
+        + ", ".join(f"`{n}` {config['arms'][n].get('max_scale')}" for n in meter["arms"])
+        + ".",
+        "",
+        markdown_table(["arm", "scale learning rate", "seeds", *[f"noise {round(100 * f)}%" for f in noise]], rows),
+        "",
+        "![noise meter](noise_meter.png)",
+        "",
+    ]
+
+
+def regime_b_sections(config: dict, records: list[dict], plots_dir: Path) -> list[str]:
+    arms = list(config["arms"])
+    by_arm: dict[str, list[dict]] = defaultdict(list)
+    for record in records:
+        by_arm[record["spec"]["arm"]].append(record)
+    tasks = [(key, label) for key, label in B_TASKS if key in config["tasks"]]
+
+    def scores(name: str, task: str) -> dict[int, float]:
+        return {r["spec"]["seed"]: r["metrics"][task]["main_score"] for r in by_arm.get(name, [])}
+
+    rows = []
+    for name in arms:
+        runs = by_arm.get(name, [])
+        arm = runs[0]["spec"]["arm_config"] if runs else config["arms"][name]
+        rows.append(
+            [f"`{name}`", arm.get("description", ""), str(len(runs))]
+            + [fmt_mean_sd(list(scores(name, key).values())) for key, _ in tasks]
+            + [f"{np.mean([r.get('train_seconds', 0) for r in runs]):.0f}" if runs else "–"]
+        )
+    untouched = next((name for name in arms if config["arms"][name]["kind"] == "untouched"), None)
+    reference = config.get("reference_arm")
+    diff_rows = []
+    for name in arms:
+        if name in (untouched,):
+            continue
+        for baseline in (reference, untouched):
+            if baseline is None or baseline == name:
+                continue
+            cells = []
+            for key, _ in tasks:
+                other = scores(baseline, key)
+                if baseline == untouched:  # deterministic: the same value for every seed
+                    other = dict.fromkeys(scores(name, key), next(iter(other.values()), math.nan))
+                cells.append(fmt_difference(paired_difference(scores(name, key), other)))
+            diff_rows.append([f"`{name}` − `{baseline}`", *cells])
+    bar_plot(
+        plots_dir / "regime_b.png",
+        {label: {name: list(scores(name, key).values()) for name in arms} for key, label in tasks},
+        "score (%)",
+        "Regime B: all-MiniLM-L6-v2 fine-tuned on text pairs",
+    )
+    b = config
+    return [
+        "## Regime B: text-only fine-tuning of all-MiniLM-L6-v2",
+        "",
+        f"Pairs: {b['pairs']['flickr']} Flickr8k same-image caption pairs (the 1000 Flickr8k-1k images left out) + "
+        f"{b['pairs']['msrp']} MSRP paraphrases; one epoch, batch {b['train']['batch_size']}, encoder lr "
+        f"{b['train']['learning_rate']:g}, new oblique heads lr {b['train']['head_learning_rate']:g}. Tasks: "
+        + ", ".join(f"{key} {settings or 'full'}" for key, settings in b["tasks"].items())
+        + ".",
+        "",
+        f"### Scores (%, mean ± sd over seeds {b['seeds']})",
+        "",
+        markdown_table(["arm", "what", "n", *[label for _, label in tasks], "train s"], rows),
+        "",
+        "### Paired differences (points, mean [95% t-interval]; bold: excludes 0)",
+        "",
+        markdown_table(["comparison", *[label for _, label in tasks]], diff_rows),
+        "",
+        "![regime B](regime_b.png)",
+        "",
+    ]
+
+
+def write_report(output_dir: Path, config: dict, records: dict[str, list[dict]], summary: dict[str, Any]) -> None:
+    """``results.md``, ``summary.json`` and the plots in ``output_dir``."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    sections = ["# Topology study: oblique manifold vs sphere", "", f"Command: `{summary['command']}`", ""]
+    all_records = records["A"] + records["B"]
+    if all_records:
+        loads = [value for record in all_records for value in record["load_average_1min"]]
+        compute = sum(record["wall_seconds"] for record in all_records)
+        sections += [
+            f"Runs: {len(all_records)} ({summary['runs_executed']} executed now, {summary['runs_reused']} reused); "
+            f"summed run time {compute / 60:.1f} min; 1-minute load average during runs: mean {np.mean(loads):.2f}, "
+            f"range {min(loads):.2f}–{max(loads):.2f} on {summary['environment']['cpu_count']} cores "
+            f"({summary['environment']['cpu'] or 'cpu'}), torch threads {summary['environment']['torch_threads']}.",
+            "",
+            "This invocation's timings (s; runs reused from records take no time): "
+            + ", ".join(f"{k} {v:.0f}" for k, v in summary["timings"].items() if isinstance(v, (int, float))),
+            "",
+        ]
+        for regime in ("A", "B"):
+            if records[regime]:
+                seconds = sum(record["wall_seconds"] for record in records[regime])
+                cpu = sum(record.get("cpu_seconds", math.nan) for record in records[regime])
+                load = np.mean([value for record in records[regime] for value in record["load_average_1min"]])
+                sections.append(
+                    f"- Regime {regime}: {len(records[regime])} run records, summed run wall time {seconds / 60:.1f} min, "
+                    f"summed process CPU time {cpu / 60:.1f} min, mean 1-minute load average {load:.2f}."
+                )
+        sections.append("")
+    if records["A"]:
+        notes = summary["timings"].get("regime_a_data_notes", {})
+        if notes:
+            sections += [f"Regime A data: `{json.dumps(notes)}`", ""]
+        sections += regime_a_sections(config["regime_a"], records["A"], output_dir)
+    if records["B"]:
+        sections += regime_b_sections(config["regime_b"], records["B"], output_dir)
+    (output_dir / "results.md").write_text("\n".join(sections) + "\n", encoding="utf-8")
+    with open(output_dir / "summary.json", "w", encoding="utf-8") as handle:
+        json.dump(summary, handle, indent=1, default=str)
+
+
+__all__ = ["condition_name", "write_report"]

@@ -1,0 +1,372 @@
+"""The topology study: does the oblique manifold beat the sphere? One command, every arm, error bars.
+
+    python -m evaluation.studies.topology --config evaluation/studies/topology.yaml            # both regimes
+    python -m evaluation.studies.topology --config evaluation/studies/topology.yaml --smoke    # CI-sized
+
+- Regime A (:mod:`evaluation.studies.lit_heads`): LiT-style heads (st-oblique's ObliquePooling, K=1 for the
+  sphere) on frozen EfficientNet-Lite0 / all-MiniLM-L6-v2 towers whose token states are computed once and cached
+  (:mod:`evaluation.studies.tower_cache`); Flickr8k-1k split by image; clean and noisy captions; learning rate
+  chosen per arm on the validation split; paired seeds; test retrieval and zero-shot Imagenette. Plus the
+  temperature as a noise meter (learned scale vs caption noise, with and without a separate scale learning rate).
+- Regime B (:mod:`evaluation.studies.text_finetune`): all-MiniLM-L6-v2 fine-tuned on text pairs with mean
+  pooling + MultipleNegativesRankingLoss vs oblique heads; STSBenchmark, SICK-R, SciFact via the MTEB harness.
+
+Writes to the output folder: ``runs/*.json`` (one per run, reused when the command is run again),
+``results.md`` (tables: mean ± sd over seeds, paired differences with 95% t-intervals), ``summary.json`` and
+``*.png`` plots.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import logging
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+
+from evaluation.studies import report
+from evaluation.studies.lit_heads import Arm, LitData, TrainConfig, apply_pca, fit_pca, run_arm
+from evaluation.studies.run_store import RunStore, spec_id
+from evaluation.studies.splits import (
+    caption_owners,
+    flickr_text_pairs,
+    msrp_paraphrase_pairs,
+    noisy_caption_table,
+    split_by_image,
+)
+from evaluation.studies.text_finetune import TextArm, TextTrainConfig, evaluate_text_model, finetune, text_tasks
+from evaluation.studies.tower_cache import TowerCache
+
+logger = logging.getLogger("evaluation.studies.topology")
+
+DEFAULT_CONFIG = Path(__file__).with_name("topology.yaml")
+
+
+def load_config(path: str | Path, smoke: bool = False) -> dict[str, Any]:
+    """The YAML config; with ``smoke`` its ``smoke:`` section is merged over it (nested keys replaced)."""
+    with open(path, encoding="utf-8") as handle:
+        config = yaml.safe_load(handle)
+    overrides = config.pop("smoke", {}) or {}
+    return _merge(config, overrides) if smoke else config
+
+
+def _merge(base: dict, overrides: dict) -> dict:
+    merged = copy.deepcopy(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and value.get("_replace"):  # replace the whole section instead of merging
+            merged[key] = {name: setting for name, setting in value.items() if name != "_replace"}
+        elif isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m evaluation.studies.topology", description=__doc__.split("\n")[0])
+    parser.add_argument("--config", default=str(DEFAULT_CONFIG), help="YAML config (default: %(default)s)")
+    parser.add_argument("--smoke", action="store_true", help="tiny subsets, 1 seed, a few steps (CI)")
+    parser.add_argument("--regime", choices=["A", "B", "all"], default="all")
+    parser.add_argument("--output-dir", help="override the config's output_dir")
+    parser.add_argument("--shared-dir", help="folder with data/ and weights/ (default: the config's, ../shared)")
+    parser.add_argument("--cache-dir", help="tower-output cache (default: ~/.cache/st_oblique/topology)")
+    parser.add_argument("--threads", type=int, help="torch threads (default: the config's)")
+    parser.add_argument("--rerun", action="store_true", help="ignore stored run records")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    for noisy in ("sentence_transformers", "transformers", "mteb", "httpx", "datasets"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+    config = load_config(args.config, smoke=args.smoke)
+    shared = Path(args.shared_dir or config.get("shared_dir", "../shared"))
+    if not (shared / "data").is_dir() or not (shared / "weights").is_dir():
+        parser.error(f"{shared} has no data/ and weights/ folders; pass --shared-dir (the study needs the real data).")
+    output_dir = Path(args.output_dir or config["output_dir"])
+    threads = args.threads or config.get("threads")
+    if threads:
+        torch.set_num_threads(int(threads))
+    store = RunStore(output_dir / "runs", rerun=args.rerun)
+    timings: dict[str, Any] = {}
+    records: dict[str, list[dict]] = {"A": [], "B": []}
+    start = time.monotonic()
+    if args.regime in ("A", "all"):
+        regime_start = time.monotonic()
+        records["A"] = run_regime_a(
+            config["regime_a"], shared, args.cache_dir or config.get("cache_dir"), store, timings
+        )
+        timings["regime_a_wall_seconds"] = time.monotonic() - regime_start
+    if args.regime in ("B", "all"):
+        regime_start = time.monotonic()
+        records["B"] = run_regime_b(config["regime_b"], shared, store)
+        timings["regime_b_wall_seconds"] = time.monotonic() - regime_start
+    # A regime not run now is reported from its stored records of the same config (regimes can run in parallel).
+    for regime, budget, section in (("A", regime_a_budget, "regime_a"), ("B", regime_b_budget, "regime_b")):
+        if not records[regime]:
+            wanted = json.loads(json.dumps(budget(config[section]), default=str))
+            arms = set(config[section]["arms"])
+            records[regime] = store.stored(
+                lambda spec, regime=regime, wanted=wanted, arms=arms: (
+                    spec["regime"] == regime and spec["budget"] == wanted and spec["arm"] in arms
+                )
+            )
+    timings["total_wall_seconds"] = time.monotonic() - start
+    summary = {
+        "command": " ".join(
+            [sys.executable.rsplit("/", 1)[-1], "-m", "evaluation.studies.topology", *(argv or sys.argv[1:])]
+        ),
+        "smoke": args.smoke,
+        "config": config,
+        "timings": timings,
+        "runs_executed": store.ran,
+        "runs_reused": store.reused,
+        "environment": environment(),
+    }
+    report.write_report(output_dir, config, records, summary)
+    logger.info("Wrote %s (ran %d runs, reused %d)", output_dir / "results.md", store.ran, store.reused)
+    return 0
+
+
+def environment() -> dict[str, Any]:
+    cpu = ""
+    if os.path.isfile("/proc/cpuinfo"):
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            cpu = next((line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")), "")
+    import sentence_transformers
+
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "sentence_transformers": sentence_transformers.__version__,
+        "load_average_at_end": os.getloadavg(),
+    }
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Regime A
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def prepare_lit_data(config: dict[str, Any], shared: Path, cache_dir: str | None, timings: dict) -> LitData:
+    """Load Flickr8k-1k and Imagenette, split by image, cache the tower outputs, fit and apply the PCA."""
+    from st_oblique.evaluation import load_dataset
+    from st_oblique.evaluation.templates import DEFAULT_TEMPLATES, class_prompts
+
+    start = time.monotonic()
+    data_root = shared / "data"
+    weights = shared / "weights"
+    flickr = load_dataset("flickr8k_1k", data_root=data_root, max_samples=config.get("max_images"), seed=0)
+    imagenette = load_dataset("imagenette", data_root=data_root, max_samples=config.get("imagenette_samples"), seed=0)
+    splits = split_by_image(len(flickr), config["split"]["sizes"], seed=config["split"]["seed"])
+    texts, owners = caption_owners(flickr.captions)
+    offsets = np.concatenate([[0], np.cumsum([len(group) for group in flickr.captions])])
+    captions_of = [list(range(offsets[i], offsets[i + 1])) for i in range(len(flickr))]
+    templates = list(imagenette.templates or DEFAULT_TEMPLATES)[: config.get("num_templates")]
+    prompts = class_prompts(imagenette.classnames, templates)
+
+    cache = TowerCache(weights / config["text_tower"], weights / config["image_tower"], cache_dir=cache_dir)
+    image_tokens = cache.image_tokens("flickr8k_1k", flickr.images)
+    text_tokens, text_mask = cache.text_tokens("flickr8k_1k-captions", texts)
+    zs_images = cache.image_tokens("imagenette", imagenette.images)
+    prompt_tokens, prompt_mask = cache.text_tokens("imagenette-prompts", [p for group in prompts for p in group])
+    timings["regime_a_cache_seconds"] = time.monotonic() - start
+
+    notes: dict[str, Any] = {
+        "tower_token_shapes": {"image": list(image_tokens.shape[1:]), "text_width": text_tokens.shape[-1]},
+        "num_templates": len(templates),
+        "split_sizes": {name: len(indices) for name, indices in splits.items()},
+        "imagenette_images": len(imagenette),
+    }
+    pca = config.get("pca_dim") or {}
+    train_captions = np.concatenate([captions_of[int(i)] for i in splits["train"]])
+    if pca.get("image"):
+        mean, components, kept = fit_pca(image_tokens[splits["train"]], None, pca["image"])
+        image_tokens, zs_images = apply_pca(image_tokens, mean, components), apply_pca(zs_images, mean, components)
+        notes["image_pca"] = {"dim": pca["image"], "variance_kept": kept}
+    if pca.get("text"):
+        mean, components, kept = fit_pca(text_tokens[train_captions], text_mask[train_captions], pca["text"])
+        text_tokens, prompt_tokens = (
+            apply_pca(text_tokens, mean, components),
+            apply_pca(prompt_tokens, mean, components),
+        )
+        notes["text_pca"] = {"dim": pca["text"], "variance_kept": kept}
+    timings["regime_a_prepare_seconds"] = time.monotonic() - start
+    logger.info("Regime A data: %s", notes)
+    return LitData(
+        image_tokens=image_tokens.float(),
+        text_tokens=text_tokens.float(),
+        text_mask=text_mask,
+        captions=[list(group) for group in flickr.captions],
+        caption_owner=owners,
+        captions_of=captions_of,
+        splits=splits,
+        zs_image_tokens=zs_images.float(),
+        zs_labels=torch.tensor(imagenette.labels),
+        zs_prompt_tokens=prompt_tokens.float(),
+        zs_prompt_mask=prompt_mask,
+        zs_prompt_class=torch.tensor([label for label, group in enumerate(prompts) for _ in group]),
+        classnames=list(imagenette.classnames),
+        notes=notes,
+    )
+
+
+def regime_a_budget(config: dict[str, Any]) -> dict[str, Any]:
+    """What every regime-A run shares (part of each run's specification)."""
+    keys = ("split", "pca_dim", "max_images", "imagenette_samples", "num_templates", "image_tower", "text_tower")
+    return {**config["train"], **{key: config.get(key) for key in keys}}
+
+
+def regime_b_budget(config: dict[str, Any]) -> dict[str, Any]:
+    """What every regime-B run shares (part of each run's specification)."""
+    return {**config["train"], "pairs": config["pairs"], "tasks": config["tasks"], "model": config["model"]}
+
+
+def run_regime_a(
+    config: dict[str, Any], shared: Path, cache_dir: str | None, store: RunStore, timings: dict
+) -> list[dict]:
+    """Learning-rate selection, the main grid, and the noise meter; returns every run record."""
+    data = prepare_lit_data(config, shared, cache_dir, timings)
+    timings["regime_a_data_notes"] = data.notes
+    arms = {name: Arm.from_config(name, spec) for name, spec in config["arms"].items()}
+    train = TrainConfig(**config["train"])
+    noise_seed = config["noise_seed"]
+    tables: dict[float, Any] = {}
+
+    def table(fraction: float):
+        if fraction not in tables:
+            tables[fraction] = noisy_caption_table(data.captions, data.splits["train"], fraction, noise_seed)
+        return tables[fraction]
+
+    base = {"regime": "A", "budget": regime_a_budget(config)}
+
+    def run(phase: str, arm: Arm, fraction: float, seed: int, lr: float, scale_lr: float | None, splits) -> dict:
+        spec = {
+            **base,
+            "phase": phase,
+            "arm": arm.name,
+            "arm_config": arm.__dict__,
+            "condition": f"noise{round(fraction * 100)}",
+            "noise_fraction": fraction,
+            "noise_seed": noise_seed,
+            "seed": seed,
+            "learning_rate": lr,
+            "scale_learning_rate": scale_lr,
+            "eval_splits": list(splits),
+        }
+        record = store.get_or_run(
+            spec, lambda: run_arm(arm, data, table(fraction), train, seed, lr, scale_lr, tuple(splits))
+        )
+        logger.info(
+            "A %s %s noise=%.2f seed=%d lr=%g: val R=%.3f%s scale=%.3g (%.0fs)",
+            phase,
+            arm.name,
+            fraction,
+            seed,
+            lr,
+            record["metrics"]["val"]["mean_recall"],
+            f" test R={record['metrics']['test']['mean_recall']:.3f} acc1={record['metrics']['test']['acc1']:.3f}"
+            if "test" in record["metrics"]
+            else "",
+            record["final_scale"],
+            record["wall_seconds"],
+        )
+        return record
+
+    records = []
+    selection = config["lr_selection"]
+    chosen_lr: dict[str, float] = {}
+    for arm in arms.values():
+        trials = [run("select", arm, 0.0, selection["seed"], lr, None, ("val",)) for lr in selection["grid"]]
+        records += trials
+        best = max(trials, key=lambda record: record["metrics"]["val"]["mean_recall"])
+        chosen_lr[arm.name] = best["spec"]["learning_rate"]
+    timings["regime_a_chosen_lr"] = chosen_lr
+
+    for fraction in config["conditions"]:
+        for seed in config["seeds"]:
+            for arm in arms.values():
+                records.append(run("main", arm, fraction, seed, chosen_lr[arm.name], None, ("val", "test")))
+
+    meter = config["noise_meter"]
+    for scale_lr, seeds in ((None, meter["seeds"]), (meter["scale_learning_rate"], meter["scale_lr_seeds"])):
+        for fraction in meter["noise"]:
+            for seed in seeds:
+                for name in meter["arms"]:
+                    records.append(run("main", arms[name], fraction, seed, chosen_lr[name], scale_lr, ("val", "test")))
+    # The noise meter's clean and 30% runs are runs of the main grid: keep one record per specification.
+    return list({spec_id(record["spec"]): record for record in records}.values())
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Regime B
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def text_pairs(config: dict[str, Any], shared: Path) -> list[tuple[str, str]]:
+    """Flickr8k same-image caption pairs (the 1000 images of the image-text study left out) and MSRP paraphrases."""
+    import csv
+
+    flickr_dir = shared / "data" / "flickr8k_1k"
+    with open(flickr_dir / "captions.tsv", encoding="utf-8", newline="") as handle:
+        study_images = {row["image"] for row in csv.DictReader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)}
+    counts = config["pairs"]
+    pairs = flickr_text_pairs(
+        flickr_dir / "captions_all_8091_images.csv", study_images, counts["flickr"], counts["seed"]
+    )
+    pairs += msrp_paraphrase_pairs(
+        shared / "data" / "msr_paraphrase" / "msr-para-train.tsv", counts["msrp"], counts["seed"]
+    )
+    order = np.random.default_rng(counts["seed"]).permutation(len(pairs))
+    return [pairs[index] for index in order]
+
+
+def run_regime_b(config: dict[str, Any], shared: Path, store: RunStore) -> list[dict]:
+    """Every text arm at every seed (the untouched model once), evaluated on the offline MTEB tasks."""
+    pairs = text_pairs(config, shared)
+    tasks = text_tasks(config["tasks"], str(shared / "data"))
+    model_path = str(shared / "weights" / config["model"])
+    train = TextTrainConfig(**config["train"])
+    base = {"regime": "B", "budget": regime_b_budget(config)}
+    records = []
+    for seed in config["seeds"]:
+        for name, arm_config in config["arms"].items():
+            arm = TextArm.from_config(name, arm_config)
+            if arm.kind == "untouched" and seed != config["seeds"][0]:
+                continue
+            spec = {**base, "phase": "main", "arm": name, "arm_config": arm.__dict__, "seed": seed}
+
+            def run(arm=arm, seed=seed) -> dict:
+                model, info = finetune(arm, model_path, pairs, train, seed)
+                start = time.monotonic()
+                scores = evaluate_text_model(model, f"topology-{arm.name}-seed{seed}", tasks)
+                return {**info, "metrics": scores, "eval_seconds": time.monotonic() - start, "num_pairs": len(pairs)}
+
+            record = store.get_or_run(spec, run)
+            logger.info(
+                "B %s seed=%d: %s (%.0fs)",
+                name,
+                seed,
+                {task: round(m["main_score"], 4) for task, m in record["metrics"].items()},
+                record["wall_seconds"],
+            )
+            records.append(record)
+    return records
+
+
+__all__ = ["load_config", "main", "prepare_lit_data", "run_regime_a", "run_regime_b", "text_pairs"]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,229 @@
+"""Options of ``st-oblique``'s subcommands: from the command line, from YAML/JSON config files, and saved back.
+
+Every option of a subcommand can also come from ``--config FILE`` (YAML or JSON, a mapping of option names to
+values, with dashes or underscores: ``num-tokens: 8`` or ``num_tokens: 8``); options given on the command line
+win. The training options are a dataclass (:class:`st_oblique.training.TrainConfig`): :func:`add_dataclass_options`
+turns its fields into command-line options, and the resolved configuration is saved next to the model with
+:func:`write_config_file`, so that ``st-oblique train --config RUN/train_config.yaml`` repeats a run.
+
+Example::
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--config")
+    add_dataclass_options(parser, TrainConfig)
+    args = parse_args_with_config(parser, ["--config", "run.yaml", "--num-tokens", "8"])
+    config = TrainConfig(**{name: getattr(args, name) for name in TrainConfig.field_names()})
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import types
+import typing
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+__all__ = [
+    "ConfigError",
+    "add_dataclass_options",
+    "apply_config_file",
+    "option_flag",
+    "parse_args_with_config",
+    "read_config_file",
+    "write_config_file",
+]
+
+
+class ConfigError(ValueError):
+    """An option or config file that cannot be used; the message says which and what to do."""
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """The mapping in a YAML (``.yaml``/``.yml``, or anything else) or JSON (``.json``) file, keys with underscores.
+
+    Raises:
+        ConfigError: the file is missing, unreadable, not valid YAML/JSON, or not a mapping.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"Config file not found: {path}")
+    is_json = path.suffix.lower() == ".json"
+    try:
+        text = path.read_text(encoding="utf-8")
+        data = json.loads(text) if is_json else yaml.safe_load(text)
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"Cannot read the config file {path}: {error}") from error
+    except (json.JSONDecodeError, yaml.YAMLError) as error:
+        reason = " ".join(str(error).split())
+        raise ConfigError(f"{path} is not valid {'JSON' if is_json else 'YAML'}: {reason}") from error
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a mapping of option names to values, not a {type(data).__name__}.")
+    return {str(key).replace("-", "_"): value for key, value in data.items()}
+
+
+def write_config_file(values: dict[str, Any], path: str | Path, header: str | None = None) -> Path:
+    """Write ``values`` as YAML (or JSON for a ``.json`` path), readable back by :func:`read_config_file`."""
+    path = Path(path)
+    plain = json.loads(json.dumps(values, default=str))  # paths and other objects as strings, YAML-safe
+    if path.suffix.lower() == ".json":
+        path.write_text(json.dumps(plain, indent=2) + "\n", encoding="utf-8")
+    else:
+        comment = "".join(f"# {line}\n" for line in header.splitlines()) if header else ""
+        path.write_text(comment + yaml.safe_dump(plain, sort_keys=False, allow_unicode=True), encoding="utf-8")
+    return path
+
+
+def option_flag(name: str) -> str:
+    """``"num_tokens"`` -> ``"--num-tokens"``."""
+    return "--" + name.replace("_", "-")
+
+
+def apply_config_file(parser: argparse.ArgumentParser, path: str | Path, argv: Sequence[str]) -> dict[str, Any]:
+    """Make the values in the config file at ``path`` the defaults of ``parser``'s options.
+
+    Keys are option names (``num_tokens``, ``num-tokens``) or destinations; options that appear in ``argv`` keep
+    their command-line value (for repeatable options the command line replaces the file's list).
+
+    Returns:
+        The defaults that were set.
+
+    Raises:
+        ConfigError: a key that is not an option of this subcommand, or a positional argument.
+    """
+    values = read_config_file(path)
+    actions = {}
+    for action in parser._actions:
+        if action.dest in (argparse.SUPPRESS, "help", "config"):
+            continue
+        actions[action.dest] = action
+        for flag in action.option_strings:
+            actions.setdefault(flag.lstrip("-").replace("-", "_"), action)
+    defaults = {}
+    for key, value in values.items():
+        action = actions.get(key)
+        if action is None:
+            known = ", ".join(sorted(dest for dest, found in actions.items() if found.dest == dest and found.option_strings))
+            raise ConfigError(f"Unknown option {key!r} in {path}; the options of this command are: {known}.")
+        if not action.option_strings:
+            raise ConfigError(f"{key!r} in {path} is a positional argument; give it on the command line.")
+        if not _given(action, argv):
+            defaults[action.dest] = value
+    parser.set_defaults(**defaults)
+    return defaults
+
+
+def parse_args_with_config(
+    parser: argparse.ArgumentParser, argv: Sequence[str], subparsers: dict[str, argparse.ArgumentParser] | None = None
+) -> argparse.Namespace:
+    """Parse ``argv``; when it has ``--config FILE``, parse again with the file's values as defaults.
+
+    Args:
+        parser: the top-level parser.
+        argv: the arguments.
+        subparsers: ``{command: parser}``, to apply the file to the chosen subcommand's parser.
+    """
+    args = parser.parse_args(argv)
+    config_path = getattr(args, "config", None)
+    if config_path:
+        target = (subparsers or {}).get(getattr(args, "command", None), parser)
+        apply_config_file(target, config_path, argv)
+        args = parser.parse_args(argv)
+    return args
+
+
+def _given(action: argparse.Action, argv: Sequence[str]) -> bool:
+    return any(arg.split("=", 1)[0] in action.option_strings for arg in argv)
+
+
+# -- dataclass fields as options -----------------------------------------------------------------------------------
+
+
+def add_dataclass_options(parser: argparse.ArgumentParser, cls: type) -> None:
+    """Add one option per field of the dataclass ``cls`` to ``parser`` (in field order, grouped by
+    ``metadata["group"]``), with the field's default.
+
+    Field types map to options as follows: ``bool`` -> ``--flag/--no-flag``; ``int``/``float``/``str`` (or
+    ``X | None``, where ``none`` on the command line means None) -> one value; ``list[str]`` -> repeatable
+    (``metadata["nargs"] = "+"`` for one option with several values); ``dict`` -> a JSON object; a
+    ``typing.Literal`` -> its choices. ``metadata`` may also give ``help``, ``flag`` (the option name) and
+    ``metavar``.
+    """
+    hints = typing.get_type_hints(cls)
+    groups: dict[str, argparse._ArgumentGroup] = {}
+    for field in dataclasses.fields(cls):
+        metadata = dict(field.metadata)
+        group_name = metadata.get("group")
+        target = parser
+        if group_name:
+            target = groups.setdefault(group_name, parser.add_argument_group(group_name))
+        default = field.default if field.default is not dataclasses.MISSING else field.default_factory()
+        kind, optional, choices = _field_kind(hints[field.name])
+        choices = choices or metadata.get("choices")
+        help_text = metadata.get("help", "")
+        if default not in (None, [], {}) and kind is not bool:
+            help_text += f" (default: {default})"
+        options: dict[str, Any] = {"dest": field.name, "default": default, "help": help_text}
+        if metadata.get("metavar"):
+            options["metavar"] = metadata["metavar"]
+        if kind is bool:
+            options["action"] = argparse.BooleanOptionalAction
+        elif kind is list:
+            if metadata.get("nargs"):
+                options["nargs"] = metadata["nargs"]
+            else:
+                options["action"] = "append"
+        elif kind is dict:
+            options["type"] = _json_object
+            options.setdefault("metavar", "JSON")
+        elif choices:  # None stays the default of an optional choice; it is not offered on the command line
+            options.update(type=kind, choices=list(choices))
+            options.setdefault("metavar", "{" + ",".join(map(str, choices)) + "}")
+        else:
+            options["type"] = _optional(kind) if optional else kind
+        target.add_argument(metadata.get("flag", option_flag(field.name)), **options)
+
+
+def _field_kind(annotation: Any) -> tuple[type, bool, tuple | None]:
+    """``(base type, optional, Literal choices)`` of a field annotation."""
+    optional = False
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        members = [member for member in typing.get_args(annotation) if member is not type(None)]
+        optional = len(members) < len(typing.get_args(annotation))
+        annotation = members[0]
+        origin = typing.get_origin(annotation)
+    if origin is typing.Literal:
+        choices = typing.get_args(annotation)
+        return type(choices[0]), optional, choices
+    if origin in (list, Sequence, tuple):
+        return list, optional, None
+    if origin is dict or annotation is dict:
+        return dict, optional, None
+    return annotation, optional, None
+
+
+def _optional(kind: type):
+    def convert(value: str):
+        if value.strip().lower() in ("none", "null"):
+            return None
+        return kind(value)
+
+    convert.__name__ = kind.__name__  # argparse names the type in its error messages
+    return convert
+
+
+def _json_object(value: str) -> dict[str, Any]:
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError as error:
+        raise argparse.ArgumentTypeError(f"not a JSON object ({error.msg}): {value!r}") from error
+    if not isinstance(parsed, dict):
+        raise argparse.ArgumentTypeError(f"not a JSON object: {value!r}")
+    return parsed

@@ -1,0 +1,107 @@
+"""Evaluation of oblique (and any other) SentenceTransformer models.
+
+- :func:`zeroshot_classification` / :func:`zeroshot_retrieval`: CLIP_benchmark's zero-shot protocol and
+  metrics, with template ensembles averaged token-wise for oblique models;
+- :func:`mteb_model`: hand a model to ``mteb.evaluate`` for text and image tasks (named, revisioned,
+  ``dot`` similarity for oblique models); :mod:`~st_oblique.evaluation.mteb_tasks`: offline MTEB tasks;
+- :mod:`~st_oblique.evaluation.datasets`: readers and a registry of evaluation datasets;
+- :func:`run_evaluation` / :func:`compare_results`: whole runs with JSON, Markdown and PNG outputs (the
+  functions behind ``python -m evaluation``).
+
+Names are imported lazily (``mteb`` is only imported when an MTEB name is used).
+
+Example::
+
+    from st_oblique.evaluation import load_dataset, zeroshot_classification
+
+    data = load_dataset("imagenette", data_root="../shared/data")
+    metrics = zeroshot_classification(model, data.images, data.labels, data.classnames)
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_PUBLIC: dict[str, str] = {
+    "zeroshot_classification": "st_oblique.evaluation.classification",
+    "zeroshot_classifier": "st_oblique.evaluation.classification",
+    "classification_metrics": "st_oblique.evaluation.classification",
+    "zeroshot_retrieval": "st_oblique.evaluation.retrieval",
+    "retrieval_metrics": "st_oblique.evaluation.retrieval",
+    "DEFAULT_TEMPLATES": "st_oblique.evaluation.templates",
+    "load_templates": "st_oblique.evaluation.templates",
+    "load_classnames": "st_oblique.evaluation.templates",
+    "encode_images": "st_oblique.evaluation.encoding",
+    "oblique_num_tokens": "st_oblique.evaluation.encoding",
+    "load_dataset": "st_oblique.evaluation.datasets",
+    "DATASETS": "st_oblique.evaluation.datasets",
+    "ClassificationDataset": "st_oblique.evaluation.datasets",
+    "RetrievalDataset": "st_oblique.evaluation.datasets",
+    "mteb_model": "st_oblique.evaluation.mteb_wrapper",
+    "mteb_model_meta": "st_oblique.evaluation.mteb_wrapper",
+    "local_tasks": "st_oblique.evaluation.mteb_tasks",
+    "run_mteb": "st_oblique.evaluation.mteb_runner",
+    "EvaluationResult": "st_oblique.evaluation.results",
+    "read_results": "st_oblique.evaluation.results",
+    "run_evaluation": "st_oblique.evaluation.runner",
+    "compare_results": "st_oblique.evaluation.runner",
+    "weights_fingerprint": "st_oblique.evaluation.identity",
+}
+
+__all__ = [
+    "DATASETS",
+    "DEFAULT_TEMPLATES",
+    "ClassificationDataset",
+    "EvaluationResult",
+    "RetrievalDataset",
+    "classification_metrics",
+    "compare_results",
+    "encode_images",
+    "load_classnames",
+    "load_dataset",
+    "load_templates",
+    "local_tasks",
+    "mteb_model",
+    "mteb_model_meta",
+    "oblique_num_tokens",
+    "read_results",
+    "retrieval_metrics",
+    "run_evaluation",
+    "run_mteb",
+    "weights_fingerprint",
+    "zeroshot_classification",
+    "zeroshot_classifier",
+    "zeroshot_retrieval",
+]
+
+
+def __getattr__(name: str) -> Any:
+    module_name = _PUBLIC.get(name)
+    if module_name is None:
+        raise AttributeError(f"module 'st_oblique.evaluation' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module_name), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
+
+if TYPE_CHECKING:
+    from st_oblique.evaluation.classification import (
+        classification_metrics,
+        zeroshot_classification,
+        zeroshot_classifier,
+    )
+    from st_oblique.evaluation.datasets import DATASETS, ClassificationDataset, RetrievalDataset, load_dataset
+    from st_oblique.evaluation.encoding import encode_images, oblique_num_tokens
+    from st_oblique.evaluation.identity import weights_fingerprint
+    from st_oblique.evaluation.mteb_runner import run_mteb
+    from st_oblique.evaluation.mteb_tasks import local_tasks
+    from st_oblique.evaluation.mteb_wrapper import mteb_model, mteb_model_meta
+    from st_oblique.evaluation.results import EvaluationResult, read_results
+    from st_oblique.evaluation.retrieval import retrieval_metrics, zeroshot_retrieval
+    from st_oblique.evaluation.runner import compare_results, run_evaluation
+    from st_oblique.evaluation.templates import DEFAULT_TEMPLATES, load_classnames, load_templates

@@ -1,0 +1,208 @@
+"""Batched encoding of images and texts with any SentenceTransformer, oblique or not.
+
+The zero-shot harness needs three things from a model: its text embeddings, its image embeddings, and how
+many unit tokens an embedding holds (K for an oblique model, 1 for an ordinary one). This module provides
+them without any flag the user must remember: K is read from the model's modules.
+
+Images are decoded and preprocessed (the model's own processor, ``model.preprocess``) inside the workers of
+a :class:`torch.utils.data.DataLoader`, as CLIP_benchmark does with its transforms, while the forward pass
+runs in the main process. With ``num_workers=0`` everything runs in the main process.
+
+Example::
+
+    from st_oblique.evaluation.encoding import encode_images, encode_texts, embedding_num_tokens
+
+    image_embeddings = encode_images(model, ["cat.jpg", "dog.jpg"], batch_size=32)   # (2, D) float32, CPU
+    text_embeddings = encode_texts(model, ["a photo of a cat."])                    # (1, D)
+    num_tokens = embedding_num_tokens(model)                                        # K, or 1
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from sentence_transformers import SentenceTransformer
+from sentence_transformers.util import batch_to_device, truncate_embeddings
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["embedding_num_tokens", "encode_images", "encode_texts", "load_image", "oblique_num_tokens"]
+
+
+def oblique_num_tokens(model: SentenceTransformer) -> int | None:
+    """K if ``model`` produces oblique embeddings (K unit tokens of size d), else None.
+
+    Detected from the model's modules: the last module with integer ``num_tokens`` and ``token_dim`` whose
+    embedding dimension is ``num_tokens * token_dim`` (:class:`~st_oblique.ObliquePooling` and every other
+    st-oblique output module). When ``model.truncate_dim`` is set it must keep whole tokens; K is then the
+    number of tokens kept.
+
+    Raises:
+        ValueError: ``truncate_dim`` cuts through a token (per-token unit norm would be lost).
+    """
+    for module in reversed(list(model)):
+        num_tokens = getattr(module, "num_tokens", None)
+        token_dim = getattr(module, "token_dim", None)
+        if not (isinstance(num_tokens, int) and isinstance(token_dim, int)):
+            continue
+        get_dimension = getattr(module, "get_embedding_dimension", None)
+        if get_dimension is not None and get_dimension() != num_tokens * token_dim:
+            continue
+        truncate_dim = getattr(model, "truncate_dim", None)
+        if truncate_dim is None or truncate_dim >= num_tokens * token_dim:
+            return num_tokens
+        if truncate_dim % token_dim:
+            raise ValueError(
+                f"model.truncate_dim={truncate_dim} cuts through a token of this oblique model (token_dim={token_dim}); "
+                f"use a multiple of {token_dim} so that every kept token stays a unit vector."
+            )
+        return truncate_dim // token_dim
+    return None
+
+
+def embedding_num_tokens(model: SentenceTransformer) -> int:
+    """The number of unit tokens in one embedding: K for an oblique model, 1 for an ordinary one.
+
+    Scores computed on the token view ``(N, K, d)`` with this K reduce to CLIP's cosine similarity when K=1.
+    """
+    return oblique_num_tokens(model) or 1
+
+
+def load_image(item: Any) -> Image.Image:
+    """An RGB PIL image from a PIL image, a file path, encoded bytes, a ``{"bytes"|"path": ...}`` dict (the raw
+    form of a Hugging Face ``datasets.Image`` column), or a uint8 array ``(H, W)`` / ``(H, W, C)``.
+
+    Raises:
+        TypeError: the item is none of these.
+        FileNotFoundError: a path that does not exist.
+    """
+    if isinstance(item, Image.Image):
+        image = item
+    elif isinstance(item, (str, Path)):
+        path = Path(item)
+        if not path.is_file():
+            raise FileNotFoundError(f"Image file not found: {path}")
+        image = Image.open(path)
+    elif isinstance(item, (bytes, bytearray, memoryview)):
+        image = Image.open(io.BytesIO(item))
+    elif isinstance(item, dict) and (item.get("bytes") is not None or item.get("path") is not None):
+        return load_image(item["bytes"] if item.get("bytes") is not None else item["path"])
+    elif isinstance(item, np.ndarray):
+        image = Image.fromarray(item)
+    else:
+        raise TypeError(
+            f"Cannot read an image from a {type(item).__name__}; pass PIL images, file paths, encoded bytes or "
+            "uint8 arrays."
+        )
+    return image if image.mode == "RGB" else image.convert("RGB")
+
+
+def encode_texts(
+    model: SentenceTransformer,
+    texts: Sequence[str],
+    *,
+    batch_size: int = 256,
+    device: str | None = None,
+    show_progress_bar: bool | None = None,
+    prompt: str | None = None,
+) -> Tensor:
+    """Text embeddings ``(N, D)`` as float32 on the CPU (``model.encode``: length-sorted batches, model prompts)."""
+    if not texts:
+        return torch.empty(0, model.get_embedding_dimension() or 0)
+    embeddings = model.encode(
+        list(texts),
+        batch_size=batch_size,
+        device=device,
+        show_progress_bar=show_progress_bar,
+        convert_to_tensor=True,
+        prompt=prompt,
+    )
+    return embeddings.float().cpu()
+
+
+def encode_images(
+    model: SentenceTransformer,
+    images: Sequence[Any],
+    *,
+    batch_size: int = 64,
+    device: str | None = None,
+    num_workers: int = 0,
+    show_progress_bar: bool | None = None,
+    desc: str = "Encoding images",
+) -> Tensor:
+    """Image embeddings ``(N, D)`` as float32 on the CPU, in the order of ``images``.
+
+    Args:
+        model: any SentenceTransformer with an image input path.
+        images: a sequence (indexable, with ``len``) of anything :func:`load_image` reads; it is read lazily, one
+            batch at a time, so a dataset reader may decode on access.
+        batch_size: images per forward pass.
+        device: where to run the model (moves the model, as ``model.encode(device=...)`` does); default: the
+            model's device.
+        num_workers: DataLoader worker processes that decode and preprocess images (0: the main process).
+        show_progress_bar: a tqdm bar over batches; default: shown when logging is at INFO or below.
+        desc: the progress bar's label.
+
+    Raises:
+        ValueError: the model has no image input path.
+    """
+    if not model.supports("image"):
+        raise ValueError(
+            f"This model handles {model.modalities} inputs, not images. Zero-shot image classification and retrieval "
+            "need an image-text model (e.g. a CLIP-like model or st_oblique.oblique_clip)."
+        )
+    if show_progress_bar is None:
+        show_progress_bar = logger.getEffectiveLevel() <= logging.INFO
+    if device is not None:
+        model.to(device)
+    model.eval()
+    target = model.device
+    loader = DataLoader(
+        _Items(images),
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=num_workers,
+        collate_fn=_Preprocess(model),
+    )
+    truncate_dim = getattr(model, "truncate_dim", None)
+    chunks = []
+    with torch.inference_mode():
+        for features in tqdm(loader, desc=desc, disable=not show_progress_bar):
+            output = model(batch_to_device(features, target))["sentence_embedding"]
+            chunks.append(truncate_embeddings(output, truncate_dim).float().cpu())
+    if not chunks:
+        return torch.empty(0, model.get_embedding_dimension() or 0)
+    return torch.cat(chunks)
+
+
+class _Items(Dataset):
+    """A map-style dataset over any indexable sequence (kept raw: decoding happens in the collate function)."""
+
+    def __init__(self, items: Sequence[Any]) -> None:
+        self.items = items
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> Any:
+        return self.items[index]
+
+
+class _Preprocess:
+    """Collate function: decode a batch of images and run the model's processor on it (in the worker)."""
+
+    def __init__(self, model: SentenceTransformer) -> None:
+        self.model = model
+
+    def __call__(self, items: list[Any]) -> dict[str, Any]:
+        return self.model.preprocess([load_image(item) for item in items])

@@ -1,0 +1,664 @@
+"""The ``st-oblique train`` pipeline: build an oblique model, train it with ``SentenceTransformerTrainer``, evaluate
+it with the evaluation harness, and save model, card, report and plot into one output folder.
+
+Everything a run needs is one :class:`TrainConfig` (every field is also a command-line option and a key of a
+``--config`` file). :func:`train` runs it:
+
+1. checks the configuration, the output folder (before anything is loaded) and the evaluation sets;
+2. builds the model (:func:`build_model`: HF CLIP, open_clip, a text encoder, or text + image towers), freezes
+   what is asked (:func:`freeze_parameters`, e.g. a LiT-style locked image tower), loads and checks the data
+   (:mod:`st_oblique.training_data`) and builds the loss (:func:`build_loss`);
+3. optionally evaluates the untrained model, trains through ``SentenceTransformerTrainer`` (so ``accelerate
+   launch`` and ``torchrun`` work unchanged; progress bars and logs show the loss and the learned scale), and
+   evaluates the trained model;
+4. writes into a staging folder that becomes ``output_dir`` only when everything succeeded
+   (:mod:`st_oblique.output_dir`): the model with its card (``README.md``), ``train_config.yaml`` (the resolved
+   configuration, usable as ``--config``), ``training_report.json``, ``training.png`` (loss and scale curves,
+   scores), ``eval/`` (and ``eval_untrained/``) from the evaluation harness;
+5. optionally pushes the model to the Hub.
+
+Example::
+
+    from st_oblique.training import TrainConfig, train
+
+    config = TrainConfig(
+        backbone="dual", text_model="../shared/weights/all-MiniLM-L6-v2",
+        image_model="../shared/weights/tf_efficientnet_lite0", lock_image_tower=True,
+        captions="../shared/data/flickr8k_1k/captions.tsv",
+        images="../shared/data/flickr8k_1k/flickr8k_1k_images_256.tar",
+        eval_datasets=["imagenette"], data_root="../shared/data", output_dir="runs/lit-oblique",
+    )
+    result = train(config)
+    print(result.output_dir, result.report["evaluation"])
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from st_oblique.config import ConfigError, read_config_file, write_config_file
+from st_oblique.output_dir import staged_output_dir
+from st_oblique.training_config import MODEL_DEFINING_OPTIONS, TrainConfig
+from st_oblique.training_data import TrainingData, check_modalities, load_training_data
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from st_oblique.model import ObliqueSentenceTransformer
+
+__all__ = [
+    "CONFIG_FILE",
+    "BackboneError",
+    "CheckpointError",
+    "PushAfterTrainingError",
+    "TrainConfig",
+    "TrainResult",
+    "build_loss",
+    "build_model",
+    "check_resume_checkpoint",
+    "freeze_parameters",
+    "train",
+]
+
+logger = logging.getLogger(__name__)
+
+CONFIG_FILE = "train_config.yaml"
+"""The resolved configuration, written next to the model and into every checkpoint."""
+REPORT_FILE = "training_report.json"
+PLOT_FILE = "training.png"
+
+class BackboneError(ValueError):
+    """The backbone cannot be built (unknown id or name, wrong kind of model); the message says what to pass."""
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be resumed from (missing, or from a different model); the message says why."""
+
+
+class PushAfterTrainingError(RuntimeError):
+    """The run succeeded and its output folder is complete, but the push to the Hub failed."""
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` produced.
+
+    Attributes:
+        output_dir: the final output folder.
+        model: the trained model (in memory).
+        report: the content of ``training_report.json``.
+        files: ``{"model", "card", "config", "report", "plot", "eval", ...}`` paths.
+        hub_url: the commit URL when the model was pushed.
+    """
+
+    output_dir: Path
+    model: ObliqueSentenceTransformer
+    report: dict[str, Any]
+    files: dict[str, Path]
+    hub_url: str | None = None
+
+
+def build_model(config: TrainConfig) -> ObliqueSentenceTransformer:
+    """The untrained oblique model described by ``config`` (see the ``model`` options of :class:`TrainConfig`).
+
+    Raises:
+        BackboneError: the backbone cannot be loaded or is not the kind ``config.backbone`` says.
+    """
+    import st_oblique
+
+    common: dict[str, Any] = {"per_token_projection": config.per_token_projection, "device": config.device}
+    if config.layer_norm is not None:
+        common["layer_norm"] = config.layer_norm
+    name = config.model
+    for option in ("model", "text_model", "image_model"):
+        _check_local_path(option, getattr(config, option))
+    try:
+        if config.backbone == "clip":
+            return st_oblique.oblique_clip(
+                config.model, config.num_tokens, config.token_dim, max_seq_length=config.max_seq_length, **common
+            )
+        if config.backbone == "open_clip":
+            if config.open_clip_config:
+                registered = register_open_clip_config(config.open_clip_config)
+                name = config.model or registered
+            model = st_oblique.oblique_open_clip(
+                name, config.pretrained, config.num_tokens, config.token_dim,
+                model_kwargs=config.open_clip_model_kwargs, **common,
+            )
+            if not config.pretrained and not name.startswith(("hf-hub:", "local-dir:")):
+                model.model_card_data.base_model = None  # random weights: there is no base model to link to
+            if config.max_seq_length is not None:
+                model.max_seq_length = config.max_seq_length
+            return model
+        loading = {"max_seq_length": config.max_seq_length, "trust_remote_code": config.trust_remote_code}
+        if config.backbone == "text":
+            return st_oblique.oblique_text_model(
+                config.model, config.num_tokens, config.token_dim, token_source=config.token_source or "first",
+                **loading, **common,
+            )
+        name = f"{config.text_model} + {config.image_model}"
+        return st_oblique.oblique_dual_encoder(
+            config.text_model, config.image_model, config.num_tokens, config.token_dim,
+            text_token_source=config.token_source or "first", image_token_source=config.image_token_source,
+            **loading, **common,
+        )
+    except BackboneError:
+        raise
+    except Exception as error:
+        raise BackboneError(
+            f"Cannot build the {config.backbone} backbone from {name!r}: {_first_line(error)}. "
+            f"{_BACKBONE_HINTS[config.backbone]}"
+        ) from error
+
+
+_BACKBONE_HINTS = {
+    "clip": "--backbone clip takes a Hugging Face CLIP model id (e.g. openai/clip-vit-base-patch32) or a local folder.",
+    "open_clip": "--backbone open_clip takes an open_clip model name (open_clip.list_models(), hf-hub:org/repo, "
+    "local-dir:/path) with --pretrained TAG, or --open-clip-config FILE for a custom architecture.",
+    "text": "--backbone text takes a Hugging Face text encoder or Sentence Transformers model (id or folder).",
+    "dual": "--backbone dual takes --text-model (a text encoder) and --image-model (a HF/timm image model), ids or "
+    "folders.",
+}
+
+
+def register_open_clip_config(path: str | Path) -> str:
+    """Register a custom open_clip architecture (a JSON file with ``embed_dim``, ``vision_cfg``, ``text_cfg``) with
+    ``open_clip.add_model_config``; returns its name (the file name without ``.json``)."""
+    import open_clip
+
+    path = Path(path)
+    if not path.is_file():
+        raise BackboneError(f"open_clip config file not found: {path}")
+    try:
+        architecture = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as error:
+        raise BackboneError(f"Cannot read the open_clip config {path}: {_first_line(error)}") from error
+    missing = [key for key in ("embed_dim", "vision_cfg", "text_cfg") if key not in architecture]
+    if missing:
+        raise BackboneError(f"The open_clip config {path} lacks {missing}; see open_clip's model_configs/*.json.")
+    open_clip.add_model_config(path)
+    return path.stem
+
+
+def freeze_parameters(
+    model: nn.Module, *, lock_image_tower: bool = False, lock_text_tower: bool = False, patterns: list[str] = ()
+) -> dict[str, int]:
+    """Freeze pretrained towers and parameters matching regular expressions.
+
+    A locked tower gets ``requires_grad=False`` and stays in eval mode during training (its BatchNorm statistics
+    and dropout are those of the pretrained model, as in LiT); new parameters (extra class tokens, the oblique
+    heads) keep training.
+
+    Returns:
+        ``{"frozen": parameters frozen, "trainable": parameters still trained}`` (counts of scalars).
+
+    Raises:
+        ConfigError: a pattern that matches no parameter.
+    """
+    frozen_ids: set[int] = set()
+    for modality, locked in (("image", lock_image_tower), ("text", lock_text_tower)):
+        if not locked:
+            continue
+        parameters, modules = _tower(model, modality)
+        for parameter in parameters:
+            parameter.requires_grad_(False)
+            frozen_ids.add(id(parameter))
+        for module in modules:
+            module.register_forward_pre_hook(_keep_in_eval_mode)
+    named = list(model.named_parameters())
+    for pattern in patterns:
+        expression = re.compile(pattern)
+        matches = [parameter for name, parameter in named if expression.search(name)]
+        if not matches:
+            examples = ", ".join(name for name, _ in named[:3])
+            raise ConfigError(f"--freeze {pattern!r} matches no parameter name (names look like {examples}).")
+        for parameter in matches:
+            parameter.requires_grad_(False)
+            frozen_ids.add(id(parameter))
+    trainable = sum(parameter.numel() for _, parameter in named if parameter.requires_grad)
+    if trainable == 0:
+        raise ConfigError("Every parameter is frozen; unlock a tower or remove a --freeze pattern.")
+    frozen = sum(parameter.numel() for _, parameter in named if id(parameter) in frozen_ids)
+    return {"frozen": frozen, "trainable": trainable}
+
+
+def _keep_in_eval_mode(module: nn.Module, args: Any) -> None:
+    if module.training:
+        module.eval()
+
+
+def _tower(model: nn.Module, modality: str) -> tuple[list, list]:
+    """``(parameters, modules to keep in eval mode)`` of the pretrained ``modality`` tower of an oblique model."""
+    from st_oblique.modules.clip_class_tokens import CLIPClassTokenTransformer
+    from st_oblique.modules.modality_router import ModalityRouter
+    from st_oblique.modules.open_clip_encoder import OpenCLIPEncoder
+
+    first = model[0]
+    if isinstance(first, ModalityRouter):
+        if modality not in first.sub_modules:
+            raise ConfigError(f"This model has no {modality} tower to lock.")
+        backbone = first.sub_modules[modality][0].model
+        return list(backbone.parameters()), [backbone]
+    if isinstance(first, CLIPClassTokenTransformer):
+        tower = first.model.vision_model if modality == "image" else first.model.text_model
+        return list(tower.parameters()), [tower]
+    if isinstance(first, OpenCLIPEncoder):
+        visual = first.model.visual
+        if modality == "image":
+            return list(visual.parameters()), [visual]
+        visual_ids = {id(parameter) for parameter in visual.parameters()}
+        text = [parameter for parameter in first.model.parameters() if id(parameter) not in visual_ids]
+        transformer = getattr(first.text_tower, "transformer", None)
+        return text, [transformer] if transformer is not None else []
+    if modality == "text" and hasattr(first, "model"):
+        return list(first.model.parameters()), [first.model]
+    raise ConfigError(f"Cannot lock the {modality} tower of a model whose first module is {type(first).__name__}.")
+
+
+def build_loss(model: ObliqueSentenceTransformer, config: TrainConfig) -> nn.Module:
+    """The loss named by ``config.loss`` with the scale options of ``config``."""
+    import st_oblique
+
+    options = {
+        "scale": config.scale,
+        "learnable_scale": config.learnable_scale,
+        "max_scale": config.max_scale,
+        "gather_across_devices": config.gather_across_devices,
+    }
+    if config.loss == "sigmoid":
+        return st_oblique.ObliqueSigmoidLoss(model, **options)
+    if config.loss == "cached":
+        return st_oblique.CachedObliqueContrastiveLoss(model, mini_batch_size=config.mini_batch_size, **options)
+    return st_oblique.ObliqueContrastiveLoss(model, **options)
+
+
+def resolve_checkpoint(config: TrainConfig) -> Path | None:
+    """The checkpoint to resume from (``"last"``: the newest in ``config.checkpoints_path``), or None.
+
+    Raises:
+        CheckpointError: no checkpoint there.
+    """
+    if not config.resume_from_checkpoint:
+        return None
+    if config.resume_from_checkpoint == "last":
+        from transformers.trainer_utils import get_last_checkpoint
+
+        folder = config.checkpoints_path
+        last = get_last_checkpoint(str(folder)) if folder.is_dir() else None
+        if last is None:
+            raise CheckpointError(f"No checkpoint to resume from in {folder}; train with --save-steps N first.")
+        return Path(last)
+    return Path(config.resume_from_checkpoint).expanduser()
+
+
+def check_resume_checkpoint(checkpoint: Path, model: ObliqueSentenceTransformer, config: TrainConfig) -> None:
+    """Raise :class:`CheckpointError` unless the run can resume from ``checkpoint``.
+
+    The checkpoint must be a trainer checkpoint (``trainer_state.json``) written with the same model-defining
+    options (:data:`MODEL_DEFINING_OPTIONS`, from its ``train_config.yaml``), and its model must have the same
+    parameters, with the same shapes, as ``model``.
+    """
+    if not checkpoint.is_dir():
+        raise CheckpointError(f"Checkpoint not found: {checkpoint}")
+    if not (checkpoint / "trainer_state.json").is_file():
+        raise CheckpointError(
+            f"{checkpoint} is not a training checkpoint (no trainer_state.json); pass a checkpoint-<step> folder "
+            "written with --save-steps."
+        )
+    saved_config = checkpoint / CONFIG_FILE
+    if saved_config.is_file():
+        saved = read_config_file(saved_config)
+        current = config.to_dict()
+        differences = [key for key in MODEL_DEFINING_OPTIONS if key in saved and saved[key] != current[key]]
+        if differences:
+            listed = ", ".join(f"{key}={saved[key]!r} there but {current[key]!r} here" for key in differences)
+            raise CheckpointError(
+                f"Cannot resume from {checkpoint}: it was trained with other settings ({listed}); resume with that "
+                f"run's settings (--config {saved_config}) or start without --resume-from-checkpoint."
+            )
+    try:
+        loaded = type(model)(str(checkpoint), device="cpu")
+    except Exception as error:
+        raise CheckpointError(f"Cannot load the model saved in {checkpoint}: {_first_line(error)}") from error
+    expected = {name: tuple(value.shape) for name, value in model.state_dict().items()}
+    found = {name: tuple(value.shape) for name, value in loaded.state_dict().items()}
+    mismatched = sorted(name for name in expected.keys() | found.keys() if expected.get(name) != found.get(name))
+    if mismatched:
+        name = mismatched[0]
+        raise CheckpointError(
+            f"Cannot resume from {checkpoint}: its model differs from this one in {len(mismatched)} tensor(s), e.g. "
+            f"{name} has shape {found.get(name)} there and {expected.get(name)} here; resume with that run's settings "
+            "or start without --resume-from-checkpoint."
+        )
+
+
+def training_arguments(config: TrainConfig, output_dir: Path) -> Any:
+    """The ``SentenceTransformerTrainingArguments`` of a run (``config.training_arguments`` override them)."""
+    import torch
+    from sentence_transformers import SentenceTransformerTrainingArguments
+
+    # Without an accelerator, use_cpu=True is also what makes `accelerate launch`/`torchrun` processes train
+    # together (gloo); otherwise transformers sees a distributed launch on CPU as single-process training.
+    has_accelerator = torch.cuda.is_available() or torch.backends.mps.is_available()
+    use_cpu = config.device == "cpu" or (config.device is None and not has_accelerator)
+    arguments: dict[str, Any] = {
+        "output_dir": str(output_dir),
+        "per_device_train_batch_size": config.batch_size,
+        "num_train_epochs": config.epochs,
+        "max_steps": config.max_steps if config.max_steps is not None else -1,
+        "learning_rate": config.learning_rate,
+        "warmup_steps": int(config.warmup) if config.warmup >= 1 else float(config.warmup),
+        "weight_decay": config.weight_decay,
+        "seed": config.seed,
+        "logging_steps": config.logging_steps,
+        "logging_first_step": True,
+        "save_strategy": "steps" if config.save_steps else "no",
+        "save_steps": config.save_steps or 500,
+        "save_total_limit": config.save_total_limit,
+        "dataloader_drop_last": True,  # a last batch of one row has no negatives; gathering needs equal batches
+        "dataloader_num_workers": config.dataloader_num_workers,
+        "report_to": "none",
+        "disable_tqdm": not config.progress,
+        "use_cpu": use_cpu,
+        "dataloader_pin_memory": torch.cuda.is_available() and not use_cpu,
+    }
+    if config.scale_learning_rate is not None:
+        arguments["learning_rate_mapping"] = {r"logit_scale": config.scale_learning_rate}
+    arguments.update(config.training_arguments or {})
+    try:
+        return SentenceTransformerTrainingArguments(**arguments)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"Invalid training arguments: {_first_line(error)}") from error
+
+
+def check_eval_sets(config: TrainConfig) -> dict[str, float]:
+    """Load every evaluation set once (so a typo fails before training) and return chance levels of the plotted
+    scores: ``{"<dataset> acc1": 1 / classes, "<dataset> <retrieval>@1": 1 / images}``."""
+    from st_oblique.evaluation import ClassificationDataset, load_dataset
+    from st_oblique.evaluation.mteb_runner import resolve_mteb_tasks
+
+    unknown = set(config.eval_paths) - set(config.eval_datasets)
+    if unknown:
+        raise ConfigError(f"--eval-dataset-path names datasets that are not evaluated: {sorted(unknown)}.")
+    chance = {}
+    for name in config.eval_datasets:
+        data = load_dataset(name, config.eval_paths.get(name), data_root=config.data_root,
+                            max_samples=config.eval_max_samples)
+        if isinstance(data, ClassificationDataset):
+            chance[f"{data.name} acc1"] = 1.0 / len(data.classnames)
+        else:
+            for metric in ("image_retrieval_recall@1", "text_retrieval_recall@1"):
+                chance[f"{data.name} {metric}"] = 1.0 / len(data)
+    if config.mteb_tasks:
+        resolve_mteb_tasks(config.mteb_tasks, data_root=config.data_root, max_samples=config.eval_max_samples)
+    return chance
+
+
+def evaluate(model: ObliqueSentenceTransformer, name: str, config: TrainConfig, output_dir: Path,
+             command: str | None) -> list:
+    """Evaluate ``model`` on the configured sets with the evaluation harness (writes into ``output_dir``)."""
+    from st_oblique.evaluation import run_evaluation
+
+    if not (config.eval_datasets or config.mteb_tasks):
+        return []
+    return run_evaluation(
+        [(name, model)],
+        datasets=config.eval_datasets,
+        mteb_tasks=config.mteb_tasks,
+        output_dir=output_dir,
+        dataset_paths=config.eval_paths,
+        data_root=config.data_root,
+        max_samples=config.eval_max_samples,
+        batch_size=config.eval_batch_size,
+        templates=config.eval_templates or None,
+        show_progress_bar=config.progress,
+        title=name,
+        command=command,
+    )
+
+
+def train(
+    config: TrainConfig,
+    *,
+    train_data: TrainingData | None = None,
+    command: str | None = None,
+    before_commit: Callable[[TrainResult], None] | None = None,
+) -> TrainResult | None:
+    """Run ``config`` end to end (see the module docstring).
+
+    Args:
+        config: the run.
+        train_data: training data built in memory (instead of the config's data options).
+        command: the command line, recorded in the report, the evaluation summary and the card.
+        before_commit: called with the result while its files are still in the staging folder
+            (``result.output_dir``), to add files or checks; an exception there discards the run.
+
+    Returns:
+        The result on the main process; None on the other processes of a distributed run.
+
+    Raises:
+        ConfigError, BackboneError, CheckpointError, st_oblique.training_data.TrainingDataError,
+        st_oblique.output_dir.OutputDirError: bad input, found before training where possible. Nothing is
+        written into ``output_dir`` unless the whole run succeeds.
+    """
+    config = config.resolved()
+    config.validate(has_data=train_data is not None)
+    if not config.progress:
+        import datasets
+        import transformers
+
+        datasets.disable_progress_bars()
+        transformers.utils.logging.disable_progress_bar()
+    is_main = int(os.environ.get("RANK", "0")) == 0
+    target = Path(config.output_dir).expanduser()
+    run_name = config.run_name or target.name
+    if not is_main:
+        return _train_steps(config, train_data, command, staging=None, run_name=run_name)
+    with staged_output_dir(target, overwrite=config.overwrite) as staging:
+        result = _train_steps(config, train_data, command, staging=staging, run_name=run_name)
+        if before_commit is not None:
+            before_commit(result)
+    result = _moved(result, staging, target.absolute())
+    if config.push_to_hub:
+        from st_oblique.hub import push_to_hub
+
+        try:
+            result.hub_url = push_to_hub(
+                result.output_dir, config.push_to_hub, private=config.hub_private or None, exist_ok=True,
+                evaluation_results=result.files.get("eval_summary"),
+            )
+        except Exception as error:
+            raise PushAfterTrainingError(
+                f"The trained model is saved in {result.output_dir}, but pushing it to {config.push_to_hub} failed: "
+                f"{' '.join(str(error).split())} Push it again with: st-oblique push {result.output_dir} "
+                f"{config.push_to_hub}"
+            ) from error
+    return result
+
+
+def _train_steps(
+    config: TrainConfig, train_data: TrainingData | None, command: str | None, *, staging: Path | None, run_name: str
+) -> TrainResult | None:
+    from sentence_transformers import SentenceTransformerTrainer
+    from transformers import set_seed
+
+
+    started = time.monotonic()
+    chance = check_eval_sets(config)
+    checkpoint = resolve_checkpoint(config)
+    if train_data is None:
+        train_data = load_training_data(
+            dataset=config.dataset, dataset_config=config.dataset_config, split=config.split,
+            captions=config.captions, images=config.images, pairs=config.pairs, columns=config.columns,
+            max_samples=config.max_train_samples, show_progress_bar=config.progress,
+        )
+    logger.info("Training data: %s", train_data.description)
+    set_seed(config.seed)
+    model = build_model(config)
+    check_modalities(train_data, model.modalities)
+    frozen = freeze_parameters(
+        model, lock_image_tower=config.lock_image_tower, lock_text_tower=config.lock_text_tower, patterns=config.freeze
+    )
+    loss = build_loss(model, config)
+    if checkpoint is not None:
+        check_resume_checkpoint(checkpoint, model, config)
+
+    untrained: list = []
+    if staging is not None and config.eval_untrained:
+        untrained = evaluate(model, f"{run_name} (untrained)", config, staging / "eval_untrained", command)
+
+    checkpoints = config.checkpoints_path
+    arguments = training_arguments(config, checkpoints)
+    trainer = SentenceTransformerTrainer(
+        model=model, args=arguments, train_dataset=train_data.dataset, loss=loss,
+        callbacks=[_config_saving_callback(config)],
+    )
+    train_started = time.monotonic()
+    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    train_seconds = time.monotonic() - train_started
+    if staging is None:
+        return None
+    if checkpoints.is_dir() and not any(checkpoints.iterdir()):
+        checkpoints.rmdir()  # the trainer may create its output folder without saving anything there
+
+    trained = evaluate(model, run_name, config, staging / "eval", command)
+    files: dict[str, Path] = {"model": staging}
+    if trained:
+        from st_oblique.model_card import set_evaluation_results
+
+        files["eval_summary"] = staging / "eval" / "summary.json"
+        set_evaluation_results(
+            model, {"results": [result.to_json() for result in trained], "settings": {"command": command}}
+        )
+    model.save(str(staging))
+    files["card"] = staging / "README.md"
+    files["config"] = write_config_file(
+        config.to_dict(), staging / CONFIG_FILE,
+        header=f"Resolved configuration of this run; repeat it with: st-oblique train --config {CONFIG_FILE}",
+    )
+    report = _report(
+        config, model, trainer, train_data, loss, frozen=frozen, untrained=untrained, trained=trained,
+        chance=chance, command=command, seconds={"total": time.monotonic() - started, "training": train_seconds},
+    )
+    files["plot"] = _plot(report, staging / PLOT_FILE, run_name, chance, untrained=untrained, trained=trained)
+    files["report"] = staging / REPORT_FILE
+    if trained:
+        files["eval"] = staging / "eval"
+    if untrained:
+        files["eval_untrained"] = staging / "eval_untrained"
+    report["files"] = {key: path.name if path != staging else "." for key, path in files.items()}
+    files["report"].write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
+    return TrainResult(output_dir=staging, model=model, report=report, files=files)
+
+
+def _moved(result: TrainResult, staging: Path, target: Path) -> TrainResult:
+    """``result`` with paths under ``staging`` pointing into ``target``."""
+
+    def move(path: Path) -> Path:
+        return target / path.relative_to(staging) if path.is_relative_to(staging) else path
+
+    result.output_dir = target
+    result.files = {key: move(path) for key, path in result.files.items()}
+    return result
+
+
+def _config_saving_callback(config: TrainConfig) -> Any:
+    """A trainer callback writing ``train_config.yaml`` into every checkpoint, so that a resumed run can be checked."""
+    from transformers import TrainerCallback
+    from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+    class SaveConfigWithCheckpoints(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):
+            folder = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
+            if state.is_world_process_zero and folder.is_dir():
+                write_config_file(config.to_dict(), folder / CONFIG_FILE)
+
+    return SaveConfigWithCheckpoints()
+
+
+def _report(config, model, trainer, train_data, loss, *, frozen, untrained, trained, chance, command, seconds) -> dict:
+    from st_oblique import __version__
+    from st_oblique.description import describe_model
+    from st_oblique.training_report import training_curves
+
+    curves = training_curves(trainer.state.log_history)
+    losses = [value for value in curves.get("loss", []) if value is not None]
+    scales = [value for value in curves.get("logit_scale", []) if value is not None]
+    return {
+        "st_oblique_version": __version__,
+        "command": command,
+        "config": config.to_dict(),
+        "model": describe_model(model).to_dict(),
+        "parameters": frozen,
+        "data": {"description": train_data.description, "rows": len(train_data.dataset), "columns": train_data.columns},
+        "training": {
+            "steps": trainer.state.global_step,
+            "processes": trainer.args.world_size,
+            "batch_size_per_process": config.batch_size,
+            "epochs": trainer.state.epoch,
+            "seconds": round(seconds["training"], 1),
+            "first_loss": losses[0] if losses else None,
+            "final_loss": losses[-1] if losses else None,
+            "loss": type(loss).__name__,
+            "learnable_scale": config.learnable_scale,
+            "initial_scale": config.scale,
+            "final_scale": loss.scale,
+            "scale_range": [min(scales), max(scales)] if scales else None,
+            "curves": curves,
+        },
+        "evaluation": {
+            "trained": [result.to_json() for result in trained],
+            "untrained": [result.to_json() for result in untrained],
+            "chance": chance,
+        },
+        "seconds": round(seconds["total"], 1),
+        "versions": _versions(),
+    }
+
+
+def _plot(report: dict, path: Path, run_name: str, chance: dict[str, float], *, untrained: list, trained: list) -> Path:
+    from st_oblique.training_report import plot_training, score_table
+
+    scores = score_table({label: results for label, results in (("untrained", untrained), ("trained", trained)) if results})
+    training = report["training"]
+    return plot_training(
+        training["curves"], scores, path, title=f"{run_name}: {training['loss']}, {training['steps']} steps",
+        chance={key: value for key, value in chance.items() if key in scores},
+        fixed_scale=None if training["learnable_scale"] else training["final_scale"],
+    )
+
+
+def _versions() -> dict[str, str]:
+    import sentence_transformers
+    import torch
+    import transformers
+
+    return {
+        "sentence_transformers": sentence_transformers.__version__,
+        "transformers": transformers.__version__,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def _check_local_path(option: str, name: str | None) -> None:
+    """A name that can only be a local path (``./x``, ``/x``, ``~/x``, ``a/b/c``) must exist."""
+    if not name or ":" in name or Path(name).expanduser().exists():
+        return
+    if name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name:
+        raise BackboneError(f"--{option.replace('_', '-')} {name}: no such folder (and it is not a Hub id).")
+
+
+def _first_line(error: BaseException, limit: int = 300) -> str:
+    text = str(error).strip() or type(error).__name__
+    line = text.splitlines()[0].rstrip(".")
+    return line if len(line) <= limit else line[: limit - 3] + "..."

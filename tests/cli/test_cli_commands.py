@@ -1,0 +1,117 @@
+"""``st-oblique info``, ``eval``, ``compare`` and ``push`` (against the local fake Hub of tests/hub)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+from cli.cli_helpers import TINY
+from hub.fake_hub import WRITE_TOKEN, FakeHub, point_huggingface_hub_at
+
+import st_oblique
+
+
+def test_info_text_and_json(cli, text_run):
+    result = cli("info", text_run)
+    assert result.code == 0, result.err
+    report = json.loads((text_run / "training_report.json").read_text())
+    scale = report["training"]["final_scale"]
+    assert "4 x 8 (embedding size 32)" in result.out and f"{scale:.4g}" in result.out
+    assert "dot: sum of 4 per-token cosines, range [-4, 4]" in result.out
+    assert "4 steps of ObliqueContrastiveLoss" in result.out and "class tokens" in result.out
+
+    result = cli("info", text_run, "--json")
+    assert result.code == 0, result.err
+    info = json.loads(result.out)
+    expected = st_oblique.describe_model(st_oblique.load(str(text_run), device="cpu")).to_dict()
+    assert {key: info[key] for key in expected} == expected
+    assert info["num_tokens"] == 4 and info["token_dim"] == 8 and info["logit_scale"] == pytest.approx(scale)
+    assert info["training"]["steps"] == 4 and info["training"]["command"].startswith("st-oblique train")
+
+
+def test_info_errors(cli, tmp_path):
+    result = cli("info", tmp_path)
+    assert result.code == 2 and "is not a saved Sentence Transformers model" in result.error_lines[0]
+    result = cli("info", tmp_path / "missing" / "model")
+    assert result.code == 2 and "Model not found" in result.error_lines[0]
+
+
+def test_eval_two_models_side_by_side_and_compare(cli, assets, image_run, tmp_path):
+    output = tmp_path / "eval"
+    untrained_clip = tmp_path / "clip_model"
+    st_oblique.oblique_clip(assets.clip, num_tokens=4, token_dim=8, device="cpu").save(str(untrained_clip))
+    result = cli("eval", "--model", f"trained={image_run}", "--model", f"clip={untrained_clip}",
+                 "--dataset", "imagenette", "--data-root", assets.data_root, "--output-dir", output, "--no-progress")
+    assert result.code == 0, result.err
+    assert "| trained | clip |" in result.out
+    summary = json.loads((output / "summary.json").read_text())
+    assert [record["model"] for record in summary["results"]] == ["trained", "clip"]
+    # the trained model's numbers are those of its training run's own evaluation (same model, same data)
+    trained = json.loads((image_run / "eval" / "summary.json").read_text())["results"][0]
+    assert summary["results"][0]["metrics"] == trained["metrics"]
+    saved = yaml.safe_load((output / "eval_config.yaml").read_text())
+    assert saved["models"] == [f"trained={image_run}", f"clip={untrained_clip}"] and saved["datasets"] == ["imagenette"]
+
+    # the saved options repeat the evaluation
+    result = cli("eval", "--config", output / "eval_config.yaml", "--output-dir", tmp_path / "again")
+    assert result.code == 0, result.err
+    assert json.loads((tmp_path / "again" / "summary.json").read_text())["results"][1]["metrics"] == summary["results"][1]["metrics"]
+
+    result = cli("compare", image_run / "eval_untrained", image_run / "eval", "--output-dir", tmp_path / "cmp")
+    assert result.code == 0, result.err
+    table = (tmp_path / "cmp" / "results.md").read_text()
+    assert "run (untrained)" in table and "| run |" in table.replace("**", "")
+
+
+def test_eval_errors(cli, assets, text_run, tmp_path):
+    result = cli("eval", "--dataset", "imagenette", "--output-dir", tmp_path / "x")
+    assert result.code == 2 and "Give at least one model" in result.error_lines[0]
+    result = cli("eval", "--model", tmp_path / "nothing", "--dataset", "imagenette", "--output-dir", tmp_path / "x")
+    assert result.code == 2 and "Model not found" in result.error_lines[0]
+    result = cli("eval", "--model", text_run, "--dataset", "no_such_set", "--output-dir", tmp_path / "x")
+    assert result.code == 2 and "Unknown dataset 'no_such_set'" in result.error_lines[0]
+    assert not (tmp_path / "x").exists()
+
+
+@pytest.fixture
+def hub(monkeypatch, tmp_path):
+    with FakeHub(tokens={WRITE_TOKEN: "write"}) as fake:
+        point_huggingface_hub_at(monkeypatch, fake.url, str(tmp_path / "hub_cache"))
+        yield fake
+
+
+def test_push_a_trained_folder_with_its_scores(cli, hub, image_run):
+    result = cli("push", image_run, "me/oblique-tiny", "--token", WRITE_TOKEN, "--private")
+    assert result.code == 0, result.err
+    assert "Pushed" in result.out and "eval/summary.json" in result.out
+    repo = hub.repos["me/oblique-tiny"]
+    files = repo.resolve("main").files
+    assert repo.private and "modules.json" in files and "model.safetensors" in files
+    card = files["README.md"].decode()
+    trained = json.loads((image_run / "eval" / "summary.json").read_text())["results"][0]
+    assert "st-oblique Evaluation" in card and f"{trained['metrics']['acc1']:.4f}" in card
+    assert 'st_oblique.load("me/oblique-tiny")' in card
+    # the pushed model loads and equals the local one
+    local = st_oblique.load(str(image_run), device="cpu")
+    pushed = st_oblique.load("me/oblique-tiny", device="cpu", token=WRITE_TOKEN)
+    texts = ["a dog runs in the park", "a red car"]
+    assert (pushed.encode(texts, convert_to_tensor=True) - local.encode(texts, convert_to_tensor=True)).abs().max() < 1e-6
+
+
+def test_push_failure_is_one_line_and_train_push(cli, hub, assets, tmp_path, text_run):
+    before = sorted(path.name for path in text_run.iterdir())
+    result = cli("push", text_run, "me/denied", "--token", "hf_wrong")
+    assert result.code == 1 and len(result.error_lines) == 1
+    assert "401" in result.error_lines[0] and "hf auth login" in result.error_lines[0]
+    assert sorted(path.name for path in text_run.iterdir()) == before and "me/denied" not in hub.repos
+
+    output = tmp_path / "pushed"
+    result = cli("train", "--backbone", "text", "--model", assets.bert, "--pairs", assets.pairs, *TINY,
+                 "--max-steps", 1, "--output-dir", output, "--push-to-hub", "me/from-train")
+    assert result.code == 1  # no token: the run is kept, the push is explained
+    assert "The trained model is saved in" in result.error_lines[0] and "st-oblique push" in result.error_lines[0]
+    assert (output / "modules.json").is_file()
+    result = cli("push", output, "me/from-train", "--token", WRITE_TOKEN)
+    assert result.code == 0, result.err
+    assert "modules.json" in hub.repos["me/from-train"].resolve("main").files

@@ -1,0 +1,178 @@
+"""Every command in the README's ```bash blocks is exercised: the offline ones run (with fewer steps and small
+subsets), in order, in one working folder, so later commands use what earlier ones wrote; the online ones (marked
+by a ``# online`` comment line in their block), the launchers for several GPUs and ``pip install`` are parsed:
+every option must exist and every value must be accepted by the parser that will read it."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import shlex
+import tomllib
+from pathlib import Path
+
+import pytest
+from cli.cli_helpers import QUICK_DEMO, demo_args
+
+from st_oblique.cli import build_parser, main
+from st_oblique.config import parse_args_with_config
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+README = REPO_ROOT / "README.md"
+
+TRAIN_REDUCTION = [
+    "--max-steps", "1", "--max-train-samples", "8", "--batch-size", "4", "--eval-max-samples", "20",
+    "--eval-batch-size", "20", "--no-progress",
+]
+"""Appended to a README ``st-oblique train`` command that runs in the tests (the later option wins)."""
+EVAL_REDUCTION = ["--max-samples", "60", "--no-progress"]
+
+
+def readme_commands(text: str) -> list[tuple[str, list[str], bool]]:
+    """``(section, argv, online)`` of every command in the ```bash blocks of ``text``, in order.
+
+    Continuation lines (``\\``) are joined, trailing ``# comments`` dropped; a comment line starting with
+    ``# online`` marks the commands after it, up to the end of its block, as needing the network.
+    """
+    commands = []
+    section = ""
+    for match in re.finditer(r"^(#+ [^\n]*)$|^```bash\n(.*?)^```", text, flags=re.MULTILINE | re.DOTALL):
+        if match.group(1):
+            section = match.group(1).lstrip("# ").strip()
+            continue
+        online = False
+        for line in match.group(2).replace("\\\n", " ").splitlines():
+            stripped = line.strip()
+            if stripped.startswith("#"):
+                online = online or stripped.lower().startswith("# online")
+                continue
+            argv = shlex.split(stripped, comments=True)
+            if argv:
+                commands.append((section, argv, online))
+    return commands
+
+
+COMMANDS = readme_commands(README.read_text(encoding="utf-8"))
+
+
+def st_oblique_argv(argv: list[str]) -> list[str] | None:
+    """The arguments of ``st-oblique`` in a README command (also under ``accelerate launch``/``torchrun -m
+    st_oblique``), or None for other commands."""
+    if argv[0] == "st-oblique":
+        return argv[1:]
+    if "-m" in argv and argv[argv.index("-m") + 1] == "st_oblique":
+        return argv[argv.index("-m") + 2:]
+    return None
+
+
+def check_options(argv: list[str]) -> None:
+    """Parse ``st-oblique ARGV`` without running it: unknown options or bad values fail here. A ``--config`` file
+    that an earlier command would have written (when that command could not run here) is left out."""
+    if "--config" in argv and not Path(argv[argv.index("--config") + 1]).is_file():
+        position = argv.index("--config")
+        argv = argv[:position] + argv[position + 2:]
+    parser, subparsers = build_parser()
+    try:
+        args = parse_args_with_config(parser, argv, subparsers)
+    except SystemExit as error:  # argparse has printed the reason, which pytest shows
+        pytest.fail(f"`st-oblique {shlex.join(argv)}` does not parse (exit {error.code})")
+    assert args.command == argv[0]
+
+
+def check_launcher(argv: list[str]) -> None:
+    """The launcher's own options (accelerate's or torchrun's parser), up to the program it launches."""
+    if argv[0] == "accelerate":
+        from accelerate.commands.launch import launch_command_parser
+
+        launch_command_parser().parse_args(argv[2:])
+    elif argv[0] == "torchrun":
+        from torch.distributed.run import get_args_parser
+
+        get_args_parser().parse_args(argv[1:])
+    else:
+        pytest.fail(f"unknown launcher in the README: {shlex.join(argv)}")
+
+
+def test_readme_has_the_commands_it_promises():
+    """The extraction sees every kind of command (an empty list would make the test below vacuous)."""
+    programs = [st_oblique_argv(argv) for _, argv, _ in COMMANDS]
+    subcommands = {argv[0] for argv in programs if argv}
+    assert {"demo", "train", "eval", "compare", "info", "push"} <= subcommands
+    assert [argv for _, argv, _ in COMMANDS if argv[0] == "st-oblique"][0] == ["st-oblique", "demo"]
+    assert ["python", "-m", "pytest"] in [argv for _, argv, _ in COMMANDS]
+    assert any(online for *_, online in COMMANDS) and any(not online for *_, online in COMMANDS)
+    assert {argv[0] for _, argv, _ in COMMANDS} <= {"pip", "python", "st-oblique", "accelerate", "torchrun"}
+
+
+def test_readme_commands(demo_run, shared_or_none, monkeypatch):
+    """Run the offline commands in order (the first ``st-oblique demo`` is the session's ``demo_run``), parse
+    the others."""
+    demo_output, demo_result = demo_run
+    assert demo_result.code == 0, demo_result.err
+    workdir = demo_output.parent  # the README's relative paths (st-oblique-demo, runs/...) resolve here
+    monkeypatch.chdir(workdir)
+    pyproject = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    ran, parsed = [], []
+    for section, argv, online in COMMANDS:
+        command = shlex.join(argv)
+        if argv[0] == "pip":
+            assert argv[1] == "install"
+            target = argv[-1]
+            assert target == pyproject["project"]["name"] or target == '.[dev]' and "dev" in pyproject["project"][
+                "optional-dependencies"], command
+            continue
+        if argv[:3] == ["python", "-m", "pytest"]:
+            assert argv == ["python", "-m", "pytest"]  # the CI command; this test is part of it
+            continue
+        arguments = st_oblique_argv(argv)
+        assert arguments is not None, f"{section}: {command} is neither st-oblique nor a launcher of it"
+        uses_shared = any("../shared" in argument for argument in arguments)
+        if argv[0] != "st-oblique" or online or (uses_shared and shared_or_none is None):
+            if argv[0] != "st-oblique":
+                check_launcher(argv)
+            if uses_shared and shared_or_none is not None:
+                arguments = [argument.replace("../shared", str(shared_or_none)) for argument in arguments]
+            check_options(arguments)
+            parsed.append(command)
+            continue
+        if arguments == ["demo"]:
+            assert demo_args(arguments) == ["demo", *QUICK_DEMO]  # what the demo_run fixture ran, here
+            ran.append(command)
+            continue
+        arguments = [argument.replace("../shared", str(shared_or_none)) for argument in arguments]
+        if arguments[0] == "demo":
+            arguments = demo_args(arguments)
+        elif arguments[0] == "train":
+            arguments = [*arguments, *TRAIN_REDUCTION]
+        elif arguments[0] == "eval":
+            arguments = [*arguments, *EVAL_REDUCTION]
+        with contextlib.redirect_stdout(None):
+            code = main(arguments)
+        assert code == 0, f"{section}: `{command}` failed (exit {code}; the reason is printed above)"
+        ran.append(command)
+        _check_outputs(arguments)
+    assert any(command.startswith("st-oblique eval") for command in ran), ran
+    assert any(command.startswith("st-oblique info") for command in ran), ran
+    assert any("push" in command for command in parsed), parsed
+
+
+def _check_outputs(arguments: list[str]) -> None:
+    """What a command that ran must have produced (its exit status alone could hide a no-op)."""
+    if "--output-dir" in arguments:
+        output = Path(arguments[arguments.index("--output-dir") + 1])
+        expected = {"train": "training_report.json", "demo": "demo_report.json", "eval": "summary.json",
+                    "compare": "results.md"}[arguments[0]]
+        assert (output / expected).is_file(), f"{shlex.join(arguments)} wrote no {expected}"
+    if arguments[0] == "train":
+        report = json.loads((output / "training_report.json").read_text())
+        assert report["training"]["steps"] == 1 and report["evaluation"]["trained"]
+
+
+@pytest.fixture
+def shared_or_none(request):
+    """The shared data folder, or None when absent (the commands that need it are then only parsed)."""
+    try:
+        return request.getfixturevalue("shared")
+    except pytest.skip.Exception:
+        return None
