@@ -15,7 +15,7 @@ median time of each (the best times are reported too). For K=1 models the metric
 differ by design (CLIP_benchmark renormalizes the whole ensemble vector, the harness each token).
 
     python -m evaluation speed --model lit=/tmp/lit-untrained --dataset imagenette --data-root ../shared/data \\
-        --max-samples 512 --num-workers 1 --output evaluation/results/speed/lit_imagenette.json
+        --max-samples 512 --repeats 2 --num-workers 1 --output evaluation/results/speed/lit_imagenette.json
 
 Needs ``pip install clip-benchmark`` (in the ``dev`` extra).
 """
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import time
 from collections.abc import Mapping
@@ -126,6 +127,10 @@ def compare_speed(
     }
 
 
+def _load_average() -> list[float] | None:
+    return [round(value, 2) for value in os.getloadavg()] if hasattr(os, "getloadavg") else None
+
+
 def add_speed_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--model", required=True, metavar="[NAME=]PATH")
     parser.add_argument("--dataset", required=True, help="a zero-shot classification dataset (see `list`)")
@@ -148,6 +153,10 @@ def speed_from_args(args: argparse.Namespace) -> dict[str, Any]:
     if not isinstance(data, ClassificationDataset):
         raise ValueError(f"{args.dataset} is a retrieval dataset; the speed check uses zero-shot classification.")
     templates = resolve_templates(data, args.templates)
+    load_before = _load_average()
+    measurement = compare_speed(
+        model, data, templates, batch_size=args.batch_size, num_workers=args.num_workers, repeats=args.repeats
+    )
     report = {
         "model": name,
         "pretrained": weights_fingerprint(model),
@@ -158,9 +167,9 @@ def speed_from_args(args: argparse.Namespace) -> dict[str, Any]:
         "batch_size": args.batch_size,
         "num_workers": args.num_workers,
         "torch_threads": torch.get_num_threads(),
-        **compare_speed(
-            model, data, templates, batch_size=args.batch_size, num_workers=args.num_workers, repeats=args.repeats
-        ),
+        # other processes' load shows in both timings alike (ABBA order); kept to judge how noisy they are
+        "load_average_1_5_15min": {"before": load_before, "after": _load_average()},
+        **measurement,
         "command": getattr(args, "command_line", None),
     }
     text = json.dumps(report, indent=2)

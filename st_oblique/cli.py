@@ -302,6 +302,7 @@ def _info(args: argparse.Namespace) -> None:
         return
     print(description.to_text())
     if training:
+        print(f"\nTraining ({path / 'training_report.json'}):")
         print(_training_text(training))
 
 
@@ -320,6 +321,7 @@ def _training_summary(report_path: Path) -> dict[str, Any] | None:
         "backbone": report.get("config", {}).get("backbone"),
         "data": report.get("data", {}).get("description"),
         "steps": training.get("steps"),
+        "parameters": report.get("parameters"),
         "loss": training.get("loss"),
         "final_loss": training.get("final_loss"),
         "learnable_scale": training.get("learnable_scale"),
@@ -336,6 +338,8 @@ def _training_text(training: dict[str, Any]) -> str:
         ("training", f"{training['steps']} steps of {training['loss']} in {training['seconds']} s, final loss "
                      f"{training['final_loss']:.4g}, {'learned' if training['learnable_scale'] else 'fixed'} scale "
                      f"{training['final_scale']:.4g}"),
+        *((("trained parameters", f"{parameters['trainable']:,} ({parameters['frozen']:,} frozen)"),)
+          if (parameters := training.get("parameters")) else ()),
         *((f"score: {name}", f"{value:.4f}" if isinstance(value, float) else str(value))
           for name, value in training["scores"].items()),
         ("command", str(training["command"])),

@@ -334,7 +334,10 @@ def _is_record(value: Any) -> bool:
 def _record_rows(record: dict[str, Any]):
     """Rows of one harness record: its task's main metrics, or all of them for tasks without a known list."""
     task = record.get("task")
-    label = f"{record['dataset']} ({task})" if task else str(record["dataset"])
+    details = [str(task)] if task else []
+    if isinstance(record.get("num_samples"), int):  # a subset (--max-samples) must not read as the full set
+        details.append(f"{record['num_samples']} samples")
+    label = f"{record['dataset']} ({', '.join(details)})" if details else str(record["dataset"])
     metrics = record["metrics"]
     try:
         from st_oblique.evaluation.results import MAIN_METRICS

@@ -462,11 +462,14 @@ def train(
     target = Path(config.output_dir).expanduser()
     run_name = config.run_name or target.name
     if not is_main:
-        return _train_steps(config, train_data, command, staging=None, run_name=run_name)
+        _train_steps(config, train_data, command, staging=None, run_name=run_name)
+        _leave_process_group()
+        return None
     with staged_output_dir(target, overwrite=config.overwrite) as staging:
         result = _train_steps(config, train_data, command, staging=staging, run_name=run_name)
         if before_commit is not None:
             before_commit(result)
+    _leave_process_group()
     result = _moved(result, staging, target.absolute())
     if config.push_to_hub:
         from st_oblique.hub import push_to_hub
@@ -483,6 +486,16 @@ def train(
                 f"{config.push_to_hub}"
             ) from error
     return result
+
+
+def _leave_process_group() -> None:
+    """End this process's part of a distributed run (``accelerate launch``/``torchrun``) once its work is done: a
+    process that exits with its process group alive can abort ("terminate called without an active exception")
+    while the first process is still evaluating and saving, and the launcher then stops the whole run."""
+    import torch.distributed
+
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
 
 def _train_steps(
@@ -509,6 +522,7 @@ def _train_steps(
         model, lock_image_tower=config.lock_image_tower, lock_text_tower=config.lock_text_tower, patterns=config.freeze
     )
     loss = build_loss(model, config)
+    _name_for_card(model, config, train_data, run_name)
     if checkpoint is not None:
         check_resume_checkpoint(checkpoint, model, config)
 
@@ -558,6 +572,29 @@ def _train_steps(
     report["files"] = {key: path.name if path != staging else "." for key, path in files.items()}
     files["report"].write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
     return TrainResult(output_dir=staging, model=model, report=report, files=files)
+
+
+def _name_for_card(model: ObliqueSentenceTransformer, config: TrainConfig, data: TrainingData, run_name: str) -> None:
+    """Name the model and its local training data on the card (Sentence Transformers names Hub datasets itself;
+    without names, its card says "a sentence-transformers model trained. It maps ...")."""
+    card = model.model_card_data
+    backbone = (
+        f"dual encoder {Path(str(config.text_model)).name} + {Path(str(config.image_model)).name}"
+        if config.backbone == "dual" else f"{config.backbone} {Path(str(config.model)).name}"
+    )
+    card.model_name = f"{run_name}: oblique {backbone} (K={config.num_tokens}, d={config.token_dim})"
+    if config.captions:  # the folder of a caption table names the collection (flickr8k_1k/captions.tsv)
+        name = Path(config.captions).expanduser().resolve().parent.name
+    elif config.pairs:
+        name = Path(config.pairs).stem
+    elif config.dataset:
+        folder = Path(config.dataset).expanduser()
+        if not folder.exists():
+            return  # a Hub dataset
+        name = folder.resolve().name
+    else:  # data given in memory: its description without the details
+        name = data.description.split(":")[0]
+    card.train_datasets = [{"name": name}]
 
 
 def _moved(result: TrainResult, staging: Path, target: Path) -> TrainResult:

@@ -89,7 +89,10 @@ def plot_training(
         _plot_curve(scale_axis, steps, curves["logit_scale"], "logit scale (learned)", "C1")
         scale_axis.set_title("Learned logit scale (1 / temperature)")
     elif fixed_scale is not None:
-        scale_axis.axhline(fixed_scale, color="C1", label=f"logit scale (fixed at {fixed_scale:g})")
+        span = [steps[0], steps[-1]] if steps else [0, 1]
+        scale_axis.plot(span, [fixed_scale] * 2, color="C1", label=f"logit scale (fixed at {fixed_scale:g})")
+        scale_axis.set_ylim(0, 2 * fixed_scale)  # the default limits would put the line on the frame
+        scale_axis.grid(alpha=0.3)
         scale_axis.set_title("Logit scale (fixed)")
     else:
         scale_axis.set_title("Logit scale")

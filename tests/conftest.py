@@ -4,6 +4,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -11,6 +12,17 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 from tiny_models import tiny_bert
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True, scope="session")
+def one_torch_thread():
+    """Tiny models run fastest on one thread; on a shared 2-core machine intra-op threads that wait for each other
+    make them many times slower (measured: the evaluation tests took 144 s with torch's default threads under
+    load and 19 s with one)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def shared_root() -> Path:

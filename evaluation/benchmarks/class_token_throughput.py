@@ -12,7 +12,7 @@ class positions after EOS; captions are truncated K−1 tokens earlier so that n
 ``text_full_context`` rows pad every caption to the whole context (as open_clip does): 77 positions for both.
 
     python evaluation/benchmarks/class_token_throughput.py \
-        --captions ../shared/data/flickr8k_1k/captions.tsv --output evaluation/results/benchmarks/class_tokens.json
+        --captions ../shared/data/flickr8k_1k/captions.tsv --output evaluation/results/benchmarks/class_token_throughput.json
 """
 
 from __future__ import annotations

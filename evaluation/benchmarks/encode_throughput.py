@@ -4,7 +4,8 @@ Compared in one process on the same STSb test sentences: the plain model (mean p
 with K class tokens in the encoder (``token_source="first"``, the paper's design: K−1 extra positions per
 text) and, to separate the cost of the extra positions from the cost of the head, the oblique model with an
 attention head on the unchanged encoder (``token_source="attention"``). Runs alternate between the models so
-that load from other processes affects all alike; read the ratios, not the absolute speeds.
+that load from other processes affects all alike; read the ratios, not the absolute speeds. CPU-time speeds
+(``sentences_per_cpu_second``) are recorded too: with ``--threads 1`` they are the steadiest measure on a shared machine.
 
     python evaluation/benchmarks/encode_throughput.py --model ../shared/weights/all-MiniLM-L6-v2 \
         --stsb ../shared/data/stsbenchmark/stsbenchmark/sts-test.csv
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import time
 
@@ -33,10 +35,15 @@ def read_stsb_sentences(path: str, limit: int) -> list[str]:
     return sentences[:limit]
 
 
-def sentences_per_second(model: SentenceTransformer, sentences: list[str], batch_size: int) -> float:
-    start = time.perf_counter()
+def sentences_per_second(model: SentenceTransformer, sentences: list[str], batch_size: int) -> tuple[float, float]:
+    """Sentences per second of wall time and per second of this process's CPU time.
+
+    On a shared machine the wall-clock speed swings with other processes' load; the CPU-time speed measures the
+    work itself (exact with ``--threads 1``; with more threads it also counts time spent spinning).
+    """
+    wall_start, cpu_start = time.perf_counter(), time.process_time()
     model.encode(sentences, batch_size=batch_size, show_progress_bar=False)
-    return len(sentences) / (time.perf_counter() - start)
+    return len(sentences) / (time.perf_counter() - wall_start), len(sentences) / (time.process_time() - cpu_start)
 
 
 def main() -> None:
@@ -65,9 +72,13 @@ def main() -> None:
         model.encode(sentences[:64], batch_size=args.batch_size)
 
     speeds: dict[str, list[float]] = {name: [] for name in models}
+    cpu_speeds: dict[str, list[float]] = {name: [] for name in models}
+    load_before = os.getloadavg()[0]
     for _ in range(args.repeats):
         for name, model in models.items():
-            speeds[name].append(sentences_per_second(model, sentences, args.batch_size))
+            wall_speed, cpu_speed = sentences_per_second(model, sentences, args.batch_size)
+            speeds[name].append(wall_speed)
+            cpu_speeds[name].append(cpu_speed)
 
     result = {
         "sentences": len(sentences),
@@ -75,13 +86,15 @@ def main() -> None:
         "torch_threads": torch.get_num_threads(),
         "num_tokens": args.num_tokens,
         "token_dim": args.token_dim,
+        "load_average_1min": {"before": load_before, "after": os.getloadavg()[0]},
         "sentences_per_second": {name: statistics.median(values) for name, values in speeds.items()},
+        "sentences_per_cpu_second": {name: statistics.median(values) for name, values in cpu_speeds.items()},
         "runs": speeds,
+        "runs_cpu": cpu_speeds,
     }
-    plain_speed = result["sentences_per_second"]["plain"]
-    result["relative_to_plain"] = {
-        name: speed / plain_speed for name, speed in result["sentences_per_second"].items() if name != "plain"
-    }
+    for key, measure in (("relative_to_plain", "sentences_per_second"), ("cpu_relative_to_plain", "sentences_per_cpu_second")):
+        plain_speed = result[measure]["plain"]
+        result[key] = {name: speed / plain_speed for name, speed in result[measure].items() if name != "plain"}
     print(json.dumps(result, indent=2))
     if args.output:
         with open(args.output, "w", encoding="utf-8") as handle:

@@ -20,6 +20,8 @@ def test_info_text_and_json(cli, text_run):
     assert "4 x 8 (embedding size 32)" in result.out and f"{scale:.4g}" in result.out
     assert "dot: sum of 4 per-token cosines, range [-4, 4]" in result.out
     assert "4 steps of ObliqueContrastiveLoss" in result.out and "class tokens" in result.out
+    trained = next(line for line in result.out.splitlines() if line.startswith("trained parameters"))
+    assert trained.split()[2:] == [f"{report['parameters']['trainable']:,}", "(0", "frozen)"]
 
     result = cli("info", text_run, "--json")
     assert result.code == 0, result.err

@@ -70,8 +70,9 @@ def test_open_clip_on_captions_and_tar_evaluated_before_and_after(image_run):
     assert report["config"]["model"] == "tiny-open-clip"  # named after the architecture file
     # the card shows the trained model's scores (not the untrained ones), as the summary has them
     card = (image_run / "README.md").read_text()
-    acc1 = next(record for record in evaluation["trained"] if record["dataset"] == "imagenette")["metrics"]["acc1"]
-    assert "st-oblique Evaluation" in card and f"| imagenette (zeroshot_classification) | acc1 | {acc1:.4f} |" in card
+    imagenette = next(record for record in evaluation["trained"] if record["dataset"] == "imagenette")
+    label = f"imagenette (zeroshot_classification, {imagenette['num_samples']} samples)"
+    assert "st-oblique Evaluation" in card and f"| {label} | acc1 | {imagenette['metrics']['acc1']:.4f} |" in card
     model = st_oblique.load(str(image_run), device="cpu")
     assert manifold.is_on_manifold(model.encode(tiny_images(2), convert_to_tensor=True), num_tokens=K)
 

@@ -1,18 +1,25 @@
 """Every command in the README's ```bash blocks is exercised: the offline ones run (with fewer steps and small
 subsets), in order, in one working folder, so later commands use what earlier ones wrote; the online ones (marked
 by a ``# online`` comment line in their block), the launchers for several GPUs and ``pip install`` are parsed:
-every option must exist and every value must be accepted by the parser that will read it."""
+every option must exist and every value must be accepted by the parser that will read it.
+
+Commands that read ``../shared`` run on tiny stand-ins of the same layout (a tiny BERT and ViT, a caption table with
+a tar of images, tiny evaluation sets), which keeps the test fast and independent of the shared folder; the same
+command on the real weights and data is tests/integration/test_shared_dual_encoder.py's subject and the README's
+measured LiT run.
+"""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
 import shlex
-import tomllib
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+import tomllib
 from cli.cli_helpers import QUICK_DEMO, demo_args
 
 from st_oblique.cli import build_parser, main
@@ -94,45 +101,73 @@ def check_launcher(argv: list[str]) -> None:
         pytest.fail(f"unknown launcher in the README: {shlex.join(argv)}")
 
 
+def check_repository_command(argv: list[str]) -> None:
+    """``python -m evaluation...`` or ``python evaluation/script.py ...``: a script of this repository, run from its
+    root (expensive studies; their own tests run them on small subsets). The script must exist, every option must
+    be one of its options, and the files after ``--config`` must exist."""
+    if argv[1] == "-m":
+        package = REPO_ROOT / argv[2].replace(".", "/")
+        script, options = package.with_suffix(".py") if package.with_suffix(".py").is_file() else package / "__main__.py", argv[3:]
+        assert script.is_file(), f"no module {argv[2]} in the repository for `{shlex.join(argv)}`"
+    else:
+        script, options = REPO_ROOT / argv[1], argv[2:]
+        assert script.is_file(), f"no script {argv[1]} for `{shlex.join(argv)}`"
+    source = script.read_text(encoding="utf-8")
+    unknown = [option for option in options if option.startswith("--") and f'"{option.split("=")[0]}"' not in source]
+    if unknown:  # the parser may live in another module: ask the script itself
+        usage = subprocess.run([sys.executable, *argv[1:3 if argv[1] == "-m" else 2], "--help"], cwd=REPO_ROOT,
+                               capture_output=True, text=True, timeout=300)
+        assert usage.returncode == 0, usage.stderr[-2000:]
+        unknown = [option for option in unknown if option.split("=")[0] not in usage.stdout]
+    assert not unknown, f"`{shlex.join(argv)}`: {unknown} are not options of {script}"
+    for position, option in enumerate(options[:-1]):
+        if option == "--config":
+            assert (REPO_ROOT / options[position + 1]).is_file(), f"`{shlex.join(argv)}`: no {options[position + 1]}"
+
+
 def test_readme_has_the_commands_it_promises():
     """The extraction sees every kind of command (an empty list would make the test below vacuous)."""
     programs = [st_oblique_argv(argv) for _, argv, _ in COMMANDS]
     subcommands = {argv[0] for argv in programs if argv}
     assert {"demo", "train", "eval", "compare", "info", "push"} <= subcommands
-    assert [argv for _, argv, _ in COMMANDS if argv[0] == "st-oblique"][0] == ["st-oblique", "demo"]
+    assert next(argv for _, argv, _ in COMMANDS if argv[0] == "st-oblique") == ["st-oblique", "demo"]
     assert ["python", "-m", "pytest"] in [argv for _, argv, _ in COMMANDS]
     assert any(online for *_, online in COMMANDS) and any(not online for *_, online in COMMANDS)
     assert {argv[0] for _, argv, _ in COMMANDS} <= {"pip", "python", "st-oblique", "accelerate", "torchrun"}
 
 
-def test_readme_commands(demo_run, shared_or_none, monkeypatch):
+def test_readme_commands(demo_run, assets, monkeypatch):
     """Run the offline commands in order (the first ``st-oblique demo`` is the session's ``demo_run``), parse
     the others."""
     demo_output, demo_result = demo_run
     assert demo_result.code == 0, demo_result.err
     workdir = demo_output.parent  # the README's relative paths (st-oblique-demo, runs/...) resolve here
     monkeypatch.chdir(workdir)
+    stand_ins = shared_stand_ins(assets)
     pyproject = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text(encoding="utf-8"))
     ran, parsed = [], []
     for section, argv, online in COMMANDS:
         command = shlex.join(argv)
         if argv[0] == "pip":
             assert argv[1] == "install"
-            target = argv[-1]
-            assert target == pyproject["project"]["name"] or target == '.[dev]' and "dev" in pyproject["project"][
-                "optional-dependencies"], command
+            extras = pyproject["project"]["optional-dependencies"]
+            assert argv[-1] == pyproject["project"]["name"] or (argv[-1] == ".[dev]" and "dev" in extras), command
             continue
         if argv[:3] == ["python", "-m", "pytest"]:
             assert argv == ["python", "-m", "pytest"]  # the CI command; this test is part of it
             continue
         arguments = st_oblique_argv(argv)
+        if arguments is None and argv[0] == "python":
+            check_repository_command(argv)
+            parsed.append(command)
+            continue
         assert arguments is not None, f"{section}: {command} is neither st-oblique nor a launcher of it"
-        uses_shared = any("../shared" in argument for argument in arguments)
-        if argv[0] != "st-oblique" or online or (uses_shared and shared_or_none is None):
+        arguments = [stand_ins.get(argument, argument) for argument in arguments]
+        unmapped = [argument for argument in arguments if "../shared" in argument]
+        assert not unmapped, f"add a tiny stand-in for {unmapped} to test_readme.shared_stand_ins"
+        if argv[0] != "st-oblique" or online:
             if argv[0] != "st-oblique":
                 check_launcher(argv)
-            if uses_shared and shared_or_none is not None:
-                arguments = [argument.replace("../shared", str(shared_or_none)) for argument in arguments]
             check_options(arguments)
             parsed.append(command)
             continue
@@ -140,15 +175,13 @@ def test_readme_commands(demo_run, shared_or_none, monkeypatch):
             assert demo_args(arguments) == ["demo", *QUICK_DEMO]  # what the demo_run fixture ran, here
             ran.append(command)
             continue
-        arguments = [argument.replace("../shared", str(shared_or_none)) for argument in arguments]
         if arguments[0] == "demo":
             arguments = demo_args(arguments)
         elif arguments[0] == "train":
             arguments = [*arguments, *TRAIN_REDUCTION]
         elif arguments[0] == "eval":
             arguments = [*arguments, *EVAL_REDUCTION]
-        with contextlib.redirect_stdout(None):
-            code = main(arguments)
+        code = main(arguments)
         assert code == 0, f"{section}: `{command}` failed (exit {code}; the reason is printed above)"
         ran.append(command)
         _check_outputs(arguments)
@@ -169,10 +202,12 @@ def _check_outputs(arguments: list[str]) -> None:
         assert report["training"]["steps"] == 1 and report["evaluation"]["trained"]
 
 
-@pytest.fixture
-def shared_or_none(request):
-    """The shared data folder, or None when absent (the commands that need it are then only parsed)."""
-    try:
-        return request.getfixturevalue("shared")
-    except pytest.skip.Exception:
-        return None
+def shared_stand_ins(assets) -> dict[str, str]:
+    """``{README argument: tiny stand-in}`` for the ``../shared`` paths of the README."""
+    return {
+        "../shared/weights/all-MiniLM-L6-v2": assets.bert,
+        "../shared/weights/tf_efficientnet_lite0": assets.vit,
+        "../shared/data/flickr8k_1k/captions.tsv": str(assets.captions),
+        "../shared/data/flickr8k_1k/flickr8k_1k_images_256.tar": str(assets.images_tar),
+        "../shared/data": str(assets.data_root),
+    }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import tarfile
 
@@ -55,7 +56,10 @@ def test_registry_reads_the_shared_layout(data_root):
 
     fashion = load_dataset("fashion_mnist", data_root=data_root)
     assert fashion.labels == list(range(10)) and fashion.classnames == FASHION_MNIST_CLASSES
-    assert load_image(fashion.images[0]).size == (28, 28)
+    with gzip.open(data_root / "fashion_mnist/t10k-images-idx3-ubyte.gz") as handle:
+        pixels = np.frombuffer(handle.read()[16:], dtype=np.uint8).reshape(10, 28, 28)  # 16-byte IDX header
+    for index in (0, 9):
+        assert np.array_equal(np.asarray(load_image(fashion.images[index]))[..., 0], pixels[index])
 
     flickr = load_dataset("flickr8k_1k", data_root=data_root)
     assert isinstance(flickr, RetrievalDataset)

@@ -156,11 +156,12 @@ def test_evaluation_results_written_by_the_harness(tmp_path):
     retrieval = {
         "dataset": "flickr8k", "model": "oblique", "pretrained": "w-1", "task": "zeroshot_retrieval", "language": "en",
         "metrics": {"image_retrieval_recall@1": 0.125, "text_retrieval_recall@1": 0.25, "image_retrieval_recall@50": 0.9},
+        "num_samples": 1000,  # shown: a --max-samples subset must not read as the whole set
     }
     sts = {"dataset": "STSBenchmark", "task": "mteb", "metrics": {"main_score": 0.5, "cosine_pearson": 0.4}}
     expected = [
-        ("flickr8k (zeroshot_retrieval)", "image_retrieval_recall@1", 0.125),
-        ("flickr8k (zeroshot_retrieval)", "text_retrieval_recall@1", 0.25),
+        ("flickr8k (zeroshot_retrieval, 1000 samples)", "image_retrieval_recall@1", 0.125),
+        ("flickr8k (zeroshot_retrieval, 1000 samples)", "text_retrieval_recall@1", 0.25),
         ("STSBenchmark (mteb)", "main_score", 0.5),
     ]
     assert format_evaluation_results([retrieval, sts])["rows"] == expected
