@@ -112,12 +112,23 @@ class TowerCache:
 
 
 def _model_fingerprint(model: str) -> list:
-    """Path plus the sizes and modification times of its weight files (a changed checkpoint invalidates the cache)."""
+    """Content hashes of a local model's weight and config files (a changed checkpoint invalidates the cache).
+
+    Contents, not paths or modification times: the same weights copied or re-provisioned elsewhere keep their cache.
+    """
     folder = Path(model)
     if not folder.is_dir():
         return [model]
     files = sorted(p for p in folder.rglob("*") if p.suffix in (".safetensors", ".bin", ".json") and p.is_file())
-    return [str(folder.resolve()), [(p.name, p.stat().st_size, int(p.stat().st_mtime)) for p in files]]
+    return [folder.name, [(p.relative_to(folder).as_posix(), _file_digest(p)) for p in files]]
+
+
+def _file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _text_fingerprint(texts: Sequence[str]) -> str:

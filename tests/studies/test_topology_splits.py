@@ -110,3 +110,4 @@ def test_text_pairs_leave_out_the_study_images_and_keep_only_paraphrases(tmp_pat
     paraphrases = msrp_paraphrase_pairs(tsv_path, num_pairs=5, seed=0)
     assert sorted(int(a.split()[1]) for a, _ in paraphrases) == [1, 3, 5, 7, 9]
     assert paraphrases[0][0].endswith('"quoted"')
+

@@ -1,0 +1,53 @@
+"""The README's Python snippets run as written, with the Hub model and the shared data swapped for tiny local ones."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from tiny_models import tiny_clip, tiny_data_root, tiny_oblique_clip
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+SNIPPETS = re.findall(r"```python\n(.*?)```", (REPO_ROOT / "README.md").read_text(encoding="utf-8"), flags=re.S)
+
+
+def run_snippet(code: str, namespace: dict, replacements: dict[str, str]) -> None:
+    for original, local in replacements.items():
+        assert original in code, f"the README snippet no longer mentions {original!r}: update this test"
+        code = code.replace(original, local)
+    exec(compile(code, "README.md", "exec"), namespace)
+
+
+def test_readme_has_the_quickstart_training_and_evaluation_snippets():
+    assert len(SNIPPETS) == 3
+    assert "oblique_text_model" in SNIPPETS[0] and "SentenceTransformerTrainer" in SNIPPETS[1]
+    assert "zeroshot_classification" in SNIPPETS[2]
+
+
+def test_quickstart_and_training_snippets(tiny_bert_dir, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # the snippets save and train into the working folder
+    namespace: dict = {}
+    run_snippet(SNIPPETS[0], namespace, {"sentence-transformers/all-MiniLM-L6-v2": tiny_bert_dir})
+    assert "tensor(" in capsys.readouterr().out
+    model = namespace["model"]
+    assert model.similarity_fn_name == "dot" and namespace["embeddings"].shape == (2, 16 * 32)
+    assert (tmp_path / "oblique-minilm" / "modules.json").is_file()
+    before = {name: parameter.detach().clone() for name, parameter in model.named_parameters()}
+    run_snippet(SNIPPETS[1], namespace, {})
+    assert any(not parameter.equal(before[name]) for name, parameter in model.named_parameters())
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_evaluation_snippet(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    model = tiny_oblique_clip(tiny_clip(tmp_path / "clip"), num_tokens=4, token_dim=8)
+    model.save(str(tmp_path / "lit"))
+    (tmp_path / "data").mkdir()
+    data_root = tiny_data_root(tmp_path / "data")
+    namespace: dict = {"st_oblique": __import__("st_oblique")}
+    run_snippet(SNIPPETS[2], namespace, {"runs/lit-oblique": str(tmp_path / "lit"), "../shared/data": str(data_root)})
+    printed = capsys.readouterr().out
+    assert "acc1" in printed and "mean_per_class_recall" in printed
+    assert namespace["wrapped"] is not None
