@@ -114,3 +114,22 @@ def test_public_names_resolve():
     assert st_oblique.__version__
     with pytest.raises(AttributeError):
         st_oblique.does_not_exist  # noqa: B018
+
+
+def test_truncate_dim_keeps_whole_tokens(tiny_bert_dir, tmp_path):
+    from st_oblique import manifold
+
+    model = st_oblique.oblique_text_model(tiny_bert_dir, num_tokens=4, token_dim=8)
+    full = model.encode(SENTENCES, convert_to_tensor=True)
+    kept = model.encode(SENTENCES, convert_to_tensor=True, truncate_dim=16)
+    torch.testing.assert_close(kept, manifold.truncate(full, keep_tokens=2, num_tokens=4))
+    assert manifold.is_on_manifold(kept, num_tokens=2)
+    with pytest.raises(ValueError, match=r"truncate_dim=12 would cut inside a token .* multiple of 8"):
+        model.encode(SENTENCES, truncate_dim=12)
+    with pytest.raises(ValueError, match="multiple of 8"), model.truncate_embeddings(truncate_dim=5):
+        pass
+    model.truncate_dim = 24  # saved with the model and checked again on load
+    model.save(str(tmp_path / "model"))
+    assert st_oblique.load(str(tmp_path / "model")).get_embedding_dimension() == 24
+    with pytest.raises(ValueError, match="multiple of 8"):
+        st_oblique.load(str(tmp_path / "model"), truncate_dim=10)

@@ -24,11 +24,14 @@ def test_truncate_dim_must_keep_whole_tokens(oblique_model):
     try:
         oblique_model.truncate_dim = 16
         assert oblique_num_tokens(oblique_model) == 2
-        oblique_model.truncate_dim = 12
-        with pytest.raises(ValueError, match="multiple of 8"):
-            oblique_num_tokens(oblique_model)
+        with pytest.raises(ValueError, match="multiple of 8"):  # ObliqueSentenceTransformer refuses it outright
+            oblique_model.truncate_dim = 12
     finally:
         oblique_model.truncate_dim = None
+    # a plain SentenceTransformer with oblique modules accepts any truncate_dim: the harness must refuse it
+    plain = SentenceTransformer(modules=list(oblique_model), device="cpu", truncate_dim=12)
+    with pytest.raises(ValueError, match="multiple of 8"):
+        oblique_num_tokens(plain)
 
 
 def test_encode_images_matches_model_encode_for_every_input_form(oblique_model, tmp_path):
