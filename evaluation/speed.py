@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import time
@@ -115,14 +116,10 @@ def compare_speed(
         "ratio_best_runs": best["harness"] / best["clip_benchmark"],
         "seconds": timings,
         "metrics": metrics,
-        "metrics_identical": metrics["harness"] == metrics["clip_benchmark"]
-        or all(
-            metrics["harness"][key] == metrics["clip_benchmark"][key]
-            or (
-                metrics["harness"][key] != metrics["harness"][key]
-                and metrics["clip_benchmark"][key] != metrics["clip_benchmark"][key]
-            )
-            for key in metrics["harness"]
+        "metrics_identical": all(
+            value == metrics["clip_benchmark"][key]
+            or (math.isnan(value) and math.isnan(metrics["clip_benchmark"][key]))
+            for key, value in metrics["harness"].items()
         ),
     }
 

@@ -238,7 +238,6 @@ def _train(args: argparse.Namespace) -> None:
 
 def _eval(args: argparse.Namespace) -> None:
     from st_oblique.demo import register_demo_eval_set
-    from st_oblique.description import is_hub_model_id
     from st_oblique.evaluation.cli import run_from_args
     from st_oblique.evaluation.model_loading import parse_model_spec
     from st_oblique.output_dir import check_writable
@@ -246,15 +245,11 @@ def _eval(args: argparse.Namespace) -> None:
     if not args.models:
         raise ConfigError("Give at least one model: --model PATH or --model NAME=PATH (repeat to compare).")
     for spec in args.models:
-        _, path = parse_model_spec(spec)
-        if not Path(path).exists() and not is_hub_model_id(path):
-            raise FileNotFoundError(f"Model not found: {path} (a saved model folder or a Hub id).")
-        if Path(path).is_dir() and not (Path(path) / "modules.json").is_file():
-            raise ConfigError(f"{path} is not a saved Sentence Transformers model (no modules.json).")
+        _check_model(parse_model_spec(spec)[1])
     check_writable(args.output_dir)
     register_demo_eval_set()
     run_from_args(args)
-    settings = {key: _plain(value) for key, value in vars(args).items()
+    settings = {key: value for key, value in vars(args).items()
                 if key not in ("handler", "command", "command_line", "config", "verbose", "debug")}
     write_config_file(settings, Path(args.output_dir) / "eval_config.yaml",
                       header=f"Options of: {args.command_line}\nRepeat with: st-oblique eval --config eval_config.yaml")
@@ -271,9 +266,7 @@ def _compare(args: argparse.Namespace) -> None:
 def _push(args: argparse.Namespace) -> None:
     from st_oblique.hub import push_to_hub
 
-    folder = Path(args.model)
-    if not (folder / "modules.json").is_file():
-        raise FileNotFoundError(f"{folder} is not a saved model folder (no modules.json); save or train a model first.")
+    folder = Path(args.model)  # push_to_hub checks that it is a saved model folder
     results = None
     if not args.no_results:
         default = folder / "eval" / "summary.json"
@@ -287,14 +280,11 @@ def _push(args: argparse.Namespace) -> None:
 
 
 def _info(args: argparse.Namespace) -> None:
-    from st_oblique.description import describe_model, is_hub_model_id
+    from st_oblique.description import describe_model
     from st_oblique.evaluation.model_loading import load_model
 
+    _check_model(args.model)
     path = Path(args.model)
-    if not path.exists() and not is_hub_model_id(args.model):
-        raise FileNotFoundError(f"Model not found: {args.model} (a saved model folder or a Hub id).")
-    if path.is_dir() and not (path / "modules.json").is_file():
-        raise ConfigError(f"{path} is not a saved Sentence Transformers model (no modules.json).")
     description = describe_model(load_model(args.model, device="cpu"))
     training = _training_summary(path / "training_report.json") if path.is_dir() else None
     if args.json:
@@ -304,6 +294,17 @@ def _info(args: argparse.Namespace) -> None:
     if training:
         print(f"\nTraining ({path / 'training_report.json'}):")
         print(_training_text(training))
+
+
+def _check_model(model: str) -> None:
+    """Fail before any work on a model that is neither a saved model folder nor a Hub id."""
+    from st_oblique.description import is_hub_model_id
+
+    path = Path(model)
+    if not path.exists() and not is_hub_model_id(model):
+        raise FileNotFoundError(f"Model not found: {model} (a saved model folder or a Hub id).")
+    if path.is_dir() and not (path / "modules.json").is_file():
+        raise ConfigError(f"{model} is not a saved Sentence Transformers model (no modules.json).")
 
 
 def _training_summary(report_path: Path) -> dict[str, Any] | None:
@@ -346,10 +347,6 @@ def _training_text(training: dict[str, Any]) -> str:
     ]
     width = max(len(key) for key, _ in rows)
     return "\n".join(f"{key.ljust(width)}  {value}" for key, value in rows)
-
-
-def _plain(value: Any) -> Any:
-    return str(value) if isinstance(value, Path) else value
 
 
 if __name__ == "__main__":

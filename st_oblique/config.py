@@ -165,7 +165,6 @@ def add_dataclass_options(parser: argparse.ArgumentParser, cls: type) -> None:
             target = groups.setdefault(group_name, parser.add_argument_group(group_name))
         default = field.default if field.default is not dataclasses.MISSING else field.default_factory()
         kind, optional, choices = _field_kind(hints[field.name])
-        choices = choices or metadata.get("choices")
         help_text = metadata.get("help", "")
         if default not in (None, [], {}) and kind is not bool:
             help_text += f" (default: {default})"

@@ -234,9 +234,7 @@ def run_demo(
     Raises:
         RuntimeError: the reloaded model gives different embeddings (nothing is written then).
     """
-    import open_clip
-
-    from st_oblique.training import train
+    from st_oblique.training import register_open_clip_config, train
 
     started = time.monotonic()
     steps = steps or (QUICK_STEPS if quick else STEPS)
@@ -245,7 +243,7 @@ def run_demo(
     with tempfile.TemporaryDirectory() as folder:
         architecture = Path(folder) / f"{DEMO_MODEL_NAME}.json"
         architecture.write_text(json.dumps(DEMO_ARCHITECTURE), encoding="utf-8")
-        open_clip.add_model_config(architecture)
+        register_open_clip_config(architecture)
     register_demo_eval_set()
     train_images, train_labels, test_images, _ = digits_split()
     data = digit_caption_data(train_images, train_labels, seed=seed)
@@ -270,20 +268,17 @@ def run_demo(
                 f"The reloaded model gives different embeddings (max |difference| {difference:.2e}); nothing was saved."
             )
         report = result.report
-        trained = _accuracy(report["evaluation"]["trained"])
-        untrained = _accuracy(report["evaluation"]["untrained"])
-        curves = report["training"]["curves"]
-        scales = [value for value in curves.get("logit_scale", []) if value is not None]
+        training = report["training"]
         demo = DemoResult(
             output_dir=result.output_dir,
             chance=1.0 / len(DIGIT_WORDS),
-            untrained_accuracy=untrained,
-            trained_accuracy=trained,
+            untrained_accuracy=_accuracy(report["evaluation"]["untrained"]),
+            trained_accuracy=_accuracy(report["evaluation"]["trained"]),
             test_images=len(test_images),
-            steps=report["training"]["steps"],
-            seconds={"training": report["training"]["seconds"], "total": round(time.monotonic() - started, 1)},
-            logit_scale={"initial": config.scale, "final": scales[-1] if scales else config.scale},
-            loss={"first": report["training"]["first_loss"], "final": report["training"]["final_loss"]},
+            steps=training["steps"],
+            seconds={"training": training["seconds"], "total": round(time.monotonic() - started, 1)},
+            logit_scale={"initial": training["initial_scale"], "final": training["final_scale"]},
+            loss={"first": training["first_loss"], "final": training["final_loss"]},
             reload_max_abs_difference=difference,
             files={**report["files"], "demo_report": "demo_report.json"},
         )

@@ -173,6 +173,27 @@ def truncate(x: Tensor, keep_tokens: int, num_tokens: int | None = None) -> Tens
     return kept if num_tokens is None else to_flat(kept)
 
 
+def kept_tokens(truncate_dim: int | None, num_tokens: int, token_dim: int) -> int:
+    """How many whole tokens a flat ``truncate_dim`` (Sentence Transformers' option) keeps of a point of OB(d, K).
+
+    ``x[..., :truncate_dim]`` is :func:`truncate` to ``truncate_dim // d`` tokens when ``truncate_dim`` is a multiple
+    of d; any other cut leaves a partial token that is not a unit vector. ``None`` (or a value >= K*d) keeps all K.
+
+    Raises:
+        ValueError: ``truncate_dim`` would cut inside a token, or is not positive.
+    """
+    if truncate_dim is None or truncate_dim >= num_tokens * token_dim:
+        return num_tokens
+    if truncate_dim <= 0 or truncate_dim % token_dim:
+        whole = ", ".join(str(token_dim * keep) for keep in range(1, min(num_tokens, 4) + 1))
+        raise ValueError(
+            f"truncate_dim={truncate_dim} would cut inside a token of this oblique model (K={num_tokens} tokens of "
+            f"d={token_dim}): its tokens would no longer be unit vectors and the dot product no longer a sum of "
+            f"cosines. Use a multiple of {token_dim} ({whole}, ...) to keep the first tokens whole."
+        )
+    return truncate_dim // token_dim
+
+
 def token_norms(x: Tensor, num_tokens: int | None = None) -> Tensor:
     """Per-token L2 norms, ``(..., K)``; all ones on the manifold."""
     tokens = x if num_tokens is None else to_tokens(x, num_tokens)

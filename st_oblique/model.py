@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 from sentence_transformers import SentenceTransformer, SentenceTransformerModelCardData
 from sentence_transformers.util import import_from_string
 
+from st_oblique.manifold import kept_tokens
 from st_oblique.model_card import ObliqueModelCardData, has_unloadable_usage
 from st_oblique.modules.serialization import ObliqueLoadError
 
@@ -121,26 +123,19 @@ class ObliqueSentenceTransformer(SentenceTransformer):
         self._check_truncate_dim(truncate_dim)
         self.__dict__["_truncate_dim"] = truncate_dim
 
+    @functools.wraps(SentenceTransformer.encode)  # keeps ST's signature and docs for help() and IDEs
     def encode(self, *args: Any, **kwargs: Any):
         self._check_truncate_dim(kwargs.get("truncate_dim"))
         return super().encode(*args, **kwargs)
 
     def _check_truncate_dim(self, truncate_dim: int | None) -> None:
-        if truncate_dim is None or "_modules" not in self.__dict__:
+        if truncate_dim is None or "_modules" not in self.__dict__:  # set by ST before the modules exist
             return
         from st_oblique.modules.pooling import ObliquePooling
 
         pooling = next((module for module in self.modules() if isinstance(module, ObliquePooling)), None)
-        if pooling is None:
-            return
-        token_dim, num_tokens = pooling.token_dim, pooling.num_tokens
-        if truncate_dim % token_dim or not 0 < truncate_dim:
-            whole = ", ".join(str(token_dim * keep) for keep in range(1, min(num_tokens, 4) + 1))
-            raise ValueError(
-                f"truncate_dim={truncate_dim} would cut inside a token of this oblique model (K={num_tokens} tokens "
-                f"of d={token_dim}): its tokens would no longer be unit vectors and the dot product no longer a sum "
-                f"of cosines. Use a multiple of {token_dim} ({whole}, ...) to keep the first tokens whole."
-            )
+        if pooling is not None:
+            kept_tokens(truncate_dim, pooling.num_tokens, pooling.token_dim)
 
     def push_to_hub(self, repo_id: str, *args: Any, **kwargs: Any) -> str:
         """Sentence Transformers' :meth:`~sentence_transformers.SentenceTransformer.push_to_hub` (same arguments).

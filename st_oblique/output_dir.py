@@ -17,7 +17,7 @@ import contextlib
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 __all__ = ["OutputDirError", "check_writable", "staged_output_dir"]
@@ -32,15 +32,12 @@ def staged_output_dir(
     target: str | os.PathLike,
     *,
     overwrite: bool = False,
-    replaceable: Callable[[Path], bool] | None = None,
 ) -> Iterator[Path]:
     """A staging folder that becomes ``target`` when the ``with`` block ends without an exception.
 
     Args:
-        target: the output folder. It must not exist, be empty, or be replaceable.
+        target: the output folder. It must not exist or be empty, unless ``overwrite``.
         overwrite: replace an existing non-empty ``target`` (it is only removed once the new one is complete).
-        replaceable: decides whether an existing non-empty ``target`` may be replaced without ``overwrite``
-            (e.g. the output of an earlier run of the same command).
 
     Yields:
         The staging folder (``<parent>/.<name>.partial-XXXX``), on the same file system as ``target``.
@@ -52,7 +49,7 @@ def staged_output_dir(
     target = Path(target).expanduser().absolute()
     if target.exists() and not target.is_dir():
         raise OutputDirError(f"The output folder {target} is a file; choose another output folder.")
-    if target.is_dir() and any(target.iterdir()) and not overwrite and not (replaceable and replaceable(target)):
+    if target.is_dir() and any(target.iterdir()) and not overwrite:
         raise OutputDirError(
             f"The output folder {target} exists and is not empty; choose another one or pass --overwrite to replace it."
         )

@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING, Any
 from st_oblique.config import ConfigError, read_config_file, write_config_file
 from st_oblique.output_dir import staged_output_dir
 from st_oblique.training_config import MODEL_DEFINING_OPTIONS, TrainConfig
-from st_oblique.training_data import TrainingData, check_modalities, load_training_data
+from st_oblique.training_data import TrainingData, _first_line, check_modalities, load_training_data
 
 if TYPE_CHECKING:
     from torch import nn
@@ -504,7 +504,6 @@ def _train_steps(
     from sentence_transformers import SentenceTransformerTrainer
     from transformers import set_seed
 
-
     started = time.monotonic()
     chance = check_eval_sets(config)
     checkpoint = resolve_checkpoint(config)
@@ -693,9 +692,3 @@ def _check_local_path(option: str, name: str | None) -> None:
         return
     if name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name:
         raise BackboneError(f"--{option.replace('_', '-')} {name}: no such folder (and it is not a Hub id).")
-
-
-def _first_line(error: BaseException, limit: int = 300) -> str:
-    text = str(error).strip() or type(error).__name__
-    line = text.splitlines()[0].rstrip(".")
-    return line if len(line) <= limit else line[: limit - 3] + "..."

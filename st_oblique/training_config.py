@@ -10,6 +10,7 @@ Example::
     config.validate()
 """
 
+# ruff: noqa: RUF009  (the fields' defaults are `_option(...)`, which returns a `dataclasses.field`)
 from __future__ import annotations
 
 import dataclasses
@@ -25,6 +26,7 @@ __all__ = ["MODEL_DEFINING_OPTIONS", "TrainConfig"]
 Backbone = Literal["clip", "open_clip", "text", "dual"]
 LossName = Literal["contrastive", "cached", "sigmoid"]
 ScaleMode = Literal["fixed", "learnable"]
+TokenSource = Literal["first", "attention", "split"]
 
 MODEL = "model"
 LOSS = "loss"
@@ -34,10 +36,13 @@ EVALUATION = "evaluation"
 OUTPUT = "output"
 
 
-def _doc(help: str, group: str, **metadata: Any) -> dict[str, Any]:
-    """A field's metadata: its ``--help`` text, its section of the help, and option details (see
-    :func:`st_oblique.config.add_dataclass_options`)."""
-    return {"help": help, "group": group, **metadata}
+def _option(default: Any, group: str, help: str, **metadata: Any) -> Any:
+    """A field of :class:`TrainConfig`: its default (a list default is copied for every config), its section of
+    ``--help``, its help text and option details (see :func:`st_oblique.config.add_dataclass_options`)."""
+    metadata = {"help": help, "group": group, **metadata}
+    if isinstance(default, list):
+        return field(default_factory=default.copy, metadata=metadata)
+    return field(default=default, metadata=metadata)
 
 
 @dataclass
@@ -45,222 +50,149 @@ class TrainConfig:
     """Everything ``st-oblique train`` needs; every field is an option (``num_tokens`` -> ``--num-tokens``)."""
 
     # -- model ------------------------------------------------------------------------------------------------------
-    backbone: Backbone | None = field(default=None, metadata=_doc(
+    backbone: Backbone | None = _option(
+        None, MODEL,
         "what to build on: a Hugging Face CLIP (clip), an open_clip model (open_clip), a text encoder (text),"
         " or a text and an image tower (dual)",
-        MODEL,
-    ))
-    model: str | None = field(default=None, metadata=_doc(
+    )
+    model: str | None = _option(
+        None, MODEL,
         "the backbone: a HF CLIP id or folder (clip), an open_clip model name (open_clip), a text encoder id "
         "or folder (text)",
-        MODEL,
-    ))
-    pretrained: str | None = field(default=None, metadata=_doc(
-        "open_clip pretrained tag (e.g. laion2b_s34b_b79k) or checkpoint file",
-        MODEL,
-    ))
-    open_clip_config: str | None = field(default=None, metadata=_doc(
+    )
+    pretrained: str | None = _option(
+        None, MODEL, "open_clip pretrained tag (e.g. laion2b_s34b_b79k) or checkpoint file",
+    )
+    open_clip_config: str | None = _option(
+        None, MODEL,
         "JSON file with a custom open_clip architecture, registered under its file name (--model defaults to "
         "that name)",
-        MODEL, metavar="FILE",
-    ))
-    open_clip_model_kwargs: dict | None = field(default=None, metadata=_doc(
-        "open_clip model config overrides as JSON (embed_dim, vision_cfg, text_cfg)",
-        MODEL,
-    ))
-    text_model: str | None = field(default=None, metadata=_doc(
-        "dual: the text tower (HF text encoder or Sentence Transformers id/folder)",
-        MODEL,
-    ))
-    image_model: str | None = field(default=None, metadata=_doc(
-        "dual: the image tower (HF image model or timm checkpoint, id or folder)",
-        MODEL,
-    ))
-    num_tokens: int = field(default=16, metadata=_doc("K, the number of unit tokens per embedding", MODEL))
-    token_dim: int = field(default=32, metadata=_doc("d, the size of each token (embeddings have K*d floats)", MODEL))
-    token_source: str | None = field(default=None, metadata=_doc(
-        "text/dual: where the K text tokens come from: first (K class tokens), attention or split",
-        MODEL, choices=("first", "attention", "split"),
-    ))
-    image_token_source: str | None = field(default=None, metadata=_doc(
-        "dual: first (ViTs), attention or split; default: first for ViTs, else attention",
-        MODEL, choices=("first", "attention", "split"),
-    ))
-    per_token_projection: bool = field(default=True, metadata=_doc(
-        "a separate projection per token (else one shared projection)",
-        MODEL,
-    ))
-    layer_norm: bool | None = field(default=None, metadata=_doc(
-        "a LayerNorm in the heads before the projection (default: the builder's)",
-        MODEL,
-    ))
-    max_seq_length: int | None = field(default=None, metadata=_doc(
-        "text truncation length in tokens (class tokens come on top)",
-        MODEL,
-    ))
-    lock_image_tower: bool = field(default=False, metadata=_doc(
+        metavar="FILE",
+    )
+    open_clip_model_kwargs: dict | None = _option(
+        None, MODEL, "open_clip model config overrides as JSON (embed_dim, vision_cfg, text_cfg)",
+    )
+    text_model: str | None = _option(
+        None, MODEL, "dual: the text tower (HF text encoder or Sentence Transformers id/folder)",
+    )
+    image_model: str | None = _option(
+        None, MODEL, "dual: the image tower (HF image model or timm checkpoint, id or folder)",
+    )
+    num_tokens: int = _option(16, MODEL, "K, the number of unit tokens per embedding")
+    token_dim: int = _option(32, MODEL, "d, the size of each token (embeddings have K*d floats)")
+    token_source: TokenSource | None = _option(
+        None, MODEL, "text/dual: where the K text tokens come from: first (K class tokens), attention or split",
+    )
+    image_token_source: TokenSource | None = _option(
+        None, MODEL, "dual: first (ViTs), attention or split; default: first for ViTs, else attention",
+    )
+    per_token_projection: bool = _option(True, MODEL, "a separate projection per token (else one shared projection)")
+    layer_norm: bool | None = _option(
+        None, MODEL, "a LayerNorm in the heads before the projection (default: the builder's)",
+    )
+    max_seq_length: int | None = _option(None, MODEL, "text truncation length in tokens (class tokens come on top)")
+    lock_image_tower: bool = _option(
+        False, MODEL,
         "freeze the pretrained image tower and keep it in eval mode (LiT); new class tokens and heads train",
-        MODEL,
-    ))
-    lock_text_tower: bool = field(default=False, metadata=_doc(
-        "freeze the pretrained text tower and keep it in eval mode",
-        MODEL,
-    ))
-    freeze: list[str] = field(default_factory=list, metadata=_doc(
-        "freeze parameters whose name matches this regular expression (repeatable)",
-        MODEL, metavar="REGEX",
-    ))
-    trust_remote_code: bool = field(default=False, metadata=_doc(
-        "allow backbones with custom code from the Hub",
-        MODEL,
-    ))
+    )
+    lock_text_tower: bool = _option(False, MODEL, "freeze the pretrained text tower and keep it in eval mode")
+    freeze: list[str] = _option(
+        [], MODEL, "freeze parameters whose name matches this regular expression (repeatable)",
+        metavar="REGEX",
+    )
+    trust_remote_code: bool = _option(False, MODEL, "allow backbones with custom code from the Hub")
 
     # -- loss -------------------------------------------------------------------------------------------------------
-    loss: LossName = field(default="contrastive", metadata=_doc(
+    loss: LossName = _option(
+        "contrastive", LOSS,
         "contrastive (symmetric InfoNCE), cached (the same with GradCache, for large batches) or sigmoid "
         "(SigLIP)",
-        LOSS,
-    ))
-    scale: float = field(default=1.0, metadata=_doc(
-        "the logit scale (inverse temperature), or its initial value when learnable",
-        LOSS,
-    ))
-    scale_mode: ScaleMode | None = field(default=None, metadata=_doc(
-        "fixed or learnable scale (default: fixed for contrastive/cached, learnable for sigmoid)",
-        LOSS,
-    ))
-    max_scale: float | None = field(default=100.0, metadata=_doc(
-        "cap of a learnable scale ('none': no cap; the paper uses 3.95)",
-        LOSS,
-    ))
-    scale_learning_rate: float | None = field(default=None, metadata=_doc(
-        "learning rate of a learnable scale (default: --learning-rate)",
-        LOSS,
-    ))
-    mini_batch_size: int = field(default=32, metadata=_doc(
-        "cached loss: rows per forward pass (bounds the memory)",
-        LOSS,
-    ))
-    gather_across_devices: bool = field(default=False, metadata=_doc(
-        "with several processes: every row sees the whole global batch as negatives",
-        LOSS,
-    ))
+    )
+    scale: float = _option(1.0, LOSS, "the logit scale (inverse temperature), or its initial value when learnable")
+    scale_mode: ScaleMode | None = _option(
+        None, LOSS, "fixed or learnable scale (default: fixed for contrastive/cached, learnable for sigmoid)",
+    )
+    max_scale: float | None = _option(100.0, LOSS, "cap of a learnable scale ('none': no cap; the paper uses 3.95)")
+    scale_learning_rate: float | None = _option(
+        None, LOSS, "learning rate of a learnable scale (default: --learning-rate)",
+    )
+    mini_batch_size: int = _option(32, LOSS, "cached loss: rows per forward pass (bounds the memory)")
+    gather_across_devices: bool = _option(
+        False, LOSS, "with several processes: every row sees the whole global batch as negatives",
+    )
 
     # -- data -------------------------------------------------------------------------------------------------------
-    dataset: str | None = field(default=None, metadata=_doc(
-        "Hugging Face dataset id (online) or local dataset folder",
-        DATA,
-    ))
-    dataset_config: str | None = field(default=None, metadata=_doc("the dataset's configuration name", DATA))
-    split: str = field(default="train", metadata=_doc("the dataset split", DATA))
-    captions: str | None = field(default=None, metadata=_doc(
-        "caption table (.tsv/.csv with image and caption columns)",
-        DATA, metavar="FILE",
-    ))
-    images: str | None = field(default=None, metadata=_doc(
-        "folder or tar archive of the images named in --captions",
-        DATA, metavar="PATH",
-    ))
-    pairs: str | None = field(default=None, metadata=_doc(
-        "table of text pairs (.tsv/.csv with a header row)",
-        DATA, metavar="FILE",
-    ))
-    columns: list[str] = field(default_factory=list, metadata=_doc(
-        "the loss's input columns in order: anchor positive [negatives...] (with --captions: the table's "
+    dataset: str | None = _option(None, DATA, "Hugging Face dataset id (online) or local dataset folder")
+    dataset_config: str | None = _option(None, DATA, "the dataset's configuration name")
+    split: str = _option("train", DATA, "the dataset split")
+    captions: str | None = _option(
+        None, DATA, "caption table (.tsv/.csv with image and caption columns)",
+        metavar="FILE",
+    )
+    images: str | None = _option(None, DATA, "folder or tar archive of the images named in --captions", metavar="PATH")
+    pairs: str | None = _option(None, DATA, "table of text pairs (.tsv/.csv with a header row)", metavar="FILE")
+    columns: list[str] = _option(
+        [], DATA, "the loss's input columns in order: anchor positive [negatives...] (with --captions: the table's "
         "image and caption columns)",
-        DATA, nargs="+", metavar="COLUMN",
-    ))
-    max_train_samples: int | None = field(default=None, metadata=_doc("train on the first N rows only", DATA))
+        nargs="+", metavar="COLUMN",
+    )
+    max_train_samples: int | None = _option(None, DATA, "train on the first N rows only")
 
     # -- training ---------------------------------------------------------------------------------------------------
-    batch_size: int = field(default=32, metadata=_doc("rows per batch and process (in-batch negatives)", TRAINING))
-    epochs: float = field(default=1.0, metadata=_doc("passes over the data (ignored with --max-steps)", TRAINING))
-    max_steps: int | None = field(default=None, metadata=_doc("stop after this many optimizer steps", TRAINING))
-    learning_rate: float = field(default=5e-5, metadata=_doc("peak learning rate", TRAINING))
-    warmup: float = field(default=0.1, metadata=_doc(
-        "linear warmup: a fraction of the steps (< 1) or a number of steps (>= 1)",
-        TRAINING,
-    ))
-    weight_decay: float = field(default=0.0, metadata=_doc(
-        "AdamW weight decay (never applied to the logit scale)",
-        TRAINING,
-    ))
-    seed: int = field(default=42, metadata=_doc("random seed (heads, data order)", TRAINING))
-    logging_steps: int = field(default=10, metadata=_doc("log the loss and the scale every N steps", TRAINING))
-    save_steps: int | None = field(default=None, metadata=_doc(
-        "save a checkpoint every N steps (into --checkpoint-dir)",
-        TRAINING,
-    ))
-    save_total_limit: int | None = field(default=2, metadata=_doc("keep at most this many checkpoints", TRAINING))
-    checkpoint_dir: str | None = field(default=None, metadata=_doc(
-        "where checkpoints go (default: <output-dir>-checkpoints)",
-        TRAINING,
-    ))
-    resume_from_checkpoint: str | None = field(default=None, metadata=_doc(
-        "resume from a checkpoint folder, or 'last' for the newest one in --checkpoint-dir",
-        TRAINING,
-    ))
-    device: str | None = field(default=None, metadata=_doc(
-        "cpu, cuda, cuda:1, mps... (default: the best available)",
-        TRAINING,
-    ))
-    dataloader_num_workers: int = field(default=0, metadata=_doc("data loading processes", TRAINING))
-    training_arguments: dict | None = field(default=None, metadata=_doc(
-        'extra SentenceTransformerTrainingArguments as JSON, e.g. \'{"bf16": true}\'',
-        TRAINING,
-    ))
+    batch_size: int = _option(32, TRAINING, "rows per batch and process (in-batch negatives)")
+    epochs: float = _option(1.0, TRAINING, "passes over the data (ignored with --max-steps)")
+    max_steps: int | None = _option(None, TRAINING, "stop after this many optimizer steps")
+    learning_rate: float = _option(5e-5, TRAINING, "peak learning rate")
+    warmup: float = _option(0.1, TRAINING, "linear warmup: a fraction of the steps (< 1) or a number of steps (>= 1)")
+    weight_decay: float = _option(0.0, TRAINING, "AdamW weight decay (never applied to the logit scale)")
+    seed: int = _option(42, TRAINING, "random seed (heads, data order)")
+    logging_steps: int = _option(10, TRAINING, "log the loss and the scale every N steps")
+    save_steps: int | None = _option(None, TRAINING, "save a checkpoint every N steps (into --checkpoint-dir)")
+    save_total_limit: int | None = _option(2, TRAINING, "keep at most this many checkpoints")
+    checkpoint_dir: str | None = _option(None, TRAINING, "where checkpoints go (default: <output-dir>-checkpoints)")
+    resume_from_checkpoint: str | None = _option(
+        None, TRAINING, "resume from a checkpoint folder, or 'last' for the newest one in --checkpoint-dir",
+    )
+    device: str | None = _option(None, TRAINING, "cpu, cuda, cuda:1, mps... (default: the best available)")
+    dataloader_num_workers: int = _option(0, TRAINING, "data loading processes")
+    training_arguments: dict | None = _option(
+        None, TRAINING, 'extra SentenceTransformerTrainingArguments as JSON, e.g. \'{"bf16": true}\'',
+    )
 
     # -- evaluation -------------------------------------------------------------------------------------------------
-    eval_datasets: list[str] = field(default_factory=list, metadata=_doc(
+    eval_datasets: list[str] = _option(
+        [], EVALUATION,
         "zero-shot evaluation set after training: imagenette, fashion_mnist, flickr8k_1k, sklearn_digits, ..."
         " (repeatable; see `st-oblique eval --help`)",
-        EVALUATION, flag="--eval-dataset", metavar="NAME",
-    ))
-    eval_dataset_paths: list[str] = field(default_factory=list, metadata=_doc(
-        "where an evaluation set is: NAME=PATH (repeatable)",
-        EVALUATION, flag="--eval-dataset-path", metavar="NAME=PATH",
-    ))
-    data_root: str | None = field(default=None, metadata=_doc(
-        "folder holding the evaluation sets (default: $ST_OBLIQUE_DATA)",
-        EVALUATION,
-    ))
-    mteb_tasks: list[str] = field(default_factory=list, metadata=_doc(
-        "MTEB task after training ('local' for the offline ones; repeatable)",
-        EVALUATION, flag="--mteb-task", metavar="NAME",
-    ))
-    eval_templates: list[str] = field(default_factory=list, metadata=_doc(
-        "zero-shot prompt template with {c} (repeatable; default: each dataset's own)",
-        EVALUATION, flag="--eval-template", metavar="TEMPLATE",
-    ))
-    eval_max_samples: int | None = field(default=None, metadata=_doc(
-        "evaluate on random subsets of this size",
-        EVALUATION,
-    ))
-    eval_batch_size: int = field(default=64, metadata=_doc("encoding batch size for evaluation", EVALUATION))
-    eval_untrained: bool = field(default=False, metadata=_doc(
-        "also evaluate the model before training, side by side",
-        EVALUATION,
-    ))
+        flag="--eval-dataset", metavar="NAME",
+    )
+    eval_dataset_paths: list[str] = _option(
+        [], EVALUATION, "where an evaluation set is: NAME=PATH (repeatable)",
+        flag="--eval-dataset-path", metavar="NAME=PATH",
+    )
+    data_root: str | None = _option(None, EVALUATION, "folder holding the evaluation sets (default: $ST_OBLIQUE_DATA)")
+    mteb_tasks: list[str] = _option(
+        [], EVALUATION, "MTEB task after training ('local' for the offline ones; repeatable)",
+        flag="--mteb-task", metavar="NAME",
+    )
+    eval_templates: list[str] = _option(
+        [], EVALUATION, "zero-shot prompt template with {c} (repeatable; default: each dataset's own)",
+        flag="--eval-template", metavar="TEMPLATE",
+    )
+    eval_max_samples: int | None = _option(None, EVALUATION, "evaluate on random subsets of this size")
+    eval_batch_size: int = _option(64, EVALUATION, "encoding batch size for evaluation")
+    eval_untrained: bool = _option(False, EVALUATION, "also evaluate the model before training, side by side")
 
     # -- output -----------------------------------------------------------------------------------------------------
-    output_dir: str | None = field(default=None, metadata=_doc(
-        "where the trained model, its card, report and plot go (required)",
-        OUTPUT,
-    ))
-    overwrite: bool = field(default=False, metadata=_doc(
-        "replace an existing output folder (once the new one is complete)",
-        OUTPUT,
-    ))
-    run_name: str | None = field(default=None, metadata=_doc(
-        "the model's name in results (default: the output folder's name)",
-        OUTPUT,
-    ))
-    push_to_hub: str | None = field(default=None, metadata=_doc(
-        "push the trained model to this Hub repository (user/name)",
-        OUTPUT, metavar="REPO",
-    ))
-    hub_private: bool = field(default=False, metadata=_doc("create the Hub repository as private", OUTPUT))
-    progress: bool = field(default=True, metadata=_doc("show progress bars", OUTPUT))
+    output_dir: str | None = _option(None, OUTPUT, "where the trained model, its card, report and plot go (required)")
+    overwrite: bool = _option(False, OUTPUT, "replace an existing output folder (once the new one is complete)")
+    run_name: str | None = _option(None, OUTPUT, "the model's name in results (default: the output folder's name)")
+    push_to_hub: str | None = _option(
+        None, OUTPUT, "push the trained model to this Hub repository (user/name)",
+        metavar="REPO",
+    )
+    hub_private: bool = _option(False, OUTPUT, "create the Hub repository as private")
+    progress: bool = _option(True, OUTPUT, "show progress bars")
 
     @classmethod
     def field_names(cls) -> list[str]:

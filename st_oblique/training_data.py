@@ -323,6 +323,9 @@ def _read_and_check_images(images: Sequence[Any], names: list[str], table: str, 
     return encoded
 
 
-def _first_line(error: BaseException) -> str:
+def _first_line(error: BaseException, limit: int = 300) -> str:
+    """The first line of ``error``'s message without a final period (messages append their own), at most ``limit``
+    characters."""
     text = str(error).strip() or type(error).__name__
-    return text.splitlines()[0]
+    line = text.splitlines()[0].rstrip(".")
+    return line if len(line) <= limit else line[: limit - 3] + "..."

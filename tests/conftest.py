@@ -9,6 +9,7 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+from hub.fake_hub import READ_TOKEN, WRITE_TOKEN, FakeHub, point_huggingface_hub_at
 from tiny_models import tiny_bert
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -41,3 +42,11 @@ def shared() -> Path:
 @pytest.fixture(scope="session")
 def tiny_bert_dir(tmp_path_factory) -> str:
     return tiny_bert(tmp_path_factory.mktemp("tiny_bert"))
+
+
+@pytest.fixture
+def hub(monkeypatch, tmp_path):
+    """A fake Hub with huggingface_hub of this process pointed at it (restored after the test)."""
+    with FakeHub(tokens={WRITE_TOKEN: "write", READ_TOKEN: "read"}) as fake:
+        point_huggingface_hub_at(monkeypatch, fake.url, str(tmp_path / "hub_cache"))
+        yield fake

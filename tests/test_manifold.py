@@ -140,3 +140,15 @@ def test_assert_on_manifold_explains_the_cause(batch, transform, message):
     manifold.assert_on_manifold(flat, num_tokens=16)
     with pytest.raises(ValueError, match=message):
         manifold.assert_on_manifold(transform(flat), num_tokens=16)
+
+
+def test_kept_tokens_is_truncate_on_the_flat_view():
+    tokens = manifold.project(torch.randn(3, 4, 8, dtype=torch.float64))
+    flat = manifold.to_flat(tokens)
+    for truncate_dim, keep in ((None, 4), (8, 1), (24, 3), (32, 4), (100, 4)):
+        assert manifold.kept_tokens(truncate_dim, num_tokens=4, token_dim=8) == keep
+        cut = flat if truncate_dim is None else flat[..., :truncate_dim]
+        torch.testing.assert_close(cut, manifold.truncate(flat, keep, num_tokens=4), rtol=0, atol=0)
+    for bad in (12, 0, -8):
+        with pytest.raises(ValueError, match="multiple of 8"):
+            manifold.kept_tokens(bad, num_tokens=4, token_dim=8)

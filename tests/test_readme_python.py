@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 from tiny_models import tiny_clip, tiny_data_root, tiny_oblique_clip
 
+import st_oblique
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 SNIPPETS = re.findall(r"```python\n(.*?)```", (REPO_ROOT / "README.md").read_text(encoding="utf-8"), flags=re.S)
@@ -46,8 +48,9 @@ def test_evaluation_snippet(tmp_path, monkeypatch, capsys):
     model.save(str(tmp_path / "lit"))
     (tmp_path / "data").mkdir()
     data_root = tiny_data_root(tmp_path / "data")
-    namespace: dict = {"st_oblique": __import__("st_oblique")}
+    namespace: dict = {"st_oblique": st_oblique}  # imported by the quickstart snippet before this one
     run_snippet(SNIPPETS[2], namespace, {"runs/lit-oblique": str(tmp_path / "lit"), "../shared/data": str(data_root)})
     printed = capsys.readouterr().out
     assert "acc1" in printed and "mean_per_class_recall" in printed
-    assert namespace["wrapped"] is not None
+    meta = namespace["wrapped"].mteb_model_meta
+    assert meta.name == "my-org/oblique-clip" and set(meta.modalities) == {"image", "text"}

@@ -22,6 +22,7 @@ from evaluation.studies.aggregate import (
     markdown_table,
     paired_difference,
 )
+from evaluation.studies.lit_heads import Arm
 
 A_COLUMNS = (
     ("mean_recall", "mean R (6 recalls)"),
@@ -61,7 +62,7 @@ def _describe_arm(arm: dict) -> str:
         scale = f"learnable, init {arm['scale']:.3g}, cap {arm['max_scale']:.3g}"
     else:
         scale = f"fixed {arm['scale']:.3g}"
-    return f"{geometry}, d={arm['token_dim']}, {pooling}, scale {scale} (logits ≤ {arm['num_tokens'] * (arm['max_scale'] if arm['learnable_scale'] else arm['scale']):.3g})"
+    return f"{geometry}, d={arm['token_dim']}, {pooling}, scale {scale} (logits ≤ {Arm(**arm).logit_range:.3g})"
 
 
 def regime_a_sections(config: dict, records: list[dict], plots_dir: Path) -> list[str]:
@@ -211,7 +212,7 @@ def noise_meter_section(config: dict, main: list[dict], plots_dir: Path) -> list
                     ]
                 )
             key = f"{name} ({label})"
-            k = per_noise[0][0]["spec"]["arm_config"]["num_tokens"] if per_noise and per_noise[0] else 1
+            k = config["arms"][name]["num_tokens"]
             lines["learned scale"][key] = (noise, [[r["final_scale"] for r in runs] for runs in per_noise])
             lines["logit range (scale × K)"][key] = (
                 noise,
@@ -274,7 +275,7 @@ def regime_b_sections(config: dict, records: list[dict], plots_dir: Path) -> lis
     reference = config.get("reference_arm")
     diff_rows = []
     for name in arms:
-        if name in (untouched,):
+        if name == untouched:
             continue
         for baseline in (reference, untouched):
             if baseline is None or baseline == name:
@@ -292,17 +293,16 @@ def regime_b_sections(config: dict, records: list[dict], plots_dir: Path) -> lis
         "score (%)",
         "Regime B: all-MiniLM-L6-v2 fine-tuned on text pairs",
     )
-    b = config
     return [
         "## Regime B: text-only fine-tuning of all-MiniLM-L6-v2",
         "",
-        f"Pairs: {b['pairs']['flickr']} Flickr8k same-image caption pairs (the 1000 Flickr8k-1k images left out) + "
-        f"{b['pairs']['msrp']} MSRP paraphrases; one epoch, batch {b['train']['batch_size']}, encoder lr "
-        f"{b['train']['learning_rate']:g}, new oblique heads lr {b['train']['head_learning_rate']:g}. Tasks: "
-        + ", ".join(f"{key} {settings or 'full'}" for key, settings in b["tasks"].items())
+        f"Pairs: {config['pairs']['flickr']} Flickr8k same-image caption pairs (the 1000 Flickr8k-1k images left out) + "
+        f"{config['pairs']['msrp']} MSRP paraphrases; one epoch, batch {config['train']['batch_size']}, encoder lr "
+        f"{config['train']['learning_rate']:g}, new oblique heads lr {config['train']['head_learning_rate']:g}. Tasks: "
+        + ", ".join(f"{key} {settings or 'full'}" for key, settings in config["tasks"].items())
         + ".",
         "",
-        f"### Scores (%, mean ± sd over seeds {b['seeds']})",
+        f"### Scores (%, mean ± sd over seeds {config['seeds']})",
         "",
         markdown_table(["arm", "what", "n", *[label for _, label in tasks], "train s"], rows),
         "",

@@ -49,12 +49,10 @@ class RunStore:
     def get_or_run(self, spec: dict[str, Any], run: Callable[[], dict[str, Any]]) -> dict[str, Any]:
         """The stored record of ``spec``, or run it now and store it (written atomically)."""
         path = self.path(spec)
-        if path.is_file() and not self.rerun:
-            with open(path, encoding="utf-8") as handle:
-                record = json.load(handle)
-            if record.get("spec") == json.loads(json.dumps(spec, default=str)):
-                self.reused += 1
-                return record
+        record = None if self.rerun else _read_if_same_spec(path, spec)
+        if record is not None:
+            self.reused += 1
+            return record
         load_before = os.getloadavg()[0]
         start, cpu_start = time.monotonic(), time.process_time()
         result = run()
@@ -65,14 +63,24 @@ class RunStore:
             "cpu_seconds": time.process_time() - cpu_start,
             "load_average_1min": [load_before, os.getloadavg()[0]],
         }
-        self.folder.mkdir(parents=True, exist_ok=True)
-        partial = path.with_suffix(".partial")
-        with open(partial, "w", encoding="utf-8") as handle:
-            json.dump(record, handle, indent=1, default=float)
-        os.replace(partial, path)
+        _write_json(record, path)
         self.ran += 1
         logger.info("%s: %.1fs", path.name, record["wall_seconds"])
         return record
+
+    def get_or_compute(self, name: str, spec: dict[str, Any], compute: Callable[[], Any]) -> Any:
+        """A value derived from the study's inputs rather than a run (e.g. the data statistics the report quotes).
+
+        Stored as ``{folder}/derived/{name}-{hash}.json`` (outside the run records, not counted in ``ran`` /
+        ``reused``) so that a report made from stored runs needs none of the expensive inputs.
+        """
+        path = self.folder / "derived" / f"{name}-{spec_id(spec)}.json"
+        stored = None if self.rerun else _read_if_same_spec(path, spec)
+        if stored is not None:
+            return stored["value"]
+        value = compute()
+        _write_json({"spec": spec, "value": value}, path)
+        return value
 
     def stored(self, keep: Callable[[dict[str, Any]], bool]) -> list[dict[str, Any]]:
         """The stored records whose spec passes ``keep`` (e.g. the other regime of the current config)."""
@@ -83,3 +91,21 @@ class RunStore:
             if keep(record["spec"]):
                 records.append(record)
         return records
+
+
+def _read_if_same_spec(path: Path, spec: dict[str, Any]) -> dict[str, Any] | None:
+    """The JSON stored at ``path`` if it exists and was made from ``spec`` (compared as JSON), else None."""
+    if not path.is_file():
+        return None
+    with open(path, encoding="utf-8") as handle:
+        stored = json.load(handle)
+    return stored if stored.get("spec") == json.loads(json.dumps(spec, default=str)) else None
+
+
+def _write_json(obj: dict[str, Any], path: Path) -> None:
+    """Write ``obj`` to ``path`` atomically (a file written halfway is never read)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".partial")
+    with open(partial, "w", encoding="utf-8") as handle:
+        json.dump(obj, handle, indent=1, default=float)
+    os.replace(partial, path)

@@ -83,9 +83,8 @@ def noisy_caption_table(
     """
     if not 0.0 <= fraction < 1.0:
         raise ValueError(f"The caption noise fraction must be in [0, 1), got {fraction}.")
-    _, owners = caption_owners(captions)
+    texts, owners = caption_owners(captions)
     offsets = np.concatenate([[0], np.cumsum([len(group) for group in captions])])
-    texts = [caption for group in captions for caption in group]
     pairs = [
         (int(image), int(caption_id)) for image in images for caption_id in range(offsets[image], offsets[image + 1])
     ]

@@ -57,10 +57,9 @@ class TextTrainConfig:
     learning_rate: float = 5e-5
     head_learning_rate: float = 1e-3
     warmup_ratio: float = 0.1
-    max_seq_length: int | None = None
 
 
-def build_text_model(arm: TextArm, model_path: str, config: TextTrainConfig):
+def build_text_model(arm: TextArm, model_path: str):
     """The arm's model and loss: (SentenceTransformer, MultipleNegativesRankingLoss) or the oblique pair."""
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
@@ -73,12 +72,9 @@ def build_text_model(arm: TextArm, model_path: str, config: TextTrainConfig):
             num_tokens=arm.num_tokens,
             token_dim=arm.token_dim,
             token_source=arm.token_source,
-            max_seq_length=config.max_seq_length,
         )
         return model, st_oblique.ObliqueContrastiveLoss(model, scale=arm.scale)
     model = SentenceTransformer(model_path)
-    if config.max_seq_length is not None:
-        model.max_seq_length = config.max_seq_length
     return model, (MultipleNegativesRankingLoss(model, scale=arm.scale) if arm.kind == "mnrl" else None)
 
 
@@ -96,7 +92,7 @@ def finetune(
     from transformers import set_seed
 
     set_seed(seed)
-    model, loss = build_text_model(arm, model_path, config)
+    model, loss = build_text_model(arm, model_path)
     if arm.kind == "untouched":
         return model, {"train_seconds": 0.0, "steps": 0}
     dataset = Dataset.from_dict({"anchor": [a for a, _ in pairs], "positive": [p for _, p in pairs]})

@@ -11,7 +11,8 @@
 - Regime B (:mod:`evaluation.studies.text_finetune`): all-MiniLM-L6-v2 fine-tuned on text pairs with mean
   pooling + MultipleNegativesRankingLoss vs oblique heads; STSBenchmark, SICK-R, SciFact via the MTEB harness.
 
-Writes to the output folder: ``runs/*.json`` (one per run, reused when the command is run again),
+Writes to the output folder: ``runs/*.json`` (one per run, reused when the command is run again; the tower outputs
+are computed only for runs not stored), ``runs/derived/*.json`` (the data statistics the report quotes),
 ``results.md`` (tables: mean ± sd over seeds, paired differences with 95% t-intervals), ``summary.json`` and
 ``*.png`` plots.
 """
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import json
 import logging
 import os
@@ -236,9 +238,14 @@ def regime_b_budget(config: dict[str, Any]) -> dict[str, Any]:
 def run_regime_a(
     config: dict[str, Any], shared: Path, cache_dir: str | None, store: RunStore, timings: dict
 ) -> list[dict]:
-    """Learning-rate selection, the main grid, and the noise meter; returns every run record."""
-    data = prepare_lit_data(config, shared, cache_dir, timings)
-    timings["regime_a_data_notes"] = data.notes
+    """Learning-rate selection, the main grid, and the noise meter; returns every run record.
+
+    The tower outputs (the expensive part: minutes when not cached) are prepared only when a run is not stored; the
+    data notes the report quotes are stored beside the runs, so a report from stored runs needs neither.
+    """
+    lit_data = functools.cache(lambda: prepare_lit_data(config, shared, cache_dir, timings))
+    base = {"regime": "A", "budget": regime_a_budget(config)}
+    timings["regime_a_data_notes"] = store.get_or_compute("regime_a_data_notes", base, lambda: lit_data().notes)
     arms = {name: Arm.from_config(name, spec) for name, spec in config["arms"].items()}
     train = TrainConfig(**config["train"])
     noise_seed = config["noise_seed"]
@@ -246,10 +253,9 @@ def run_regime_a(
 
     def table(fraction: float):
         if fraction not in tables:
+            data = lit_data()
             tables[fraction] = noisy_caption_table(data.captions, data.splits["train"], fraction, noise_seed)
         return tables[fraction]
-
-    base = {"regime": "A", "budget": regime_a_budget(config)}
 
     def run(phase: str, arm: Arm, fraction: float, seed: int, lr: float, scale_lr: float | None, splits) -> dict:
         spec = {
@@ -266,7 +272,7 @@ def run_regime_a(
             "eval_splits": list(splits),
         }
         record = store.get_or_run(
-            spec, lambda: run_arm(arm, data, table(fraction), train, seed, lr, scale_lr, tuple(splits))
+            spec, lambda: run_arm(arm, lit_data(), table(fraction), train, seed, lr, scale_lr, tuple(splits))
         )
         logger.info(
             "A %s %s noise=%.2f seed=%d lr=%g: val R=%.3f%s scale=%.3g (%.0fs)",
@@ -333,9 +339,12 @@ def text_pairs(config: dict[str, Any], shared: Path) -> list[tuple[str, str]]:
 
 
 def run_regime_b(config: dict[str, Any], shared: Path, store: RunStore) -> list[dict]:
-    """Every text arm at every seed (the untouched model once), evaluated on the offline MTEB tasks."""
-    pairs = text_pairs(config, shared)
-    tasks = text_tasks(config["tasks"], str(shared / "data"))
+    """Every text arm at every seed (the untouched model once), evaluated on the offline MTEB tasks.
+
+    The pairs and tasks are loaded only when a run is not stored.
+    """
+    pairs = functools.cache(lambda: text_pairs(config, shared))
+    tasks = functools.cache(lambda: text_tasks(config["tasks"], str(shared / "data")))
     model_path = str(shared / "weights" / config["model"])
     train = TextTrainConfig(**config["train"])
     base = {"regime": "B", "budget": regime_b_budget(config)}
@@ -348,10 +357,10 @@ def run_regime_b(config: dict[str, Any], shared: Path, store: RunStore) -> list[
             spec = {**base, "phase": "main", "arm": name, "arm_config": arm.__dict__, "seed": seed}
 
             def run(arm=arm, seed=seed) -> dict:
-                model, info = finetune(arm, model_path, pairs, train, seed)
+                model, info = finetune(arm, model_path, pairs(), train, seed)
                 start = time.monotonic()
-                scores = evaluate_text_model(model, f"topology-{arm.name}-seed{seed}", tasks)
-                return {**info, "metrics": scores, "eval_seconds": time.monotonic() - start, "num_pairs": len(pairs)}
+                scores = evaluate_text_model(model, f"topology-{arm.name}-seed{seed}", tasks())
+                return {**info, "metrics": scores, "eval_seconds": time.monotonic() - start, "num_pairs": len(pairs())}
 
             record = store.get_or_run(spec, run)
             logger.info(

@@ -139,7 +139,6 @@ def zeroshot_classification(
     device: str | None = None,
     num_workers: int = 0,
     show_progress_bar: bool | None = None,
-    classifier: Tensor | None = None,
 ) -> dict[str, float]:
     """Zero-shot classification accuracy of ``model`` on labelled images (CLIP_benchmark's protocol).
 
@@ -153,7 +152,6 @@ def zeroshot_classification(
         device: where to run the model.
         num_workers: DataLoader workers that decode and preprocess images.
         show_progress_bar: tqdm bars.
-        classifier: precomputed ``(C, K*d)`` class embeddings (skips the text side).
 
     Returns:
         ``{"acc1", "acc5", "mean_per_class_recall"}`` as floats.
@@ -161,10 +159,15 @@ def zeroshot_classification(
     if len(images) != len(labels):
         raise ValueError(f"Got {len(images)} images but {len(labels)} labels.")
     num_tokens = embedding_num_tokens(model)
-    if classifier is None:
-        classifier = zeroshot_classifier(
-            model, classnames, templates, batch_size=batch_size, device=device, show_progress_bar=show_progress_bar
-        )
+    classifier = zeroshot_classifier(
+        model,
+        classnames,
+        templates,
+        batch_size=batch_size,
+        device=device,
+        show_progress_bar=show_progress_bar,
+        num_tokens=num_tokens,
+    )
     image_embeddings = encode_images(
         model,
         images,
@@ -174,4 +177,4 @@ def zeroshot_classification(
         show_progress_bar=show_progress_bar,
     )
     logits = zeroshot_logits(image_embeddings, classifier, num_tokens)
-    return classification_metrics(logits, torch.as_tensor(np.asarray(labels), dtype=torch.long), len(classnames))
+    return classification_metrics(logits, labels)

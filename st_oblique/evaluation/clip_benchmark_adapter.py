@@ -63,8 +63,7 @@ class CLIPBenchmarkModel(nn.Module):
 
     def transform(self, image: Any) -> Tensor:
         """The model's preprocessing of one image (PIL image, path, bytes or array) as a tensor without batch axis."""
-        _, pixels = self._split(self.model.preprocess([load_image(image)]))
-        return pixels[0]
+        return self.model.preprocess([load_image(image)])[self._image_key][0]
 
     @staticmethod
     def _split(features: dict[str, Any]) -> tuple[str, Tensor]:

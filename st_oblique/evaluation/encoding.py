@@ -31,8 +31,10 @@ from PIL import Image
 from sentence_transformers import SentenceTransformer
 from sentence_transformers.util import batch_to_device, truncate_embeddings
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
+
+from st_oblique.manifold import kept_tokens
 
 logger = logging.getLogger(__name__)
 
@@ -58,15 +60,7 @@ def oblique_num_tokens(model: SentenceTransformer) -> int | None:
         get_dimension = getattr(module, "get_embedding_dimension", None)
         if get_dimension is not None and get_dimension() != num_tokens * token_dim:
             continue
-        truncate_dim = getattr(model, "truncate_dim", None)
-        if truncate_dim is None or truncate_dim >= num_tokens * token_dim:
-            return num_tokens
-        if truncate_dim % token_dim:
-            raise ValueError(
-                f"model.truncate_dim={truncate_dim} cuts through a token of this oblique model (token_dim={token_dim}); "
-                f"use a multiple of {token_dim} so that every kept token stays a unit vector."
-            )
-        return truncate_dim // token_dim
+        return kept_tokens(getattr(model, "truncate_dim", None), num_tokens, token_dim)
     return None
 
 
@@ -114,7 +108,6 @@ def encode_texts(
     batch_size: int = 256,
     device: str | None = None,
     show_progress_bar: bool | None = None,
-    prompt: str | None = None,
 ) -> Tensor:
     """Text embeddings ``(N, D)`` as float32 on the CPU (``model.encode``: length-sorted batches, model prompts)."""
     if not texts:
@@ -125,7 +118,6 @@ def encode_texts(
         device=device,
         show_progress_bar=show_progress_bar,
         convert_to_tensor=True,
-        prompt=prompt,
     )
     return embeddings.float().cpu()
 
@@ -168,7 +160,7 @@ def encode_images(
     model.eval()
     target = model.device
     loader = DataLoader(
-        _Items(images),
+        images,  # any sequence is a map-style dataset; items stay raw until the collate function decodes them
         batch_size=batch_size,
         shuffle=False,
         num_workers=num_workers,
@@ -183,19 +175,6 @@ def encode_images(
     if not chunks:
         return torch.empty(0, model.get_embedding_dimension() or 0)
     return torch.cat(chunks)
-
-
-class _Items(Dataset):
-    """A map-style dataset over any indexable sequence (kept raw: decoding happens in the collate function)."""
-
-    def __init__(self, items: Sequence[Any]) -> None:
-        self.items = items
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, index: int) -> Any:
-        return self.items[index]
 
 
 class _Preprocess:

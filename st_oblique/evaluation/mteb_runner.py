@@ -105,6 +105,7 @@ def run_mteb(
     if skipped:
         logger.warning(f"Skipping MTEB tasks {skipped}: {name} handles {meta.modalities} inputs only.")
     cache = mteb.ResultCache(str(cache_dir)) if cache_dir is not None else None
+    num_tokens = embedding_num_tokens(model)
     results: list[EvaluationResult] = []
     for group, strategy in (
         ([task for task in runnable if isinstance(task, LocalTaskMixin)], "always"),
@@ -135,7 +136,7 @@ def run_mteb(
                     task="mteb",
                     metrics={"main_score": float(task_result.get_score()), **_first_scores(task_result)},
                     main_metric="main_score",
-                    num_tokens=embedding_num_tokens(model),
+                    num_tokens=num_tokens,
                     seconds=task_result.evaluation_time or seconds,
                     settings={"mteb_version": mteb.__version__, "dataset_revision": task_result.dataset_revision},
                 )

@@ -21,8 +21,6 @@ from tiny_models import (
     tiny_timm,
 )
 
-from st_oblique.cli import main
-
 
 @pytest.fixture
 def cli(capsys):
@@ -30,7 +28,7 @@ def cli(capsys):
 
     def run(*args: str) -> CliResult:
         capsys.readouterr()
-        code = main([str(arg) for arg in args])
+        code = run_main(*args)
         captured = capsys.readouterr()
         return CliResult(code, captured.out, captured.err)
 

@@ -7,7 +7,7 @@ import json
 import pytest
 import yaml
 from cli.cli_helpers import TINY
-from hub.fake_hub import WRITE_TOKEN, FakeHub, point_huggingface_hub_at
+from hub.fake_hub import WRITE_TOKEN
 
 import st_oblique
 
@@ -32,11 +32,13 @@ def test_info_text_and_json(cli, text_run):
     assert info["training"]["steps"] == 4 and info["training"]["command"].startswith("st-oblique train")
 
 
-def test_info_errors(cli, tmp_path):
+def test_info_and_push_errors(cli, tmp_path):
     result = cli("info", tmp_path)
     assert result.code == 2 and "is not a saved Sentence Transformers model" in result.error_lines[0]
     result = cli("info", tmp_path / "missing" / "model")
     assert result.code == 2 and "Model not found" in result.error_lines[0]
+    result = cli("push", tmp_path, "me/not-a-model")  # refused before anything is uploaded
+    assert result.code == 2 and "no modules.json" in result.error_lines[0]
 
 
 def test_eval_two_models_side_by_side_and_compare(cli, assets, image_run, tmp_path):
@@ -74,13 +76,6 @@ def test_eval_errors(cli, assets, text_run, tmp_path):
     result = cli("eval", "--model", text_run, "--dataset", "no_such_set", "--output-dir", tmp_path / "x")
     assert result.code == 2 and "Unknown dataset 'no_such_set'" in result.error_lines[0]
     assert not (tmp_path / "x").exists()
-
-
-@pytest.fixture
-def hub(monkeypatch, tmp_path):
-    with FakeHub(tokens={WRITE_TOKEN: "write"}) as fake:
-        point_huggingface_hub_at(monkeypatch, fake.url, str(tmp_path / "hub_cache"))
-        yield fake
 
 
 def test_push_a_trained_folder_with_its_scores(cli, hub, image_run):

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 from sentence_transformers import SentenceTransformer
+from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
 from tiny_models import tiny_clip, tiny_data_root, tiny_oblique_clip
 
 from st_oblique.evaluation.datasets import load_dataset
@@ -20,6 +21,13 @@ def tiny_clip_dir(tmp_path_factory) -> str:
 def clip_model(tiny_clip_dir) -> SentenceTransformer:
     """An ordinary CLIP through ST's own Transformer: pooled, projected embeddings, cosine similarity."""
     return SentenceTransformer(tiny_clip_dir, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def text_model(tiny_bert_dir) -> SentenceTransformer:
+    """An ordinary text-only model (tiny BERT + mean pooling): no image input path."""
+    backbone = Transformer(tiny_bert_dir)
+    return SentenceTransformer(modules=[backbone, Pooling(backbone.get_embedding_dimension())], device="cpu")
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 from sentence_transformers import SentenceTransformer
-from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
 from tiny_models import tiny_images
 
 from st_oblique.evaluation.encoding import embedding_num_tokens, encode_images, load_image, oblique_num_tokens
@@ -58,11 +57,9 @@ def test_encode_images_with_worker_processes_keeps_order(clip_model):
     assert in_process.shape == (7, clip_model.get_embedding_dimension())
 
 
-def test_text_only_model_is_refused_with_a_reason(tiny_bert_dir):
-    backbone = Transformer(tiny_bert_dir)
-    model = SentenceTransformer(modules=[backbone, Pooling(backbone.get_embedding_dimension())], device="cpu")
+def test_text_only_model_is_refused_with_a_reason(text_model):
     with pytest.raises(ValueError, match="image-text model"):
-        encode_images(model, tiny_images(1))
+        encode_images(text_model, tiny_images(1))
 
 
 def test_load_image_errors(tmp_path):

@@ -15,8 +15,6 @@ import torch
 from mteb.models.model_meta import ScoringFunction
 from PIL import Image
 from scipy.stats import spearmanr
-from sentence_transformers import SentenceTransformer
-from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
 from tiny_models import FLICKR_CAPTIONS, IMAGENETTE_WNIDS
 
 from st_oblique.evaluation import mteb_model
@@ -31,12 +29,6 @@ from st_oblique.evaluation.mteb_tasks import (
     LocalSICKR,
     LocalSTSBenchmark,
 )
-
-
-@pytest.fixture(scope="module")
-def text_model(tiny_bert_dir) -> SentenceTransformer:
-    backbone = Transformer(tiny_bert_dir)
-    return SentenceTransformer(modules=[backbone, Pooling(backbone.get_embedding_dimension())], device="cpu")
 
 
 def evaluate(model, tasks, name="tiny/model"):

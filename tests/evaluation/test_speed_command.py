@@ -36,6 +36,8 @@ def test_speed_command_writes_its_measurement(tiny_clip_dir, tmp_path, capsys):
     assert [len(times) for times in report["seconds"].values()] == [1, 1]
     speeds = report["images_per_second"]
     assert speeds["harness"] > 0 and speeds["clip_benchmark"] > 0
+    for name, times in report["seconds"].items():  # one run each: images/s is images over that run's time
+        assert speeds[name] == pytest.approx(16 / times[0])
     assert report["ratio_harness_over_clip_benchmark"] == pytest.approx(speeds["harness"] / speeds["clip_benchmark"])
     assert set(report["load_average_1_5_15min"]) == {"before", "after"}
     assert report["command"].startswith("python -m evaluation speed --model tiny=")

@@ -4,7 +4,6 @@ from typing import NamedTuple
 
 import pytest
 import torch
-from hub.fake_hub import READ_TOKEN, WRITE_TOKEN, FakeHub, point_huggingface_hub_at
 from tiny_models import SENTENCES
 
 import st_oblique
@@ -25,10 +24,3 @@ def saved_text_model(tiny_bert_dir, tmp_path_factory) -> SavedModel:
     model.save(str(path))
     return SavedModel(model, path, model.encode(SENTENCES, convert_to_tensor=True))
 
-
-@pytest.fixture
-def hub(monkeypatch, tmp_path):
-    """A fake Hub with huggingface_hub of this process pointed at it (restored after the test)."""
-    with FakeHub(tokens={WRITE_TOKEN: "write", READ_TOKEN: "read"}) as fake:
-        point_huggingface_hub_at(monkeypatch, fake.url, str(tmp_path / "hub_cache"))
-        yield fake

@@ -21,7 +21,7 @@ from evaluation.studies.lit_heads import (
     run_arm,
 )
 from evaluation.studies.splits import caption_owners, noisy_caption_table
-from evaluation.studies.text_finetune import TextArm, TextTrainConfig, build_text_model
+from evaluation.studies.text_finetune import TextArm, build_text_model
 from evaluation.studies.topology import DEFAULT_CONFIG, load_config
 from st_oblique import ObliqueContrastiveLoss, ObliquePooling
 from st_oblique.modules.pooling import ObliqueHead
@@ -150,7 +150,7 @@ def test_regime_b_arms_use_sentence_transformers_mnrl_and_the_package_loss(tiny_
     arms = {name: TextArm.from_config(name, spec) for name, spec in CONFIG["regime_b"]["arms"].items()}
     assert {arm.kind for arm in arms.values()} == {"untouched", "mnrl", "oblique"}
     for arm in arms.values():
-        model, loss = build_text_model(arm, tiny_bert_dir, TextTrainConfig())
+        model, loss = build_text_model(arm, tiny_bert_dir)
         if arm.kind == "mnrl":
             assert type(loss) is MultipleNegativesRankingLoss and loss.scale == arm.scale
         elif arm.kind == "oblique":

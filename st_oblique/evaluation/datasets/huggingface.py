@@ -151,7 +151,7 @@ def _find(features: datasets.Features, names: Sequence[str], feature_type: type 
 
 def _caption_list(value: Any) -> list[str]:
     if isinstance(value, str):
-        return [line.strip() for line in value.splitlines() if line.strip()]
+        return _lines(value)
     return [str(caption) for caption in value]
 
 

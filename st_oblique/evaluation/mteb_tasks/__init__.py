@@ -68,9 +68,8 @@ def local_tasks(
     *,
     data_root: str | Path | None = None,
     max_samples: int | None = None,
-    modalities: Sequence[str] | None = None,
 ) -> list[AbsTask]:
-    """Instances of the offline tasks ``names`` (default: all; only those a model of ``modalities`` can run).
+    """Instances of the offline tasks ``names`` (default: all).
 
     Raises:
         KeyError: an unknown task name (the message lists the known ones).
@@ -79,6 +78,4 @@ def local_tasks(
     if unknown:
         raise KeyError(f"Unknown local MTEB tasks {unknown}; known: {sorted(LOCAL_TASKS)}.")
     chosen = [LOCAL_TASKS[name] for name in names] if names else list(LOCAL_TASKS.values())
-    if modalities is not None:
-        chosen = [task for task in chosen if set(task.metadata.modalities) <= set(modalities)]
     return [task(data_root=data_root, max_samples=max_samples) for task in chosen]
