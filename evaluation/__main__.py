@@ -1,7 +1,7 @@
 """``python -m evaluation {run,compare,list,speed} ...`` (see ``evaluation/README.md``)."""
 
 from evaluation.speed import SPEED_COMMAND
-from st_oblique.evaluation.cli import main
+from st_oblique.app.evaluation_options import main
 
 if __name__ == "__main__":
     main(extra_commands=[SPEED_COMMAND])

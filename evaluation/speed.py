@@ -33,10 +33,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from st_oblique.evaluation.clip_benchmark_adapter import CLIPBenchmarkModel, clip_benchmark_numpy2_fix
 from torch.utils.data import DataLoader, Dataset
 
 from st_oblique.evaluation.classification import zeroshot_classification
-from st_oblique.evaluation.clip_benchmark_adapter import CLIPBenchmarkModel, clip_benchmark_numpy2_fix
 from st_oblique.evaluation.datasets import ClassificationDataset, load_dataset
 from st_oblique.evaluation.datasets.base import SubsetView
 from st_oblique.evaluation.encoding import embedding_num_tokens

@@ -1,5 +1,17 @@
 """st-oblique: oblique-manifold embeddings (K unit tokens of size d) for sentence-transformers.
 
+The library, from the bottom up (each layer imports only the ones below it; ``.ci/run`` checks this with
+import-linter, see ``pyproject.toml``):
+
+- :mod:`~st_oblique.manifold` (the math), :mod:`~st_oblique.images` (the image loader), :mod:`~st_oblique.errors`,
+  :mod:`~st_oblique.result_records` (evaluation records), :mod:`~st_oblique._compat` (every private upstream hook);
+- :mod:`~st_oblique.modules` (Sentence Transformers modules), :mod:`~st_oblique.shape` (K and d of a model),
+  :mod:`~st_oblique.losses`;
+- :mod:`~st_oblique.description`, :mod:`~st_oblique.model_card`, :mod:`~st_oblique.model`
+  (:class:`ObliqueSentenceTransformer`, :func:`load`), :mod:`~st_oblique.builders`;
+- :mod:`~st_oblique.trainer`, :mod:`~st_oblique.hub`, :mod:`~st_oblique.evaluation`.
+
+The ``st-oblique`` command and its pipelines are the application, :mod:`st_oblique.app`, built on top.
 Public names are imported lazily, so ``import st_oblique`` is cheap until a model is built.
 """
 
@@ -14,26 +26,36 @@ __version__ = "0.1.0"
 _PUBLIC: dict[str, str] = {
     "manifold": "st_oblique.manifold",
     "ObliquePooling": "st_oblique.modules.pooling",
-    "ClassTokenTransformer": "st_oblique.modules.text_class_tokens",
-    "ObliqueLoadError": "st_oblique.modules.serialization",
+    "ClassTokenTransformer": "st_oblique.modules.class_token_transformer",
     "ObliqueSentenceTransformer": "st_oblique.model",
     "load": "st_oblique.model",
     "oblique_text_model": "st_oblique.builders",
-    "ObliqueContrastiveLoss": "st_oblique.losses.contrastive",
-    "CachedObliqueContrastiveLoss": "st_oblique.losses.cached",
-    "ObliqueSigmoidLoss": "st_oblique.losses.sigmoid",
     "oblique_clip": "st_oblique.builders",
     "oblique_open_clip": "st_oblique.builders",
     "oblique_dual_encoder": "st_oblique.builders",
+    "ObliqueContrastiveLoss": "st_oblique.losses.contrastive",
+    "CachedObliqueContrastiveLoss": "st_oblique.losses.cached",
+    "ObliqueSigmoidLoss": "st_oblique.losses.sigmoid",
+    "LogitScaleCallback": "st_oblique.losses.logit_scale_callback",
+    "ObliqueTrainer": "st_oblique.trainer",
+    "ObliqueShape": "st_oblique.shape",
+    "oblique_shape": "st_oblique.shape",
     "evaluation": "st_oblique.evaluation",
     "ObliqueModelCardData": "st_oblique.model_card",
     "describe_model": "st_oblique.description",
     "ObliqueModelDescription": "st_oblique.description",
     "push_to_hub": "st_oblique.hub",
-    "HubPushError": "st_oblique.hub",
-    "TrainConfig": "st_oblique.training_config",
-    "train": "st_oblique.training",
-    "run_demo": "st_oblique.demo",
+    "load_image": "st_oblique.images",
+    # the error hierarchy (st_oblique.errors)
+    "ObliqueError": "st_oblique.errors",
+    "ObliqueLoadError": "st_oblique.errors",
+    "ObliqueInputError": "st_oblique.errors",
+    "ObliqueConfigError": "st_oblique.errors",
+    "TrainingDataError": "st_oblique.errors",
+    "CheckpointError": "st_oblique.errors",
+    "OutputDirError": "st_oblique.errors",
+    "HubPushError": "st_oblique.errors",
+    "PushAfterTrainingError": "st_oblique.errors",
 }
 
 __all__ = ["__version__", *_PUBLIC]
@@ -54,18 +76,29 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
-    from st_oblique import manifold
+    from st_oblique import evaluation, manifold
     from st_oblique.builders import oblique_clip, oblique_dual_encoder, oblique_open_clip, oblique_text_model
-    from st_oblique.demo import run_demo
     from st_oblique.description import ObliqueModelDescription, describe_model
-    from st_oblique.hub import HubPushError, push_to_hub
+    from st_oblique.errors import (
+        CheckpointError,
+        HubPushError,
+        ObliqueConfigError,
+        ObliqueError,
+        ObliqueInputError,
+        ObliqueLoadError,
+        OutputDirError,
+        PushAfterTrainingError,
+        TrainingDataError,
+    )
+    from st_oblique.hub import push_to_hub
+    from st_oblique.images import load_image
     from st_oblique.losses.cached import CachedObliqueContrastiveLoss
     from st_oblique.losses.contrastive import ObliqueContrastiveLoss
+    from st_oblique.losses.logit_scale_callback import LogitScaleCallback
     from st_oblique.losses.sigmoid import ObliqueSigmoidLoss
     from st_oblique.model import ObliqueSentenceTransformer, load
     from st_oblique.model_card import ObliqueModelCardData
+    from st_oblique.modules.class_token_transformer import ClassTokenTransformer
     from st_oblique.modules.pooling import ObliquePooling
-    from st_oblique.modules.serialization import ObliqueLoadError
-    from st_oblique.modules.text_class_tokens import ClassTokenTransformer
-    from st_oblique.training import train
-    from st_oblique.training_config import TrainConfig
+    from st_oblique.shape import ObliqueShape, oblique_shape
+    from st_oblique.trainer import ObliqueTrainer

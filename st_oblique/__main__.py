@@ -3,7 +3,7 @@
 
 import sys
 
-from st_oblique.cli import main
+from st_oblique.app.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -12,8 +12,8 @@ from sentence_transformers.util import load_file_path
 from torch import Tensor, nn
 
 from st_oblique.model import ObliqueSentenceTransformer
+from st_oblique.modules.class_token_transformer import ClassTokenTransformer
 from st_oblique.modules.pooling import ObliquePooling, TokenSource
-from st_oblique.modules.text_class_tokens import ClassTokenTransformer
 
 logger = logging.getLogger(__name__)
 
@@ -158,7 +158,7 @@ def oblique_clip(
         text_embeddings = model.encode(["a photo of a cat", "a photo of a dog"])
         scores = model.similarity(image_embeddings, text_embeddings)    # sums of 16 cosines
     """
-    from st_oblique.modules.clip_class_tokens import CLIPClassTokenTransformer
+    from st_oblique.modules.clip_class_token_transformer import CLIPClassTokenTransformer
 
     hub = {"cache_folder": cache_folder, "revision": revision, "token": token, "local_files_only": local_files_only}
     clip = _load_transformer(
@@ -322,7 +322,7 @@ def oblique_dual_encoder(
         # train with SentenceTransformerTrainer on a dataset with an Image() column and a caption column, then:
         image_embeddings = model.encode(["photo.jpg"])  # (1, 512)
     """
-    from st_oblique.modules.image_class_tokens import ImageClassTokenTransformer
+    from st_oblique.modules.image_class_token_transformer import ImageClassTokenTransformer
     from st_oblique.modules.modality_router import ModalityRouter
 
     if text_token_source == "last":

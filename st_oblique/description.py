@@ -10,7 +10,9 @@ from typing import Any
 from sentence_transformers.base.modules import Router
 from torch import nn
 
+from st_oblique import __version__
 from st_oblique.modules.pooling import SINGLE_HEAD, ObliquePooling
+from st_oblique.shape import oblique_poolings, oblique_shape
 
 TOKEN_SOURCE_DESCRIPTIONS: dict[str, str] = {
     "first": "the first K token states (class tokens placed at the front)",
@@ -61,6 +63,7 @@ class ObliqueModelDescription:
         layer_norm: whether a LayerNorm precedes the projection.
         logit_scale: the scale (inverse temperature) the training loss ended with, recorded in
             ObliquePooling; None when not recorded.
+        logit_bias: the logit bias of a sigmoid (SigLIP) loss, recorded likewise; None for other losses.
         parameters: total number of parameters.
         trainable_parameters: parameters with ``requires_grad``.
         st_oblique_version: the installed st-oblique release.
@@ -76,6 +79,7 @@ class ObliqueModelDescription:
     per_token_projection: bool = True
     layer_norm: bool = True
     logit_scale: float | None = None
+    logit_bias: float | None = None
     parameters: int = 0
     trainable_parameters: int = 0
     st_oblique_version: str = ""
@@ -101,6 +105,7 @@ class ObliqueModelDescription:
             ("similarity", f"{self.similarity_fn_name}: sum of {self.num_tokens} per-token cosines, "
              f"range [{self.score_range[0]}, {self.score_range[1]}]"),
             ("logit_scale", scale),
+            *((("logit_bias", f"{self.logit_bias:.4g}"),) if self.logit_bias is not None else ()),
             ("parameters", f"{self.parameters:,} ({self.trainable_parameters:,} trainable)"),
         ]
         for tower in self.towers:
@@ -134,23 +139,12 @@ def describe_model(model: nn.Module) -> ObliqueModelDescription:
         print(info.num_tokens, info.token_dim, info.logit_scale)
         print(info.to_text())
     """
-    from st_oblique import __version__
-
-    poolings = [module for module in model.modules() if isinstance(module, ObliquePooling)]
-    if not poolings:
-        raise ValueError(
-            f"{type(model).__name__} has no ObliquePooling module, so it is not an oblique model "
-            f"(modules: {[type(module).__name__ for module in model.children()]})."
-        )
-    shapes = {(pooling.num_tokens, pooling.token_dim) for pooling in poolings}
-    if len(shapes) > 1:
-        raise ValueError(
-            f"The model's ObliquePooling modules disagree on (K, d): {sorted(shapes)}; embeddings of different "
-            "towers could not be compared."
-        )
-    num_tokens, token_dim = shapes.pop()
+    shape = oblique_shape(model, required_by="describe_model")
+    num_tokens, token_dim = shape.num_tokens, shape.token_dim
+    poolings = oblique_poolings(model)
     modalities = [str(modality) for modality in getattr(model, "modalities", ["text"])]
     scales = [pooling.logit_scale for pooling in poolings if pooling.logit_scale is not None]
+    biases = [pooling.logit_bias for pooling in poolings if pooling.logit_bias is not None]
     parameters = list(model.parameters())
     return ObliqueModelDescription(
         num_tokens=num_tokens,
@@ -163,6 +157,7 @@ def describe_model(model: nn.Module) -> ObliqueModelDescription:
         per_token_projection=all(pooling.per_token_projection for pooling in poolings),
         layer_norm=all(pooling.layer_norm for pooling in poolings),
         logit_scale=scales[0] if scales else None,
+        logit_bias=biases[0] if biases else None,
         parameters=sum(parameter.numel() for parameter in parameters),
         trainable_parameters=sum(parameter.numel() for parameter in parameters if parameter.requires_grad),
         st_oblique_version=__version__,

@@ -8,62 +8,17 @@ evaluation results on the card and in the commit message, private repositories, 
 
 from __future__ import annotations
 
-import contextlib
 import os
-from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from huggingface_hub import constants as hub_constants
-from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
+from sentence_transformers import SentenceTransformer
 
-if TYPE_CHECKING:
-    from sentence_transformers import SentenceTransformer
+from st_oblique.description import ObliqueModelDescription, describe_model
+from st_oblique.hub_errors import explain_push_errors
+from st_oblique.model import load
+from st_oblique.model_card import EvaluationResults, format_evaluation_results, set_evaluation_results
 
-    from st_oblique.description import ObliqueModelDescription
-    from st_oblique.model_card import EvaluationResults
-
-# Class names of the transport errors raised by the HTTP client huggingface_hub uses (httpx or its fork).
-_TRANSPORT_ERROR_NAMES = {"TransportError", "ConnectError", "TimeoutException", "NetworkError", "ProxyError"}
-
-
-class HubPushError(ConnectionError):
-    """The Hub could not be reached while pushing; the message says which endpoint and what to check."""
-
-
-@contextlib.contextmanager
-def explain_push_errors(repo_id: str, local_note: str = "Nothing local was changed.") -> Iterator[None]:
-    """Add an explanation and a fix to errors raised while pushing ``repo_id``.
-
-    HTTP errors from the Hub keep their type (``HfHubHTTPError`` and subclasses, so existing ``except`` clauses
-    still match) and get a sentence appended; connection failures become :class:`HubPushError`.
-
-    Args:
-        repo_id: the repository being pushed (named in messages).
-        local_note: what happened to local files, appended to every message.
-    """
-    try:
-        yield
-    except HubPushError:
-        raise
-    except HfHubHTTPError as error:
-        if not getattr(error, "_st_oblique_explained", False):  # nested pushes explain once
-            error.append_to_message("\n\n" + _explain_http_error(error, repo_id) + " " + local_note)
-            error._st_oblique_explained = True
-        raise
-    except OfflineModeIsEnabled as error:
-        raise HubPushError(
-            f"Cannot push {repo_id}: huggingface_hub is in offline mode (HF_HUB_OFFLINE=1). Unset HF_HUB_OFFLINE "
-            f"to upload. {local_note}"
-        ) from error
-    except Exception as error:
-        if not _is_transport_error(error):
-            raise
-        raise HubPushError(
-            f"Cannot push {repo_id}: the Hub at {hub_constants.ENDPOINT} could not be reached "
-            f"({type(error).__name__}: {error}). Check the network connection and the HF_ENDPOINT environment "
-            f"variable, then push again. {local_note}"
-        ) from error
+__all__ = ["push_to_hub"]
 
 
 def push_to_hub(
@@ -113,15 +68,10 @@ def push_to_hub(
         url = push_to_hub("runs/oblique-lit", "me/oblique-lit", private=True,
                           evaluation_results="runs/oblique-lit/eval/summary.json")
     """
-    from st_oblique.description import describe_model
-    from st_oblique.model_card import set_evaluation_results
-
     if isinstance(model, (str, os.PathLike)):
         path = Path(model)
         if not (path / "modules.json").is_file():
             raise ValueError(f"{path} is not a saved Sentence Transformers model (no modules.json); save the model first.")
-        from st_oblique.model import load
-
         model = load(str(path))
     description = describe_model(model)
     if evaluation_results is not None:
@@ -145,42 +95,9 @@ def push_to_hub(
 def _default_commit_message(
     description: ObliqueModelDescription, evaluation_results: EvaluationResults | None
 ) -> str:
-    from st_oblique.model_card import format_evaluation_results
-
     message = f"Upload oblique model (K={description.num_tokens}, d={description.token_dim})"
     results = format_evaluation_results(evaluation_results)
     if results:
         metrics = [f"{task + ' ' if task else ''}{metric}={value:.4g}" for task, metric, value in results["rows"][:3]]
         message += ": " + ", ".join(metrics)
     return message
-
-
-def _explain_http_error(error: HfHubHTTPError, repo_id: str) -> str:
-    status = error.response.status_code if error.response is not None else None
-    url = str(error.response.request.url) if error.response is not None and error.response.request else ""
-    creating = url.endswith("/api/repos/create")
-    namespace = repo_id.split("/")[0] if "/" in repo_id else "your account"
-    if status == 401:
-        return (
-            f"The Hub rejected the token (401 Unauthorized) while pushing {repo_id}: log in with `hf auth login`, "
-            "or pass token=... / set HF_TOKEN to a token with write access."
-        )
-    if status == 403:
-        return (
-            f"The token may not write to '{namespace}' (403 Forbidden): use a token with write access to that "
-            "namespace (fine-grained tokens need the 'write' permission on it)."
-        )
-    if status == 409 and creating:
-        return f"The repository {repo_id} already exists: pass exist_ok=True to push to it."
-    if status == 404:
-        return f"The repository {repo_id} or the branch does not exist, or the token cannot see it."
-    if status is not None and status >= 500:
-        stage = "creating the repository" if creating else "uploading (no commit was made)"
-        return f"The Hub failed with a server error (HTTP {status}) while {stage}; try again later."
-    return f"The Hub refused the push of {repo_id} (HTTP {status})."
-
-
-def _is_transport_error(error: BaseException) -> bool:
-    if isinstance(error, (ConnectionError, TimeoutError)):
-        return True
-    return any(cls.__name__ in _TRANSPORT_ERROR_NAMES for cls in type(error).__mro__)

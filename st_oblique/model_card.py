@@ -22,15 +22,19 @@ import logging
 import math
 import os
 import re
+import tempfile
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import torch
+import numpy as np
 from huggingface_hub import constants as hub_constants
 from sentence_transformers.sentence_transformer.model_card import SentenceTransformerModelCardData
 
+from st_oblique._compat import loaded_model_card, model_id_placeholder, set_loaded_model_card, write_model_card_file
 from st_oblique.description import ObliqueModelDescription, describe_model, is_hub_model_id
+from st_oblique.losses.contrastive import CITATION as PAPER_CITATION
+from st_oblique.result_records import MAIN_METRICS
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -154,12 +158,11 @@ class ObliqueModelCardData(SentenceTransformerModelCardData):
         self.similarities = None
         if not self.generate_widget_examples or any(isinstance(item, str) for item in self.usage_examples):
             return  # image URLs: never download while saving
-        images = [self._prepare_for_inference(item) for item in self.usage_examples]
+        images = list(self.usage_examples)
         image_embeddings = self.model.encode(images, convert_to_tensor=True, show_progress_bar=False)
         text_embeddings = self.model.encode(self.usage_text_examples, convert_to_tensor=True, show_progress_bar=False)
         similarity = self.model.similarity(image_embeddings, text_embeddings)
-        with torch._tensor_str.printoptions(precision=4, sci_mode=False):
-            self.similarities = "\n".join(f"# {line}" for line in str(similarity.cpu()).splitlines())
+        self.similarities = "\n".join(f"# {line}" for line in _format_scores(similarity).splitlines())
 
     def generate_usage_snippet(self) -> str:
         """``import st_oblique`` + ``st_oblique.load(...)``, encode (images and texts), similarities.
@@ -170,25 +173,31 @@ class ObliqueModelCardData(SentenceTransformerModelCardData):
         if self.is_image_text:
             display = self.usage_examples_display or self.usage_examples or list(DEFAULT_IMAGE_URLS)
             groups = [
-                ("images", [self._format_snippet_value(item) for item in display], "encode"),
+                ("images", [self._snippet_value(item) for item in display], "encode"),
                 ("texts", [repr(text) for text in self.usage_text_examples or DEFAULT_TEXTS], "encode"),
             ]
         elif self.ir_model:
             display = self.usage_examples_display or self.usage_examples or list(DEFAULT_TEXTS)
             groups = [
-                ("queries", [self._format_snippet_value(display[0])], "encode_query"),
-                ("documents", [self._format_snippet_value(item) for item in display[1:]], "encode_document"),
+                ("queries", [self._snippet_value(display[0])], "encode_query"),
+                ("documents", [self._snippet_value(item) for item in display[1:]], "encode_document"),
             ]
         else:
             display = self.usage_examples_display or self.usage_examples or list(DEFAULT_TEXTS)
-            groups = [("sentences", [self._format_snippet_value(item) for item in display], "encode")]
-        return _snippet(self._snippet_model_id(), groups, self._get_snippet_output_dimensionality(), self.similarities,
+            groups = [("sentences", [self._snippet_value(item) for item in display], "encode")]
+        return _snippet(self._snippet_model_id(), groups, self.model.get_embedding_dimension(), self.similarities,
                         num_tokens=self._num_tokens())
 
     def _snippet_model_id(self) -> str:
         if self.model_id:
             return self.model_id
-        return getattr(self.model, "_model_card_model_id_placeholder", "sentence_transformers_model_id")
+        return model_id_placeholder(self.model)
+
+    def _snippet_value(self, value: Any) -> str:
+        """A snippet literal: ``repr``, with example files saved in ``assets/`` as URLs of the Hub repository."""
+        if isinstance(value, str) and value.startswith("assets/"):
+            return repr(self.asset_url(value))
+        return repr(value)
 
     def _num_tokens(self) -> int | None:
         try:
@@ -196,11 +205,17 @@ class ObliqueModelCardData(SentenceTransformerModelCardData):
         except ValueError:
             return None
 
-    def _asset_path_to_url(self, relative_path: str) -> str:
-        # The Hub the model is pushed to (HF_ENDPOINT), so example images resolve on mirrors and test servers too.
-        if self.model_id:
-            return f"{hub_constants.ENDPOINT}/{self.model_id}/resolve/main/{relative_path}"
+    def asset_url(self, relative_path: str, model_id: str | None = None) -> str:
+        """The URL of a file of the model's Hub repository (on ``HF_ENDPOINT``, so mirrors and test servers work
+        too), or ``relative_path`` unchanged while the model has no Hub id."""
+        model_id = model_id or self.model_id
+        if model_id:
+            return f"{hub_constants.ENDPOINT}/{model_id}/resolve/main/{relative_path}"
         return relative_path
+
+    def asset_urls_for(self, card_text: str, model_id: str) -> str:
+        """``card_text`` with the snippet's ``'assets/...'`` example files turned into URLs of ``model_id``."""
+        return card_text.replace("'assets/", "'" + self.asset_url("assets/", model_id))
 
     # ---- the oblique section ------------------------------------------------------------------------
 
@@ -250,8 +265,6 @@ def _oblique_context(description: ObliqueModelDescription, tags: list[str]) -> d
 
 def _with_paper_citation(citations: dict[str, str]) -> dict[str, str]:
     """ST's citations plus the paper; a loss citing the paper shares its entry instead of repeating it."""
-    from st_oblique.losses.contrastive import CITATION as PAPER_CITATION  # the losses cite the paper too
-
     merged: dict[str, list[str]] = {}
     for name, citation in [*citations.items(), (PAPER_CITATION_NAME, PAPER_CITATION)]:
         merged.setdefault(citation.strip(), []).append(name)
@@ -339,12 +352,7 @@ def _record_rows(record: dict[str, Any]):
         details.append(f"{record['num_samples']} samples")
     label = f"{record['dataset']} ({', '.join(details)})" if details else str(record["dataset"])
     metrics = record["metrics"]
-    try:
-        from st_oblique.evaluation.results import MAIN_METRICS
-
-        names = [name for name in MAIN_METRICS.get(task, ()) if name in metrics]
-    except ImportError:  # the evaluation package is optional here
-        names = []
+    names = [name for name in MAIN_METRICS.get(task, ()) if name in metrics]
     for name in names or list(metrics):
         value = metrics[name]
         if value is None:
@@ -396,12 +404,14 @@ def _snippet(
     num_tokens: int | None,
 ) -> str:
     """A runnable Python snippet: load, encode each group, print the similarity of the first and last group."""
+    # `model = ObliqueSentenceTransformer("<id>"` is the line Sentence Transformers itself fills in with the Hub id
+    # when a card saved before the model had one is pushed (see st_oblique._compat, hook 6).
     lines = [
-        "import st_oblique",
+        "from st_oblique import ObliqueSentenceTransformer",
         "",
-        "# Download from the 🤗 Hub. st_oblique.load loads st-oblique's modules without trust_remote_code;",
-        f'# plain Sentence Transformers also works: SentenceTransformer("{model_id}", trust_remote_code=True)',
-        f'model = st_oblique.load("{model_id}")',
+        "# Download from the 🤗 Hub (pip install st-oblique). ObliqueSentenceTransformer loads st-oblique's modules",
+        "# without trust_remote_code; plain SentenceTransformer(..., trust_remote_code=True) works too.",
+        f'model = ObliqueSentenceTransformer("{model_id}")',
         "# Run inference",
     ]
     for name, items, _ in groups:
@@ -428,11 +438,17 @@ def _snippet(
     return "```python\n" + "\n".join(lines) + "\n```"
 
 
+def _format_scores(scores) -> str:
+    """A similarity matrix as ``tensor([[...]])`` text with 4 decimals, for the snippet's printed output."""
+    text = np.array2string(scores.detach().cpu().float().numpy(), precision=4, suppress_small=True, separator=", ")
+    return "tensor(" + text.replace("\n", "\n       ") + ")"
+
+
 def _singular(name: str) -> str:
     return {"queries": "query", "documents": "document", "images": "image", "texts": "text"}.get(name, name)
 
 
-_PLAIN_LOAD_LINE = re.compile(r"""SentenceTransformer\(\s*["'][^"']*["']\s*\)""")
+_PLAIN_LOAD_LINE = re.compile(r"""(?<![\w.])SentenceTransformer\(\s*["'][^"']*["']\s*\)""")
 
 
 def has_unloadable_usage(card_text: str | None) -> bool:
@@ -455,13 +471,14 @@ def set_evaluation_results(model: SentenceTransformer, results: EvaluationResult
     """
     format_evaluation_results(results)
     model.model_card_data.evaluation_results = results
-    if model._model_card_text:
-        model._model_card_text = set_card_evaluation_results(model._model_card_text, results)
+    card = loaded_model_card(model)
+    if card:
+        set_loaded_model_card(model, set_card_evaluation_results(card, results))
 
 
 def regenerate_model_card(model: SentenceTransformer) -> None:
     """Make the next ``save``/``push_to_hub`` write a fresh card instead of the README the model was loaded with."""
-    model._model_card_text = None
+    set_loaded_model_card(model, None)
 
 
 def write_model_card(
@@ -485,14 +502,12 @@ def write_model_card(
         write_model_card(model, "model_cards/lit_oblique.md", model_id="me/lit-oblique",
                          evaluation_results="runs/lit-oblique/eval/summary.json")
     """
-    import tempfile
-
     if evaluation_results is not None:
         set_evaluation_results(model, evaluation_results)
     if model_id is not None:
         model.model_card_data.set_model_id(model_id)
     with tempfile.TemporaryDirectory() as folder:
-        model._create_model_card(folder)
+        write_model_card_file(model, folder)
         card = Path(folder, "README.md").read_text(encoding="utf-8")
     output_path = Path(output_path)
     output_path.parent.mkdir(parents=True, exist_ok=True)

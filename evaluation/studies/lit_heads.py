@@ -257,7 +257,6 @@ def train_head(
             if step % config.log_every == 0 or step == total_steps:
                 history.append({"step": step, "loss": value.item(), "scale": loss.scale})
     loss.logit_scale.apply_cap()
-    loss.record_scale_in_model()
     return head, loss, history
 
 

@@ -42,8 +42,8 @@ _PUBLIC: dict[str, str] = {
     "mteb_model_meta": "st_oblique.evaluation.mteb_wrapper",
     "local_tasks": "st_oblique.evaluation.mteb_tasks",
     "run_mteb": "st_oblique.evaluation.mteb_runner",
-    "EvaluationResult": "st_oblique.evaluation.results",
-    "read_results": "st_oblique.evaluation.results",
+    "EvaluationResult": "st_oblique.result_records",
+    "read_results": "st_oblique.result_records",
     "run_evaluation": "st_oblique.evaluation.runner",
     "compare_results": "st_oblique.evaluation.runner",
     "weights_fingerprint": "st_oblique.evaluation.identity",
@@ -101,7 +101,7 @@ if TYPE_CHECKING:
     from st_oblique.evaluation.mteb_runner import run_mteb
     from st_oblique.evaluation.mteb_tasks import local_tasks
     from st_oblique.evaluation.mteb_wrapper import mteb_model, mteb_model_meta
-    from st_oblique.evaluation.results import EvaluationResult, read_results
     from st_oblique.evaluation.retrieval import retrieval_metrics, zeroshot_retrieval
     from st_oblique.evaluation.runner import compare_results, run_evaluation
     from st_oblique.evaluation.templates import DEFAULT_TEMPLATES, load_classnames, load_templates
+    from st_oblique.result_records import EvaluationResult, read_results

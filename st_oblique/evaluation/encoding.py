@@ -19,49 +19,36 @@ Example::
 
 from __future__ import annotations
 
-import io
 import logging
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from PIL import Image
 from sentence_transformers import SentenceTransformer
 from sentence_transformers.util import batch_to_device, truncate_embeddings
 from torch import Tensor
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from st_oblique.manifold import kept_tokens
+from st_oblique.images import load_image
+from st_oblique.shape import oblique_shape
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["embedding_num_tokens", "encode_images", "encode_texts", "load_image", "oblique_num_tokens"]
+__all__ = ["embedding_num_tokens", "encode_images", "encode_texts", "oblique_num_tokens"]
 
 
 def oblique_num_tokens(model: SentenceTransformer) -> int | None:
     """K if ``model`` produces oblique embeddings (K unit tokens of size d), else None.
 
-    Detected from the model's modules: the last module with integer ``num_tokens`` and ``token_dim`` whose
-    embedding dimension is ``num_tokens * token_dim`` (:class:`~st_oblique.ObliquePooling` and every other
-    st-oblique output module). When ``model.truncate_dim`` is set it must keep whole tokens; K is then the
-    number of tokens kept.
+    Read from the model's :class:`~st_oblique.ObliquePooling` modules (:func:`st_oblique.shape.oblique_shape`). When
+    ``model.truncate_dim`` is set it must keep whole tokens; K is then the number of tokens kept.
 
     Raises:
         ValueError: ``truncate_dim`` cuts through a token (per-token unit norm would be lost).
     """
-    for module in reversed(list(model)):
-        num_tokens = getattr(module, "num_tokens", None)
-        token_dim = getattr(module, "token_dim", None)
-        if not (isinstance(num_tokens, int) and isinstance(token_dim, int)):
-            continue
-        get_dimension = getattr(module, "get_embedding_dimension", None)
-        if get_dimension is not None and get_dimension() != num_tokens * token_dim:
-            continue
-        return kept_tokens(getattr(model, "truncate_dim", None), num_tokens, token_dim)
-    return None
+    shape = oblique_shape(model)
+    return None if shape is None else shape.kept_tokens(getattr(model, "truncate_dim", None))
 
 
 def embedding_num_tokens(model: SentenceTransformer) -> int:
@@ -70,35 +57,6 @@ def embedding_num_tokens(model: SentenceTransformer) -> int:
     Scores computed on the token view ``(N, K, d)`` with this K reduce to CLIP's cosine similarity when K=1.
     """
     return oblique_num_tokens(model) or 1
-
-
-def load_image(item: Any) -> Image.Image:
-    """An RGB PIL image from a PIL image, a file path, encoded bytes, a ``{"bytes"|"path": ...}`` dict (the raw
-    form of a Hugging Face ``datasets.Image`` column), or a uint8 array ``(H, W)`` / ``(H, W, C)``.
-
-    Raises:
-        TypeError: the item is none of these.
-        FileNotFoundError: a path that does not exist.
-    """
-    if isinstance(item, Image.Image):
-        image = item
-    elif isinstance(item, (str, Path)):
-        path = Path(item)
-        if not path.is_file():
-            raise FileNotFoundError(f"Image file not found: {path}")
-        image = Image.open(path)
-    elif isinstance(item, (bytes, bytearray, memoryview)):
-        image = Image.open(io.BytesIO(item))
-    elif isinstance(item, dict) and (item.get("bytes") is not None or item.get("path") is not None):
-        return load_image(item["bytes"] if item.get("bytes") is not None else item["path"])
-    elif isinstance(item, np.ndarray):
-        image = Image.fromarray(item)
-    else:
-        raise TypeError(
-            f"Cannot read an image from a {type(item).__name__}; pass PIL images, file paths, encoded bytes or "
-            "uint8 arrays."
-        )
-    return image if image.mode == "RGB" else image.convert("RGB")
 
 
 def encode_texts(
@@ -136,7 +94,7 @@ def encode_images(
 
     Args:
         model: any SentenceTransformer with an image input path.
-        images: a sequence (indexable, with ``len``) of anything :func:`load_image` reads; it is read lazily, one
+        images: a sequence (indexable, with ``len``) of anything :func:`st_oblique.images.load_image` reads; it is read lazily, one
             batch at a time, so a dataset reader may decode on access.
         batch_size: images per forward pass.
         device: where to run the model (moves the model, as ``model.encode(device=...)`` does); default: the

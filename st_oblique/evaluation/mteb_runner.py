@@ -22,7 +22,7 @@ from sentence_transformers import SentenceTransformer
 from st_oblique.evaluation.encoding import embedding_num_tokens
 from st_oblique.evaluation.mteb_tasks import LOCAL_TASKS, LocalTaskMixin, local_tasks
 from st_oblique.evaluation.mteb_wrapper import mteb_model
-from st_oblique.evaluation.results import EvaluationResult
+from st_oblique.result_records import EvaluationResult
 
 logger = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 Example::
 
     from st_oblique.evaluation.report import markdown_table, plot_results
-    from st_oblique.evaluation.results import read_results
+    from st_oblique.result_records import read_results
 
     results = read_results(["results/baseline", "results/oblique"])
     print(markdown_table(results))
@@ -16,7 +16,7 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
-from st_oblique.evaluation.results import MAIN_METRICS, EvaluationResult
+from st_oblique.result_records import MAIN_METRICS, EvaluationResult
 
 __all__ = ["PLOT_METRICS", "markdown_table", "model_labels", "plot_results"]
 
@@ -25,7 +25,7 @@ PLOT_METRICS: dict[str, tuple[str, ...]] = {
     "zeroshot_retrieval": ("image_retrieval_recall@1", "text_retrieval_recall@1"),
     "mteb": ("main_score",),
 }
-"""The metrics drawn per task (tables show all of :data:`~st_oblique.evaluation.results.MAIN_METRICS`)."""
+"""The metrics drawn per task (tables show all of :data:`~st_oblique.result_records.MAIN_METRICS`)."""
 
 _SHORT_NAMES = {
     "image_retrieval_recall": "text→image R",

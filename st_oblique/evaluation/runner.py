@@ -4,7 +4,7 @@ This is the function behind ``python -m evaluation run`` (and the CLI's ``eval``
 models, evaluates each on every dataset (CLIP_benchmark's zero-shot protocol, token-wise for oblique models)
 and every MTEB task, and writes into ``output_dir``:
 
-- ``records/``: one CLIP_benchmark-compatible JSON per (model, dataset) (see :mod:`st_oblique.evaluation.results`;
+- ``records/``: one CLIP_benchmark-compatible JSON per (model, dataset) (see :mod:`st_oblique.result_records`;
   ``clip_benchmark build records/*.json`` tabulates them);
 - ``mteb/``: mteb's own result cache;
 - ``summary.json`` (all results and the run's settings), ``results.md`` (a table, models side by side) and
@@ -46,9 +46,9 @@ from st_oblique.evaluation.identity import model_name, weights_fingerprint
 from st_oblique.evaluation.model_loading import load_model, parse_model_spec
 from st_oblique.evaluation.mteb_runner import resolve_mteb_tasks, run_mteb
 from st_oblique.evaluation.report import markdown_table, plot_results
-from st_oblique.evaluation.results import RECORDS_DIR, EvaluationResult, read_results, write_result
 from st_oblique.evaluation.retrieval import zeroshot_retrieval
 from st_oblique.evaluation.templates import DEFAULT_TEMPLATES, Templates, load_classnames, load_templates
+from st_oblique.result_records import RECORDS_DIR, EvaluationResult, read_results, write_result
 
 logger = logging.getLogger(__name__)
 

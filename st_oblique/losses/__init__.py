@@ -2,9 +2,9 @@
 
 from st_oblique.losses.cached import CachedObliqueContrastiveLoss
 from st_oblique.losses.contrastive import ObliqueContrastiveLoss
+from st_oblique.losses.logit_scale_callback import LogitScaleCallback
 from st_oblique.losses.scale import LogitScale
 from st_oblique.losses.sigmoid import ObliqueSigmoidLoss
-from st_oblique.losses.training import LogitScaleCallback
 
 __all__ = [
     "CachedObliqueContrastiveLoss",

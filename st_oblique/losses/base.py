@@ -11,8 +11,7 @@ from torch import Tensor, nn
 
 from st_oblique import manifold
 from st_oblique.losses.scale import LogitScale
-from st_oblique.losses.training import install_trainer_integration
-from st_oblique.modules.pooling import ObliquePooling
+from st_oblique.shape import oblique_poolings, oblique_shape
 
 logger = logging.getLogger(__name__)
 
@@ -26,7 +25,7 @@ class ObliqueLoss(nn.Module):
     It finds K and d in the model's :class:`~st_oblique.ObliquePooling`, validates the embeddings of every step
     (sizes, per-token unit norm, finiteness) with one device synchronization, gathers them across processes, and
     owns the logit scale. Constructing one installs st-oblique's trainer integration (see
-    :mod:`st_oblique.losses.training`), through which ``SentenceTransformerTrainer`` and ``model.fit`` keep
+    :mod:`st_oblique.losses.logit_scale_callback`), through which ``SentenceTransformerTrainer`` and ``model.fit`` keep
     learnable temperatures out of weight decay, log them and record the scale in the model.
 
     Args:
@@ -47,10 +46,20 @@ class ObliqueLoss(nn.Module):
     ) -> None:
         super().__init__()
         self.model = model
-        self.num_tokens, self.token_dim = oblique_shape(model, type(self).__name__)
+        shape = oblique_shape(model, required_by=type(self).__name__)
+        self.num_tokens, self.token_dim = shape.num_tokens, shape.token_dim
         self.logit_scale = LogitScale(scale, learnable=learnable_scale, max_value=max_scale)
         self.gather_across_devices = bool(gather_across_devices)
-        install_trainer_integration()
+        self.record_in_model()
+
+    def record_in_model(self) -> None:
+        """Make the model's ObliquePooling modules record this loss's current scale (and bias) whenever saved.
+
+        Called when the loss is built (the values are read only when the model is saved, so subclasses may add
+        their parameters afterwards); the last loss built for a model wins.
+        """
+        for pooling in oblique_poolings(self.model):
+            pooling.record_temperatures_of(self.temperature_values_to_record)
 
     @property
     def scale(self) -> float:
@@ -72,21 +81,15 @@ class ObliqueLoss(nn.Module):
 
     def temperature_parameters(self) -> dict[str, nn.Parameter]:
         """The learnable scalars of the loss (``{"logit_scale": ...}``), which get no weight decay and are logged."""
-        return {"logit_scale": self.logit_scale.log_value} if self.logit_scale.learnable else {}
+        return {"logit_scale": self.logit_scale.log_scale_bias} if self.logit_scale.learnable else {}
 
     def temperature_values(self) -> dict[str, float]:
         """Current values of the learnable scalars, as logged during training (``{"logit_scale": 3.2}``)."""
         return {"logit_scale": self.scale} if self.logit_scale.learnable else {}
 
-    def record_scale_in_model(self) -> None:
-        """Write the current scale into the ``logit_scale`` config of every ObliquePooling of the model.
-
-        It is then saved with the model and shown in its model card. ``SentenceTransformerTrainer`` and
-        ``model.fit`` call this before every checkpoint and at the end of training; call it yourself after a
-        custom training loop.
-        """
-        for pooling in oblique_poolings(self.model):
-            pooling.logit_scale = self.scale
+    def temperature_values_to_record(self) -> dict[str, float]:
+        """What the model records of this loss when it is saved: ``{"logit_scale": scale}`` (fixed or learned)."""
+        return {"logit_scale": self.scale}
 
     def check_embeddings(self, embeddings: Sequence[Tensor]) -> None:
         """Raise a ValueError that says what is wrong unless every column holds ``(B, K*d)`` oblique embeddings.
@@ -149,27 +152,4 @@ def column_name(index: int) -> str:
     return ("anchor", "positive")[index] if index < 2 else f"negative_{index - 1}"
 
 
-def oblique_poolings(model: nn.Module) -> list[ObliquePooling]:
-    """Every ObliquePooling in ``model`` (also behind a Router or a DDP wrapper)."""
-    return [module for module in model.modules() if isinstance(module, ObliquePooling)]
-
-
-def oblique_shape(model: nn.Module, loss_name: str) -> tuple[int, int]:
-    """``(K, d)`` of the model's ObliquePooling modules; a ValueError if there is none or they disagree."""
-    poolings = oblique_poolings(model)
-    if not poolings:
-        raise ValueError(
-            f"{loss_name} trains oblique models, but this {type(model).__name__} has no ObliquePooling module. "
-            "Build the model with st_oblique (e.g. st_oblique.oblique_text_model) or add an ObliquePooling after "
-            "the backbone. For a single unit vector per input use MultipleNegativesRankingLoss."
-        )
-    shapes = {(pooling.num_tokens, pooling.token_dim) for pooling in poolings}
-    if len(shapes) > 1:
-        raise ValueError(
-            f"The model's ObliquePooling modules disagree on (K, d): {sorted(shapes)}. Oblique similarity needs every "
-            "tower to emit the same number of tokens of the same size."
-        )
-    return shapes.pop()
-
-
-__all__ = ["ObliqueLoss", "column_name", "oblique_poolings", "oblique_shape"]
+__all__ = ["ObliqueLoss", "column_name"]

@@ -6,11 +6,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import torch
-from sentence_transformers.base.losses.gradcache import (
-    CachedLossMixin,
-    _validate_mini_batch_num_tokens,
-    has_static_embedding_input,
-)
+from sentence_transformers.base.losses.gradcache import CachedLossMixin, has_static_embedding_input
 from torch import Tensor, nn
 
 from st_oblique.losses.contrastive import DIRECTIONS, Direction, ObliqueContrastiveLoss, info_nce_row_losses
@@ -75,7 +71,10 @@ class CachedObliqueContrastiveLoss(CachedLossMixin, ObliqueContrastiveLoss):
             )
         if not isinstance(mini_batch_size, int) or mini_batch_size < 1:
             raise ValueError(f"mini_batch_size must be a positive integer, got {mini_batch_size!r}.")
-        _validate_mini_batch_num_tokens(mini_batch_num_tokens)
+        if mini_batch_num_tokens is not None and (
+            not isinstance(mini_batch_num_tokens, int) or isinstance(mini_batch_num_tokens, bool) or mini_batch_num_tokens < 1
+        ):
+            raise ValueError(f"mini_batch_num_tokens must be a positive integer or None, got {mini_batch_num_tokens!r}.")
         self.mini_batch_size = mini_batch_size
         self.mini_batch_num_tokens = mini_batch_num_tokens
         self.show_progress_bar = show_progress_bar
@@ -92,7 +91,7 @@ class CachedObliqueContrastiveLoss(CachedLossMixin, ObliqueContrastiveLoss):
             return loss
         # d loss / d log_scale was computed inside forward_cached; this term is 0 but routes the outer backward's
         # factor to the scale exactly as GradCache's hook routes it to the model.
-        log_value = self.logit_scale.log_value
+        log_value = self.logit_scale.log_scale_bias
         return loss + (average_gradient_across_ranks(log_value) - log_value.detach()) * log_scale_grad
 
     def calculate_loss(
@@ -110,7 +109,7 @@ class CachedObliqueContrastiveLoss(CachedLossMixin, ObliqueContrastiveLoss):
         # With backward, the scale is a detached leaf whose gradient forward() re-attaches (see there).
         log_leaf = None
         if with_backward and self.logit_scale.learnable:
-            log_leaf = self.logit_scale.log_value.detach().requires_grad_()
+            log_leaf = self.logit_scale.log_scale_bias.detach().requires_grad_()
         else:
             scale = self.logit_scale()
         columns, offset = self.gather(embeddings)

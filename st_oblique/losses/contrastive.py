@@ -43,10 +43,12 @@ class ObliqueContrastiveLoss(ObliqueLoss):
     official code uses the raw sums (``scale=1.0``, the default), where CLIP needs a learnable scale of up to 100
     for cosines in ``[-1, 1]``. ``learnable_scale=True`` learns it in log space (initialized at ``scale``, capped
     at ``max_scale``: open_clip caps CLIP at 100, the paper's appendix caps its oblique model at 3.95, see
-    :data:`st_oblique.losses.scale.PAPER_MAX_SCALE`). Trained with ``SentenceTransformerTrainer`` or
-    ``model.fit``, a learnable scale gets no weight decay, is logged as ``logit_scale`` and is recorded in the
-    model's ObliquePooling config (``logit_scale``), so it is saved with the model; its own learning rate:
-    ``learning_rate_mapping={r"logit_scale": 1e-3}`` (see :mod:`st_oblique.losses.training`).
+    :data:`st_oblique.losses.scale.PAPER_MAX_SCALE`). With any trainer
+    (``SentenceTransformerTrainer``, ``model.fit``) a learnable scale is trained, gets no weight decay and is
+    recorded in the model's ObliquePooling config (``logit_scale``) whenever the model is saved;
+    :class:`~st_oblique.ObliqueTrainer` also logs it as ``logit_scale`` and restores it when resuming from a
+    checkpoint (see :class:`~st_oblique.ObliqueLoss`). Its own learning rate:
+    ``learning_rate_mapping={r"logit_scale": 1e-3}``.
 
     Every step checks that the embeddings are ``(B, K*d)``, finite and on the oblique manifold (each token of unit
     norm), with one device synchronization, and raises a ValueError naming the cause otherwise (e.g. a

@@ -19,19 +19,24 @@ PAPER_MAX_SCALE = 3.95
 class LogitScale(nn.Module):
     """A positive multiplier on similarities: ``logits = scale * s``, with ``scale = 1 / temperature``.
 
-    Fixed (a plain float, no parameter) or learnable, stored as ``log_value`` (CLIP's parameterization: the
-    optimizer works on log-scale, the scale stays positive). A learnable scale is capped at ``max_value`` the way
+    Fixed (a plain float, no parameter) or learnable, stored as its logarithm ``log_scale_bias`` (CLIP's
+    parameterization: the optimizer works on log-scale, the scale stays positive). In log space the scale is an
+    additive bias of the logits' logarithm, ``log(scale * s) = log(s) + log_scale_bias``; the name carries
+    ``bias`` on purpose: both of Sentence Transformers' optimizer groupings (the trainer's, through transformers'
+    ``get_decay_parameter_names``, and ``model.fit``'s ``no_decay`` list) leave parameters named ``*bias*`` out of
+    weight decay, so a learnable scale is never pulled towards 1, whatever trainer builds the optimizer (checked
+    by a canary test, see :mod:`st_oblique._compat`). A learnable scale is capped at ``max_value`` the way
     open_clip's training loop caps CLIP's: the parameter itself is clamped in place (here before every use, there
     after every optimizer step), so it can come back down from the cap. Clamping inside the graph instead would
     zero its gradient above the cap and leave it stuck there.
 
-    Under ``torch.distributed``, the gradient of ``log_value`` is averaged over the ranks in the backward pass:
+    Under ``torch.distributed``, the gradient of ``log_scale_bias`` is averaged over the ranks in the backward pass:
     the scale is a loss parameter, outside the model that DDP wraps, so nothing else keeps it identical on
     every rank.
 
     Args:
         value: the scale, or its initial value when learnable. Must be positive.
-        learnable: whether ``log_value`` is an ``nn.Parameter``.
+        learnable: whether ``log_scale_bias`` is an ``nn.Parameter``.
         max_value: the cap of a learnable scale (None: no cap). Ignored when fixed.
 
     Example::
@@ -49,7 +54,7 @@ class LogitScale(nn.Module):
         if self.learnable and self.max_value is not None and value > self.max_value:
             raise ValueError(f"The initial scale {value} is above max_scale={self.max_value}; lower it or raise the cap.")
         if self.learnable:
-            self.log_value = nn.Parameter(torch.tensor(math.log(value)))
+            self.log_scale_bias = nn.Parameter(torch.tensor(math.log(value)))
         else:
             self.value = value
 
@@ -58,16 +63,16 @@ class LogitScale(nn.Module):
         if not self.learnable:
             return self.value
         self.apply_cap()
-        return average_gradient_across_ranks(self.log_value).exp()
+        return average_gradient_across_ranks(self.log_scale_bias).exp()
 
     def apply_cap(self) -> None:
-        """Clamp the learnable ``log_value`` to ``log(max_value)`` in place (open_clip's clamp)."""
+        """Clamp the learnable ``log_scale_bias`` to ``log(max_value)`` in place (open_clip's clamp)."""
         if self.learnable and self.max_value is not None:
             with torch.no_grad():
-                self.log_value.clamp_(max=math.log(self.max_value))
+                self.log_scale_bias.clamp_(max=math.log(self.max_value))
 
     def __float__(self) -> float:
-        return math.exp(self.log_value.item()) if self.learnable else self.value
+        return math.exp(self.log_scale_bias.item()) if self.learnable else self.value
 
     def extra_repr(self) -> str:
         return f"value={float(self):.4g}, learnable={self.learnable}, max_value={self.max_value}"

@@ -36,7 +36,8 @@ class ObliqueSigmoidLoss(ObliqueLoss):
     0 and the many negatives start near probability 0. The oblique analogue, the default here, is ``scale=1``
     (the raw sums, as in :class:`ObliqueContrastiveLoss`) and ``bias = -scale * K``. Both are learnable by default
     (as in SigLIP); trained with ``SentenceTransformerTrainer`` or ``model.fit`` they get no weight decay, are
-    logged as ``logit_scale`` / ``logit_bias``, and the scale is recorded in the model's ObliquePooling config.
+    logged as ``logit_scale`` / ``logit_bias`` (with :class:`~st_oblique.ObliqueTrainer`), and both are recorded in
+    the model's ObliquePooling config (``logit_scale``, ``logit_bias``), so they are saved with the model.
 
     Args:
         model: the oblique SentenceTransformer being trained.
@@ -91,6 +92,9 @@ class ObliqueSigmoidLoss(ObliqueLoss):
         if self.learnable_bias:
             values["logit_bias"] = self.bias
         return values
+
+    def temperature_values_to_record(self) -> dict[str, float]:
+        return {**super().temperature_values_to_record(), "logit_bias": self.bias}
 
     def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor | None = None) -> Tensor:
         embeddings = embed_columns(self.model, sentence_features)

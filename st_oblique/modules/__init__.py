@@ -1,4 +1,12 @@
-"""Sentence Transformers modules of st-oblique.
+"""Sentence Transformers modules of st-oblique: one concept per file.
+
+- :class:`ObliquePooling` (``pooling``): K unit tokens of size d from a backbone's token states;
+- :class:`ClassTokenTransformer` (``class_token_transformer``): K class tokens in a bidirectional text encoder;
+- :class:`CLIPClassTokenTransformer` (``clip_class_token_transformer``): K class tokens in both towers of a HF CLIP;
+- :class:`ImageClassTokenTransformer` (``image_class_token_transformer``): an image model, K class tokens in ViTs;
+- :class:`OpenCLIPEncoder` (``open_clip_encoder``): any open_clip model, K class tokens in both towers;
+- :class:`ModalityRouter` (``modality_router``): separate text and image towers, routed by modality;
+- :class:`ExtraClassTokens` (``vit_towers``): the K−1 extra class tokens of a ViT and how they enter it.
 
 The multimodal modules are imported on first use (they pull in open_clip, timm and PIL).
 """
@@ -8,14 +16,13 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from st_oblique.modules.class_token_transformer import ClassTokenTransformer
 from st_oblique.modules.pooling import ObliquePooling
-from st_oblique.modules.serialization import ObliqueLoadError
-from st_oblique.modules.text_class_tokens import ClassTokenTransformer
 
 _LAZY: dict[str, str] = {
-    "CLIPClassTokenTransformer": "st_oblique.modules.clip_class_tokens",
-    "ImageClassTokenTransformer": "st_oblique.modules.image_class_tokens",
-    "ExtraClassTokens": "st_oblique.modules.image_class_tokens",
+    "CLIPClassTokenTransformer": "st_oblique.modules.clip_class_token_transformer",
+    "ImageClassTokenTransformer": "st_oblique.modules.image_class_token_transformer",
+    "ExtraClassTokens": "st_oblique.modules.vit_towers",
     "OpenCLIPEncoder": "st_oblique.modules.open_clip_encoder",
     "ModalityRouter": "st_oblique.modules.modality_router",
 }
@@ -26,7 +33,6 @@ __all__ = [
     "ExtraClassTokens",
     "ImageClassTokenTransformer",
     "ModalityRouter",
-    "ObliqueLoadError",
     "ObliquePooling",
     "OpenCLIPEncoder",
 ]
@@ -41,7 +47,8 @@ def __getattr__(name: str) -> Any:
 
 
 if TYPE_CHECKING:
-    from st_oblique.modules.clip_class_tokens import CLIPClassTokenTransformer
-    from st_oblique.modules.image_class_tokens import ExtraClassTokens, ImageClassTokenTransformer
+    from st_oblique.modules.clip_class_token_transformer import CLIPClassTokenTransformer
+    from st_oblique.modules.image_class_token_transformer import ImageClassTokenTransformer
     from st_oblique.modules.modality_router import ModalityRouter
     from st_oblique.modules.open_clip_encoder import OpenCLIPEncoder
+    from st_oblique.modules.vit_towers import ExtraClassTokens

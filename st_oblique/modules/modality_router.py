@@ -11,13 +11,15 @@ class ModalityRouter(Router):
     """ST's :class:`~sentence_transformers.base.modules.Router` that routes by modality only.
 
     Each input batch goes to the route named after its modality (``"text"`` or ``"image"``, inferred by ST from the
-    inputs), whatever the ``task`` (``encode_query`` / ``encode_document`` use the same towers). Saving, loading,
+    inputs), whatever the ``task`` (``encode_query`` / ``encode_document`` use the same towers): it is a Router with
+    the public ``route_mappings={(None, "text"): "text", (None, "image"): "image"}``. Saving, loading,
     ``preprocess`` and ``forward`` are the Router's own.
 
-    Why a subclass: ST's trainer demands ``router_mapping`` (dataset column -> route) for every model containing a
-    ``Router``, because a query/document router cannot know which column is which. A modality router does not need
-    it: each column is routed by the modality of its values. So a dual encoder trains on a dataset with an
-    ``Image()`` column and a caption column with no extra training arguments.
+    Why a subclass: ST's trainer demands ``router_mapping`` (dataset column -> route) for models whose child is
+    exactly a ``Router``, because a query/document router cannot know which column is which. A modality router does
+    not need it: each column is routed by the modality of its values. So a dual encoder trains on a dataset with an
+    ``Image()`` column and a caption column with no extra training arguments (a behaviour of ST's trainer that
+    ``tests/test_compat.py`` pins, see :mod:`st_oblique._compat`).
 
     A batch mixing images and texts is rejected with ST's error ("This batch mixes multiple modalities ... Encode
     each modality separately"), as for any ST model.
@@ -49,24 +51,22 @@ class ModalityRouter(Router):
         image: list[Module] | None = None,
         **router_kwargs: Any,
     ) -> None:
-        # `sub_modules` and `router_kwargs` (default_route, ...) are what Router.load passes back on loading.
+        # `sub_modules` and `router_kwargs` (default_route, route_mappings...) are what Router.load passes back.
         if sub_modules is None:
             sub_modules = {name: modules for name, modules in (("text", text), ("image", image)) if modules}
         elif text is not None or image is not None:
             raise ValueError("Pass either sub_modules or text=/image=, not both.")
         if not sub_modules or set(sub_modules) - {"text", "image"}:
             raise ValueError(f"ModalityRouter routes 'text' and/or 'image'; got routes {sorted(sub_modules or {})}.")
-        if router_kwargs.get("route_mappings"):
-            raise ValueError("ModalityRouter routes by modality only; route_mappings are not supported.")
-        super().__init__(sub_modules, default_route=router_kwargs.get("default_route"))
-
-    def _resolve_route_name(self, task: str | None = None, modality: Any = None) -> str | None:
-        if isinstance(modality, str) and modality in self.sub_modules:
-            return modality
-        raise ValueError(
-            f"This model encodes {' and '.join(self.sub_modules)} inputs, one modality per batch; got "
-            f"{modality!r} inputs. Encode each modality separately."
-        )
+        # Router's public (task, modality) mappings: any task, routed by the modality of the batch.
+        by_modality = {(None, modality): modality for modality in sub_modules}
+        saved = router_kwargs.get("route_mappings")
+        if saved and dict(saved) != by_modality:
+            raise ValueError(
+                f"ModalityRouter routes by modality only ({by_modality}); got route_mappings={saved}. Use ST's "
+                "Router for routes by task."
+            )
+        super().__init__(sub_modules, default_route=router_kwargs.get("default_route"), route_mappings=by_modality)
 
     @property
     def class_token_placement(self) -> dict[str, str]:

@@ -20,22 +20,17 @@ from sentence_transformers.base.modules import InputModule
 from sentence_transformers.util import load_dir_path
 from torch import Tensor
 
-from st_oblique.modules.clip_class_tokens import after_eos_placement, append_class_positions
-from st_oblique.modules.image_class_tokens import (
-    batch_modality,
-    load_images,
-    make_extra_class_tokens,
-    vit_class_token_placement,
-    vit_tower,
-)
+from st_oblique.errors import ObliqueLoadError
+from st_oblique.images import batch_modality, load_images
+from st_oblique.modules.clip_class_token_transformer import after_eos_placement, append_class_positions
 from st_oblique.modules.pooling import _check_positive_int as check_positive_int
 from st_oblique.modules.serialization import (
-    ObliqueLoadError,
     describe_location,
     load_module_config,
     load_module_weights,
     with_version,
 )
+from st_oblique.modules.vit_towers import make_extra_class_tokens, vit_class_token_placement, vit_tower
 
 OPEN_CLIP_CONFIG = "open_clip_config.json"
 """open_clip's own config file (``{"model_cfg": ..., "preprocess_cfg": ...}``), as read by ``local-dir:`` and
@@ -267,16 +262,28 @@ class OpenCLIPEncoder(InputModule):
         return features
 
     def _text_token_states(self, input_ids: Tensor) -> Tensor:
+        """``(B, L, W_t)`` after ``ln_final``.
+
+        Causal towers run on the captions cut after their last class position (padding after it cannot change an
+        earlier state), with the same embedding, mask and layers as open_clip's ``encode_text``; checked against
+        ``encode_text`` on full-length input (tests/modules/test_open_clip_module.py). Bidirectional towers run
+        open_clip's own forward on the full-length input (its padding mask included), whose transformer output is
+        read by a forward hook.
+        """
         tower = self.text_tower
         if tower.attn_mask is None and isinstance(tower, TextTransformer):
-            # Bidirectional tower (full-length input): open_clip's own embedding, with its padding mask if any.
-            hidden, attn_mask = tower._embeds(input_ids)
-        else:
-            length = input_ids.shape[1]
-            cast_dtype = tower.transformer.get_cast_dtype()
-            hidden = tower.token_embedding(input_ids).to(cast_dtype)
-            hidden = hidden + tower.positional_embedding[:length].to(cast_dtype)
-            attn_mask = None if tower.attn_mask is None else tower.attn_mask[:length, :length]
+            states = []
+            handle = tower.transformer.register_forward_hook(lambda module, args, output: states.append(output))
+            try:
+                tower(input_ids)
+            finally:
+                handle.remove()
+            return tower.ln_final(states[0])
+        length = input_ids.shape[1]
+        cast_dtype = tower.transformer.get_cast_dtype()
+        hidden = tower.token_embedding(input_ids).to(cast_dtype)
+        hidden = hidden + tower.positional_embedding[:length].to(cast_dtype)
+        attn_mask = None if tower.attn_mask is None else tower.attn_mask[:length, :length]
         return tower.ln_final(tower.transformer(hidden, attn_mask=attn_mask))
 
     def _image_token_states(self, pixel_values: Tensor) -> Tensor:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal
 
 import torch
@@ -10,8 +11,9 @@ from sentence_transformers.base.modules import Module
 from torch import Tensor, nn
 
 from st_oblique import manifold
+from st_oblique._compat import similarity_fn_name_if_set
+from st_oblique.errors import ObliqueLoadError
 from st_oblique.modules.serialization import (
-    ObliqueLoadError,
     describe_location,
     load_module_config,
     load_module_weights,
@@ -150,8 +152,12 @@ class ObliquePooling(Module):
         num_attention_heads: attention heads for ``token_source="attention"``; by default the largest of
             8, 4, 2, 1 that divides the width.
         logit_scale: the multiplier on the oblique similarity the model was trained with (the inverse
-            temperature), recorded by the st-oblique losses; None when unknown. It does not change
-            embeddings; it is reported in the model card and turns scores into calibrated probabilities.
+            temperature); None when unknown. It does not change embeddings; it is reported in the model card and
+            turns scores into calibrated probabilities. While an st-oblique loss is training the model, the
+            value saved is that loss's current scale (see :meth:`record_temperatures_of`).
+        logit_bias: the logit bias of a sigmoid (SigLIP) loss the model was trained with, recorded like
+            ``logit_scale``; None for other losses. ``sigmoid(logit_scale * s + logit_bias)`` is then the
+            probability that a pair matches.
 
     Example::
 
@@ -178,6 +184,7 @@ class ObliquePooling(Module):
         "layer_norm",
         "num_attention_heads",
         "logit_scale",
+        "logit_bias",
     ]
 
     def __init__(
@@ -190,6 +197,7 @@ class ObliquePooling(Module):
         layer_norm: bool = True,
         num_attention_heads: int | dict[str, int] | None = None,
         logit_scale: float | None = None,
+        logit_bias: float | None = None,
     ) -> None:
         super().__init__()
         _check_positive_int("num_tokens", num_tokens)
@@ -214,7 +222,10 @@ class ObliquePooling(Module):
         self.per_token_projection = per_token_projection
         self.layer_norm = layer_norm
         self.num_attention_heads = _compact(heads)
-        self.logit_scale = None if logit_scale is None else float(logit_scale)
+        # A plain attribute (not module state): a callable giving the training loss's current values, if any.
+        self._temperature_source: Callable[[], dict[str, float]] | None = None
+        self.logit_scale = logit_scale
+        self.logit_bias = logit_bias
         self.heads = nn.ModuleDict(
             {
                 modality: ObliqueHead(
@@ -229,6 +240,55 @@ class ObliquePooling(Module):
                 for modality in widths
             }
         )
+
+    @property
+    def logit_scale(self) -> float | None:
+        """The scale the model was trained with: the training loss's current one, else the value loaded or set."""
+        return self._recorded("logit_scale")
+
+    @logit_scale.setter
+    def logit_scale(self, value: float | None) -> None:
+        self._store("logit_scale", value)
+
+    @property
+    def logit_bias(self) -> float | None:
+        """The sigmoid loss's logit bias the model was trained with (None for other losses)."""
+        return self._recorded("logit_bias")
+
+    @logit_bias.setter
+    def logit_bias(self, value: float | None) -> None:
+        self._store("logit_bias", value)
+
+    def record_temperatures_of(self, source: Callable[[], dict[str, float]]) -> None:
+        """Follow ``source`` (an st-oblique loss's ``temperature_values_to_record``): from now on ``logit_scale`` and
+        ``logit_bias`` (and so the saved config and the model card) are its current values.
+
+        The loss calls this when it is built, so every save during and after training records the scale it reached,
+        whatever trainer runs it. A loss built later for the same model replaces the earlier one; assigning
+        ``logit_scale`` or ``logit_bias`` yourself stops following the loss (its other value is kept as it is).
+        """
+        self._temperature_source = source
+
+    def _store(self, key: str, value: float | None) -> None:
+        source = self.__dict__.get("_temperature_source")
+        if source is not None:
+            self.__dict__.update({f"_stored_{name}": recorded for name, recorded in source().items()})
+            self._temperature_source = None
+        self.__dict__[f"_stored_{key}"] = None if value is None else float(value)
+
+    def _recorded(self, key: str) -> float | None:
+        if self._temperature_source is not None:
+            values = self._temperature_source()
+            return values.get(key)
+        return self.__dict__.get(f"_stored_{key}")
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Pickled copies (spawned data loader workers, torch.save) keep the values, not the loss.
+        state = dict(self.__dict__)
+        for key in ("logit_scale", "logit_bias"):
+            state[f"_stored_{key}"] = self._recorded(key)
+        state["_temperature_source"] = None
+        return state
 
     @property
     def modalities(self) -> list[str]:
@@ -268,15 +328,16 @@ class ObliquePooling(Module):
 
     def on_model_ready(self, model: BaseModel) -> None:
         """Make the owning model score with ``dot`` and warn about modules that break per-token unit norm."""
-        if getattr(model, "_similarity_fn_name", "dot") is None:
+        chosen = similarity_fn_name_if_set(model)
+        if chosen is None:
             model.similarity_fn_name = "dot"
-        elif getattr(model, "_similarity_fn_name", "dot") != "dot":
+        elif chosen != "dot":
             logger.warning(
-                f"This oblique model uses similarity_fn_name={model._similarity_fn_name!r}. Oblique scores are sums "
+                f"This oblique model uses similarity_fn_name={chosen!r}. Oblique scores are sums "
                 "of per-token cosines, i.e. the dot product of the flat embeddings; set "
                 "model.similarity_fn_name = 'dot' (cosine ranks the same but divides every score by K)."
             )
-        modules = list(model._modules.values())
+        modules = list(model.children())
         if self not in modules:
             return
         for later in modules[modules.index(self) + 1 :]:

@@ -18,14 +18,12 @@ from safetensors.torch import load_file as load_safetensors_file
 from sentence_transformers.util import load_file_path
 from torch import nn
 
+from st_oblique.errors import ObliqueLoadError
+
 VERSION_KEY = "st_oblique_version"
 """Key written into every st-oblique module config: the release that saved it."""
 
 HUB_KWARGS = ("subfolder", "token", "cache_folder", "revision", "local_files_only")
-
-
-class ObliqueLoadError(ValueError):
-    """A saved st-oblique module could not be loaded: the message names the file and what is wrong."""
 
 
 def hub_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import NamedTuple
 
-from st_oblique.cli import main
+from st_oblique.app.cli import main
 
 K, D = 4, 8
 TINY = ["--num-tokens", str(K), "--token-dim", str(D), "--batch-size", "4", "--no-progress"]

@@ -88,7 +88,7 @@ def test_push_a_trained_folder_with_its_scores(cli, hub, image_run):
     card = files["README.md"].decode()
     trained = json.loads((image_run / "eval" / "summary.json").read_text())["results"][0]
     assert "st-oblique Evaluation" in card and f"{trained['metrics']['acc1']:.4f}" in card
-    assert 'st_oblique.load("me/oblique-tiny")' in card
+    assert 'ObliqueSentenceTransformer("me/oblique-tiny")' in card
     # the pushed model loads and equals the local one
     local = st_oblique.load(str(image_run), device="cpu")
     pushed = st_oblique.load("me/oblique-tiny", device="cpu", token=WRITE_TOKEN)

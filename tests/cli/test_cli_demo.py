@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 import st_oblique
-from st_oblique.demo import DEMO_EVAL_SET, QUICK_STEPS, digits_split
+from st_oblique.app.demo import DEMO_EVAL_SET, QUICK_STEPS, digits_split
 
 
 def test_demo_trains_evaluates_saves_and_reloads(demo_run):

@@ -11,8 +11,8 @@ import pytest
 from cli.cli_helpers import TINY, partial_folders
 
 import st_oblique
-from st_oblique.training import train
-from st_oblique.training_config import TrainConfig
+from st_oblique.app.train_config import TrainConfig
+from st_oblique.app.train_pipeline import train
 
 UNWRITABLE_PARENT = Path("/sys/st-oblique-test")  # sysfs refuses new folders even to root
 """Where an output folder cannot be created (a chmod'ed folder does not stop root, which runs CI here)."""
@@ -165,7 +165,7 @@ def test_usage_and_config_file_errors(cli, tmp_path):
 
 
 def test_debug_shows_the_traceback(cli, assets, tmp_path):
-    with pytest.raises(st_oblique.training.BackboneError):
+    with pytest.raises(st_oblique.ObliqueLoadError):
         cli(*text_args(assets, tmp_path / "out", "--model", "./no/such/model", "--debug"))
 
 

@@ -39,7 +39,7 @@ def test_text_run_writes_model_card_config_report_and_plot(text_run):
     assert embeddings.shape == (8, K * D) and manifold.is_on_manifold(embeddings, num_tokens=K)
     assert st_oblique.describe_model(model).logit_scale == pytest.approx(training["final_scale"], rel=1e-6)
     card = (text_run / "README.md").read_text()
-    assert "ObliqueContrastiveLoss" in card and "st_oblique.load" in card
+    assert "ObliqueContrastiveLoss" in card and "ObliqueSentenceTransformer(" in card
     config = yaml.safe_load((text_run / "train_config.yaml").read_text())
     assert config["num_tokens"] == K and config["scale_mode"] == "learnable" and config["output_dir"] == str(text_run)
 

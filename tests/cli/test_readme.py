@@ -22,8 +22,8 @@ import pytest
 import tomllib
 from cli.cli_helpers import QUICK_DEMO, demo_args
 
-from st_oblique.cli import build_parser, main
-from st_oblique.config import parse_args_with_config
+from st_oblique.app.cli import build_parser, main
+from st_oblique.app.options import parse_args_with_config
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 README = REPO_ROOT / "README.md"

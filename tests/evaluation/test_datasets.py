@@ -21,8 +21,8 @@ from st_oblique.evaluation.datasets import (
     read_wds,
 )
 from st_oblique.evaluation.datasets.registry import FASHION_MNIST_CLASSES, IMAGENETTE_CLASSES
-from st_oblique.evaluation.encoding import load_image
 from st_oblique.evaluation.templates import DEFAULT_TEMPLATES, class_prompts, load_classnames, load_templates
+from st_oblique.images import load_image
 
 
 def test_image_folder_and_tar_give_the_same_dataset(tmp_path):

@@ -10,7 +10,8 @@ import torch
 from sentence_transformers import SentenceTransformer
 from tiny_models import tiny_images
 
-from st_oblique.evaluation.encoding import embedding_num_tokens, encode_images, load_image, oblique_num_tokens
+from st_oblique.evaluation.encoding import embedding_num_tokens, encode_images, oblique_num_tokens
+from st_oblique.images import load_image
 
 
 def test_oblique_tokens_are_read_from_the_model(clip_model, oblique_model, oblique_k1_model):
@@ -63,8 +64,8 @@ def test_text_only_model_is_refused_with_a_reason(text_model):
 
 
 def test_load_image_errors(tmp_path):
-    with pytest.raises(FileNotFoundError, match=r"missing\.png"):
+    with pytest.raises(ValueError, match=r"missing\.png.*does not exist"):
         load_image(tmp_path / "missing.png")
-    with pytest.raises(TypeError, match="Cannot read an image from a int"):
+    with pytest.raises(ValueError, match="Cannot use a int as an image"):
         load_image(3)
     assert load_image(np.zeros((4, 5), dtype=np.uint8)).mode == "RGB"

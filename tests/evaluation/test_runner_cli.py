@@ -8,11 +8,11 @@ from argparse import Namespace
 
 import pytest
 
+from st_oblique.app.evaluation_options import main
 from st_oblique.evaluation import zeroshot_classification, zeroshot_retrieval
-from st_oblique.evaluation.cli import main
 from st_oblique.evaluation.datasets import load_dataset
-from st_oblique.evaluation.results import EvaluationResult, read_results
 from st_oblique.evaluation.runner import compare_results, run_evaluation
+from st_oblique.result_records import EvaluationResult, read_results
 
 CLIP_BENCHMARK_KEYS = {"dataset", "model", "pretrained", "task", "metrics", "language"}
 

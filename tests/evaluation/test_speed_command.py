@@ -8,7 +8,7 @@ import json
 import pytest
 
 from evaluation.speed import SPEED_COMMAND
-from st_oblique.evaluation.cli import main
+from st_oblique.app.evaluation_options import main
 
 pytest.importorskip("clip_benchmark.metrics.zeroshot_classification")
 

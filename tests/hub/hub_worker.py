@@ -164,7 +164,7 @@ def load(workdir: Path) -> None:
     for repo, readme in report["readmes"].items():
         code = re.search(r"```python\n(.*?)```", readme, flags=re.DOTALL).group(1)
         if repo == TEXT_REPO:  # the card shows the default branch; this test pushed to a branch
-            code = code.replace(f'st_oblique.load("{TEXT_REPO}")', f'st_oblique.load("{TEXT_REPO}", revision="{TEXT_BRANCH}")')
+            code = code.replace(f'ObliqueSentenceTransformer("{TEXT_REPO}")', f'ObliqueSentenceTransformer("{TEXT_REPO}", revision="{TEXT_BRANCH}")')
         namespace: dict = {}
         exec(compile(code, f"README snippet of {repo}", "exec"), namespace)
         report["snippets"][repo] = {

@@ -112,7 +112,7 @@ def test_card_has_a_valid_header_and_the_oblique_section(round_trip, repo):
     assert "K = 4 tokens of d = 8 dimensions" in readme
     assert "in [-4, 4]" in readme and 'similarity_fn_name="dot"' in readme
     assert "pip install -U st-oblique" in readme
-    assert f'st_oblique.load("{repo}")' in readme
+    assert f'ObliqueSentenceTransformer("{repo}")' in readme
     assert "Training loss:** `ObliqueContrastiveLoss`" in readme
     assert "@article{sun2022design" in readme
     if repo == CLIP_REPO:

@@ -61,7 +61,7 @@ def test_saved_card_has_the_oblique_section(text_model, tmp_path):
     assert "Training loss:** not recorded" in readme
     assert f"**Parameters:** {sum(p.numel() for p in text_model.parameters()):,}" in readme
     assert "pip install -U st-oblique" in readme and "pip install -U sentence-transformers" not in readme
-    assert 'model = st_oblique.load("sentence_transformers_model_id")' in readme
+    assert 'model = ObliqueSentenceTransformer("sentence_transformers_model_id")' in readme
     assert "# Oblique similarity: the sum of the 4 per-token cosines, in [-4, 4]" in readme
     assert "@article{sun2022design" in readme
     assert f"{EVALUATION_START}\n\n{EVALUATION_END}" in readme  # empty until results are given
@@ -83,7 +83,7 @@ def test_snippet_of_a_model_with_query_and_document_prompts(tiny_bert_dir):
     model.model_card_data.ir_model = True
     model.model_card_data.model_id = "user/oblique-ir"
     snippet = model.model_card_data.generate_usage_snippet()
-    assert 'model = st_oblique.load("user/oblique-ir")' in snippet
+    assert 'model = ObliqueSentenceTransformer("user/oblique-ir")' in snippet
     assert "query_embeddings = model.encode_query(queries)" in snippet
     assert "similarities = model.similarity(query_embeddings, document_embeddings)" in snippet
 
@@ -198,7 +198,7 @@ def test_write_model_card_keeps_a_loaded_card_and_adds_results(text_model, tmp_p
     )
     card = output.read_text(encoding="utf-8")
     assert "Hand-written note." in card and "| sts | spearman | 0.7500 |" in card
-    assert 'st_oblique.load("user/oblique")' in card
+    assert 'ObliqueSentenceTransformer("user/oblique")' in card
     assert not (tmp_path / "cards" / "assets").exists()
 
 
@@ -230,7 +230,7 @@ def test_loaded_card_is_reused_and_its_model_id_filled_in(text_model, tmp_path):
     loaded.save(str(tmp_path / "again"))
     readme = (tmp_path / "again" / "README.md").read_text(encoding="utf-8")
     assert "Hand-written note." in readme  # Sentence Transformers' rule: an untrained loaded model keeps its card
-    assert 'st_oblique.load("user/oblique")' in readme and "sentence_transformers_model_id" not in readme
+    assert 'ObliqueSentenceTransformer("user/oblique")' in readme and "sentence_transformers_model_id" not in readme
 
 
 def test_card_written_by_plain_sentence_transformers_is_regenerated(text_model, tmp_path):
@@ -245,7 +245,7 @@ def test_card_written_by_plain_sentence_transformers_is_regenerated(text_model, 
     loaded = st_oblique.load(str(path))
     loaded.save(str(tmp_path / "oblique"))
     readme = (tmp_path / "oblique" / "README.md").read_text(encoding="utf-8")
-    assert "### Oblique Embedding" in readme and "st_oblique.load(" in readme
+    assert "### Oblique Embedding" in readme and 'ObliqueSentenceTransformer("' in readme
     (path / "README.md").write_text("# My oblique model\n\nLoad it with st_oblique.load.\n", encoding="utf-8")
     st_oblique.load(str(path)).save(str(tmp_path / "hand_written"))
     assert (tmp_path / "hand_written" / "README.md").read_text(encoding="utf-8").startswith("# My oblique model")

@@ -14,7 +14,7 @@ from huggingface_hub.errors import HfHubHTTPError
 from tiny_models import SENTENCES
 
 import st_oblique
-from st_oblique.hub import HubPushError
+from st_oblique.errors import HubPushError
 
 
 def folder_digest(path: Path) -> dict[str, str]:

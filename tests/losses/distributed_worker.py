@@ -62,12 +62,12 @@ def cached_model(tiny_bert_dir: str, rank: int, world_size: int) -> dict:
             grad = parameter.grad.clone()
             dist.all_reduce(grad)
             grads[name] = grad / world_size
-    return {"loss": value.detach(), "model_grads": grads, "scale_grad": loss.logit_scale.log_value.grad}
+    return {"loss": value.detach(), "model_grads": grads, "scale_grad": loss.logit_scale.log_scale_bias.grad}
 
 
 def trainer_run(tiny_bert_dir: str, output_dir: str) -> dict:
     from datasets import Dataset
-    from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+    from sentence_transformers import SentenceTransformerTrainingArguments
 
     from st_oblique import ObliqueContrastiveLoss
 
@@ -79,9 +79,11 @@ def trainer_run(tiny_bert_dir: str, output_dir: str) -> dict:
         logging_steps=1, save_strategy="no", report_to=[], use_cpu=True, seed=0, dataloader_drop_last=True,
     )
     dataset = Dataset.from_dict({"anchor": anchors, "positive": positives})
-    trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=dataset, loss=loss)
+    from st_oblique import ObliqueTrainer
+
+    trainer = ObliqueTrainer(model=model, args=args, train_dataset=dataset, loss=loss)
     trainer.train()
-    group = next(g for g in trainer.optimizer.param_groups if any(p is loss.logit_scale.log_value for p in g["params"]))
+    group = next(g for g in trainer.optimizer.param_groups if any(p is loss.logit_scale.log_scale_bias for p in g["params"]))
     return {
         "global_step": trainer.state.global_step,
         "scale": loss.scale,

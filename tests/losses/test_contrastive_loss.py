@@ -90,12 +90,12 @@ def test_k16_equals_a_float64_reference(num_columns, directions, learnable):
     ).double()
     leaves = [column.clone().requires_grad_() for column in columns]
     # the learnable parameter was created in float32: take its exact value
-    initial = loss.logit_scale.log_value.detach() if learnable else torch.tensor(math.log(1.7), dtype=torch.float64)
+    initial = loss.logit_scale.log_scale_bias.detach() if learnable else torch.tensor(math.log(1.7), dtype=torch.float64)
     log_scale = initial.clone().requires_grad_()
     expected = reference_loss(leaves, log_scale, 16, directions)
     expected_grads = torch.autograd.grad(expected, [*leaves, log_scale])
     value = loss.compute_loss_from_embeddings(leaves)
-    inputs = [*leaves, loss.logit_scale.log_value] if learnable else leaves
+    inputs = [*leaves, loss.logit_scale.log_scale_bias] if learnable else leaves
     grads = torch.autograd.grad(value, inputs)
     torch.testing.assert_close(value, expected, atol=1e-12, rtol=1e-12)
     for mine, theirs in zip(grads, expected_grads[: len(inputs)], strict=True):  # no scale gradient when fixed
@@ -115,16 +115,16 @@ def test_raw_sums_by_default_span_minus_k_to_k():
 
 def test_learnable_scale_is_log_parameterized_and_capped_like_open_clip():
     loss = ObliqueContrastiveLoss(pooling_holder(), scale=2.0, learnable_scale=True, max_scale=PAPER_MAX_SCALE)
-    assert torch.isclose(loss.logit_scale.log_value, torch.tensor(math.log(2.0)))
-    assert loss.temperature_parameters() == {"logit_scale": loss.logit_scale.log_value}
+    assert torch.isclose(loss.logit_scale.log_scale_bias, torch.tensor(math.log(2.0)))
+    assert loss.temperature_parameters() == {"logit_scale": loss.logit_scale.log_scale_bias}
     columns = global_embeddings(2, dtype=torch.float32)
     with torch.no_grad():
-        loss.logit_scale.log_value.fill_(math.log(10.0))  # an optimizer step overshot the cap
+        loss.logit_scale.log_scale_bias.fill_(math.log(10.0))  # an optimizer step overshot the cap
     value = loss.compute_loss_from_embeddings(columns)
     assert loss.scale == pytest.approx(PAPER_MAX_SCALE, rel=1e-6)
     # The clamp acts on the parameter, not inside the graph: the gradient still flows at the cap.
     value.backward()
-    assert loss.logit_scale.log_value.grad is not None and loss.logit_scale.log_value.grad != 0
+    assert loss.logit_scale.log_scale_bias.grad is not None and loss.logit_scale.log_scale_bias.grad != 0
     capped = ObliqueContrastiveLoss(pooling_holder(), scale=PAPER_MAX_SCALE, learnable_scale=True, max_scale=None)
     assert capped.max_scale is None
     with pytest.raises(ValueError, match="above max_scale"):
@@ -200,7 +200,7 @@ def test_trains_a_real_model_from_features(tiny_bert_dir):
     value.backward()
     assert value.item() > 0
     assert model[1].heads["default"].projection.grad is not None
-    assert loss.logit_scale.log_value.grad is not None
+    assert loss.logit_scale.log_scale_bias.grad is not None
 
 
 def test_config_and_citation_for_the_model_card(tiny_bert_dir):

@@ -71,7 +71,7 @@ def test_cached_gathered_loss_with_ddp_averaging_equals_one_process(ranks, tiny_
         if parameter.grad is not None:
             torch.testing.assert_close(results[0]["model_grads"][name], parameter.grad, rtol=1e-5, atol=1e-12)
     for r in results:
-        torch.testing.assert_close(r["scale_grad"], loss.logit_scale.log_value.grad, rtol=1e-6, atol=1e-12)
+        torch.testing.assert_close(r["scale_grad"], loss.logit_scale.log_scale_bias.grad, rtol=1e-6, atol=1e-12)
 
 
 def test_trainer_runs_two_steps_on_two_processes_and_keeps_them_in_sync(ranks):

@@ -21,7 +21,7 @@ def grads_of(value: torch.Tensor, loss: ObliqueSigmoidLoss, leaves: list[torch.T
 def test_k1_equals_open_clip_siglip(dtype, tolerance):
     image, text = (c.requires_grad_() for c in global_embeddings(2, batch_size=16, num_tokens=1, token_dim=32, dtype=dtype))
     loss = ObliqueSigmoidLoss(pooling_holder(num_tokens=1, token_dim=32), scale=10.0, bias=-10.0).to(dtype)
-    log_scale = loss.logit_scale.log_value.detach().clone().requires_grad_()
+    log_scale = loss.logit_scale.log_scale_bias.detach().clone().requires_grad_()
     bias = loss.logit_bias.detach().clone().requires_grad_()
     expected = SigLipLoss()(image, text, log_scale.exp(), bias)
     expected_grads = torch.autograd.grad(expected, [image, text, log_scale, bias])
@@ -36,7 +36,7 @@ def test_k16_with_hard_negatives_equals_a_float64_reference():
     loss = ObliqueSigmoidLoss(pooling_holder(16, 32), scale=0.8, bias=-7.0).double()
     value = loss.compute_loss_from_embeddings(columns)
 
-    log_scale = loss.logit_scale.log_value.detach().clone().requires_grad_()
+    log_scale = loss.logit_scale.log_scale_bias.detach().clone().requires_grad_()
     bias = loss.logit_bias.detach().clone().requires_grad_()
     anchors, *candidate_columns = (manifold.to_tokens(c, 16) for c in columns)
     candidates = torch.cat(candidate_columns)

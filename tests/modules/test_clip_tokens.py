@@ -21,8 +21,8 @@ from tiny_models import (
 from transformers import CLIPModel, CLIPProcessor
 
 import st_oblique
-from st_oblique import manifold
-from st_oblique.modules import CLIPClassTokenTransformer, ObliqueLoadError
+from st_oblique import ObliqueLoadError, manifold
+from st_oblique.modules import CLIPClassTokenTransformer
 
 K, D = 4, 8
 

@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 from tiny_models import tiny_images
 
-from st_oblique.modules.image_class_tokens import load_image, load_images
+from st_oblique.images import load_image, load_images
 
 
 def pixels(image: Image.Image) -> np.ndarray:
@@ -55,7 +55,7 @@ def test_a_damaged_file_is_named(tmp_path):
 def test_non_images_are_refused():
     with pytest.raises(ValueError, match=r"must be \{'image'"):
         load_image({"image": tiny_images(1)[0], "text": "a caption"})
-    with pytest.raises(ValueError, match="3 dimensions"):
-        load_image(np.zeros((4, 4)))
+    with pytest.raises(ValueError, match=r"2 \(H, W\) or 3 \(HWC or CHW\) dimensions"):
+        load_image(np.zeros((1, 4, 4, 3)))
     with pytest.raises(ValueError, match="Cannot use a int"):
         load_image(3)

@@ -18,8 +18,8 @@ from tiny_models import (
 )
 
 import st_oblique
-from st_oblique import manifold
-from st_oblique.modules import ObliqueLoadError, OpenCLIPEncoder
+from st_oblique import ObliqueLoadError, manifold
+from st_oblique.modules import OpenCLIPEncoder
 
 K, D = 4, 8
 TINY_RESNET = {"image_size": 32, "layers": [1, 1, 1, 1], "width": 8, "head_width": 16}

@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import st_oblique
-from st_oblique.modules.serialization import ObliqueLoadError
+from st_oblique import ObliqueLoadError
 
 
 @pytest.fixture(scope="module")

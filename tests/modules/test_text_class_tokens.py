@@ -6,7 +6,7 @@ from sentence_transformers.sentence_transformer.modules import Transformer
 from tiny_models import SENTENCES, tiny_bert
 from transformers import GPT2Config, GPT2Model
 
-from st_oblique.modules.text_class_tokens import ClassTokenTransformer, prepend_class_tokens
+from st_oblique.modules.class_token_transformer import ClassTokenTransformer, prepend_class_tokens
 
 
 def token_states(module, texts, **kwargs):

@@ -1,7 +1,7 @@
 """The two dataset shapes the zero-shot harness evaluates: labelled images and captioned images.
 
 Images are held as a lazy sequence (``len`` and indexing) of anything
-:func:`st_oblique.evaluation.encoding.load_image` reads (paths, encoded bytes, arrays, PIL images), so a
+:func:`st_oblique.images.load_image` reads (paths, encoded bytes, arrays, PIL images), so a
 dataset of thousands of photos costs no memory until a batch is encoded.
 
 Example::

@@ -4,7 +4,7 @@ files. A run's resolved configuration is saved next to its model as ``train_conf
 
 Example::
 
-    from st_oblique.training_config import TrainConfig
+    from st_oblique.app.train_config import TrainConfig
 
     config = TrainConfig.from_file("runs/lit-oblique/train_config.yaml", output_dir="runs/lit-oblique-2")
     config.validate()
@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from st_oblique.config import ConfigError, read_config_file
+from st_oblique.app.options import read_config_file
+from st_oblique.errors import ObliqueConfigError
 
 __all__ = ["MODEL_DEFINING_OPTIONS", "TrainConfig"]
 
@@ -38,7 +39,7 @@ OUTPUT = "output"
 
 def _option(default: Any, group: str, help: str, **metadata: Any) -> Any:
     """A field of :class:`TrainConfig`: its default (a list default is copied for every config), its section of
-    ``--help``, its help text and option details (see :func:`st_oblique.config.add_dataclass_options`)."""
+    ``--help``, its help text and option details (see :func:`st_oblique.app.options.add_dataclass_options`)."""
     metadata = {"help": help, "group": group, **metadata}
     if isinstance(default, list):
         return field(default_factory=default.copy, metadata=metadata)
@@ -204,7 +205,7 @@ class TrainConfig:
         values = {key.replace("-", "_"): value for key, value in values.items()}
         unknown = sorted(set(values) - set(cls.field_names()))
         if unknown:
-            raise ConfigError(f"Unknown training option(s) {unknown}; see `st-oblique train --help`.")
+            raise ObliqueConfigError(f"Unknown training option(s) {unknown}; see `st-oblique train --help`.")
         return cls(**values)
 
     @classmethod
@@ -238,26 +239,26 @@ class TrainConfig:
         return f"{self.backbone} {self.model}{f' ({self.pretrained})' if self.pretrained else ''}"
 
     def validate(self, *, has_data: bool = False) -> None:
-        """Raise :class:`~st_oblique.config.ConfigError` (one sentence, with the fix) for an unusable config.
+        """Raise :class:`~st_oblique.app.options.ObliqueConfigError` (one sentence, with the fix) for an unusable config.
 
         Args:
             has_data: training data is passed to :func:`train` directly (no data option needed).
         """
         if self.backbone is None:
-            raise ConfigError("Choose a backbone: --backbone clip, open_clip, text or dual.")
+            raise ObliqueConfigError("Choose a backbone: --backbone clip, open_clip, text or dual.")
         if self.backbone not in ("clip", "open_clip", "text", "dual"):
-            raise ConfigError(f"Unknown backbone {self.backbone!r}; choose clip, open_clip, text or dual.")
+            raise ObliqueConfigError(f"Unknown backbone {self.backbone!r}; choose clip, open_clip, text or dual.")
         if self.backbone == "dual":
             if not (self.text_model and self.image_model):
-                raise ConfigError("--backbone dual needs --text-model and --image-model.")
+                raise ObliqueConfigError("--backbone dual needs --text-model and --image-model.")
             if self.model:
-                raise ConfigError("--backbone dual takes --text-model and --image-model, not --model.")
+                raise ObliqueConfigError("--backbone dual takes --text-model and --image-model, not --model.")
         elif not (self.model or (self.backbone == "open_clip" and self.open_clip_config)):
-            raise ConfigError(f"--backbone {self.backbone} needs --model (the backbone's id, folder or name).")
+            raise ObliqueConfigError(f"--backbone {self.backbone} needs --model (the backbone's id, folder or name).")
         if self.backbone != "open_clip" and (self.pretrained or self.open_clip_config or self.open_clip_model_kwargs):
-            raise ConfigError("--pretrained, --open-clip-config and --open-clip-model-kwargs are for --backbone open_clip.")
+            raise ObliqueConfigError("--pretrained, --open-clip-config and --open-clip-model-kwargs are for --backbone open_clip.")
         if self.backbone not in ("text", "dual") and self.token_source is not None:
-            raise ConfigError("--token-source applies to text and dual backbones (CLIP towers use their class tokens).")
+            raise ObliqueConfigError("--token-source applies to text and dual backbones (CLIP towers use their class tokens).")
         for name in ("num_tokens", "token_dim", "batch_size", "logging_steps", "eval_batch_size", "mini_batch_size"):
             _check_positive(name, getattr(self, name), integer=True)
         for name in ("max_steps", "save_steps", "max_train_samples", "eval_max_samples", "max_seq_length"):
@@ -270,22 +271,22 @@ class TrainConfig:
         if self.scale_learning_rate is not None:
             _check_positive("scale_learning_rate", self.scale_learning_rate)
         if self.loss not in ("contrastive", "cached", "sigmoid"):
-            raise ConfigError(f"Unknown loss {self.loss!r}; choose contrastive, cached or sigmoid.")
+            raise ObliqueConfigError(f"Unknown loss {self.loss!r}; choose contrastive, cached or sigmoid.")
         if self.scale_mode not in (None, "fixed", "learnable"):
-            raise ConfigError(f"Unknown scale mode {self.scale_mode!r}; choose fixed or learnable.")
+            raise ObliqueConfigError(f"Unknown scale mode {self.scale_mode!r}; choose fixed or learnable.")
         if self.batch_size < 2:
-            raise ConfigError("--batch-size must be at least 2: the other rows of a batch are the negatives.")
+            raise ObliqueConfigError("--batch-size must be at least 2: the other rows of a batch are the negatives.")
         if self.max_steps is None and not (isinstance(self.epochs, (int, float)) and self.epochs > 0):
-            raise ConfigError(f"--epochs must be positive (or give --max-steps), got {self.epochs!r}.")
+            raise ObliqueConfigError(f"--epochs must be positive (or give --max-steps), got {self.epochs!r}.")
         if not (isinstance(self.warmup, (int, float)) and self.warmup >= 0):
-            raise ConfigError(f"--warmup must be a fraction (< 1) or a number of steps (>= 1), got {self.warmup!r}.")
+            raise ObliqueConfigError(f"--warmup must be a fraction (< 1) or a number of steps (>= 1), got {self.warmup!r}.")
         if not has_data and not (self.dataset or self.captions or self.pairs):
-            raise ConfigError("Give training data: --dataset ID_OR_FOLDER, --captions FILE --images PATH, or --pairs FILE.")
+            raise ObliqueConfigError("Give training data: --dataset ID_OR_FOLDER, --captions FILE --images PATH, or --pairs FILE.")
         for entry in self.eval_dataset_paths:
             if "=" not in entry:
-                raise ConfigError(f"--eval-dataset-path takes NAME=PATH, got {entry!r}.")
+                raise ObliqueConfigError(f"--eval-dataset-path takes NAME=PATH, got {entry!r}.")
         if not self.output_dir:
-            raise ConfigError("Give --output-dir: where the trained model, its card and report go.")
+            raise ObliqueConfigError("Give --output-dir: where the trained model, its card and report go.")
 
     @property
     def checkpoints_path(self) -> Path:
@@ -313,4 +314,4 @@ def _check_positive(name: str, value: Any, integer: bool = False) -> None:
     valid = isinstance(value, int) if integer else isinstance(value, (int, float)) and math.isfinite(value)
     if isinstance(value, bool) or not valid or value <= 0:
         kind = "a positive integer" if integer else "a positive number"
-        raise ConfigError(f"--{name.replace('_', '-')} must be {kind}, got {value!r}.")
+        raise ObliqueConfigError(f"--{name.replace('_', '-')} must be {kind}, got {value!r}.")

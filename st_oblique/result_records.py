@@ -8,7 +8,7 @@ fingerprint), so ``clip_benchmark build *.json`` can tabulate them. st-oblique a
 
 Example::
 
-    from st_oblique.evaluation.results import EvaluationResult, read_results, write_result
+    from st_oblique.result_records import EvaluationResult, read_results, write_result
 
     result = EvaluationResult(model="oblique", pretrained="w-1234", dataset="imagenette",
                               task="zeroshot_classification", metrics={"acc1": 0.41, "acc5": 0.83})

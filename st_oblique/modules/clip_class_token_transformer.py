@@ -8,14 +8,10 @@ from typing import Any
 import torch
 from sentence_transformers.base.modules import Transformer
 
-from st_oblique.modules.image_class_tokens import (
-    ImageClassTokensMixin,
-    batch_modality,
-    load_images,
-    vit_class_token_placement,
-    vit_tower,
-)
-from st_oblique.modules.text_class_tokens import ClassTokenTransformer
+from st_oblique.images import batch_modality, load_images
+from st_oblique.modules.class_token_transformer import ClassTokenTransformer
+from st_oblique.modules.image_class_token_transformer import ImageClassTokensMixin
+from st_oblique.modules.vit_towers import vit_class_token_placement, vit_tower
 
 logger = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""The ``st-oblique train`` pipeline: build an oblique model, train it with ``SentenceTransformerTrainer``, evaluate
+"""The ``st-oblique train`` pipeline: build an oblique model, train it with :class:`~st_oblique.ObliqueTrainer` (Sentence Transformers' trainer), evaluate
 it with the evaluation harness, and save model, card, report and plot into one output folder.
 
 Everything a run needs is one :class:`TrainConfig` (every field is also a command-line option and a key of a
@@ -7,19 +7,19 @@ Everything a run needs is one :class:`TrainConfig` (every field is also a comman
 1. checks the configuration, the output folder (before anything is loaded) and the evaluation sets;
 2. builds the model (:func:`build_model`: HF CLIP, open_clip, a text encoder, or text + image towers), freezes
    what is asked (:func:`freeze_parameters`, e.g. a LiT-style locked image tower), loads and checks the data
-   (:mod:`st_oblique.training_data`) and builds the loss (:func:`build_loss`);
+   (:mod:`st_oblique.app.train_data`) and builds the loss (:func:`build_loss`);
 3. optionally evaluates the untrained model, trains through ``SentenceTransformerTrainer`` (so ``accelerate
    launch`` and ``torchrun`` work unchanged; progress bars and logs show the loss and the learned scale), and
    evaluates the trained model;
 4. writes into a staging folder that becomes ``output_dir`` only when everything succeeded
-   (:mod:`st_oblique.output_dir`): the model with its card (``README.md``), ``train_config.yaml`` (the resolved
+   (:mod:`st_oblique.app.output_dir`): the model with its card (``README.md``), ``train_config.yaml`` (the resolved
    configuration, usable as ``--config``), ``training_report.json``, ``training.png`` (loss and scale curves,
    scores), ``eval/`` (and ``eval_untrained/``) from the evaluation harness;
 5. optionally pushes the model to the Hub.
 
 Example::
 
-    from st_oblique.training import TrainConfig, train
+    from st_oblique.app.train_pipeline import TrainConfig, train
 
     config = TrainConfig(
         backbone="dual", text_model="../shared/weights/all-MiniLM-L6-v2",
@@ -45,10 +45,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from st_oblique.config import ConfigError, read_config_file, write_config_file
-from st_oblique.output_dir import staged_output_dir
-from st_oblique.training_config import MODEL_DEFINING_OPTIONS, TrainConfig
-from st_oblique.training_data import TrainingData, _first_line, check_modalities, load_training_data
+from st_oblique.app.options import read_config_file, write_config_file
+from st_oblique.app.output_dir import staged_output_dir
+from st_oblique.app.train_config import MODEL_DEFINING_OPTIONS, TrainConfig
+from st_oblique.app.train_data import TrainingData, _first_line, check_modalities, load_training_data
+from st_oblique.errors import CheckpointError, ObliqueConfigError, ObliqueLoadError, PushAfterTrainingError
+from st_oblique.trainer import ObliqueTrainer
 
 if TYPE_CHECKING:
     from torch import nn
@@ -57,8 +59,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CONFIG_FILE",
-    "BackboneError",
     "CheckpointError",
+    "ObliqueLoadError",
     "PushAfterTrainingError",
     "TrainConfig",
     "TrainResult",
@@ -75,18 +77,6 @@ CONFIG_FILE = "train_config.yaml"
 """The resolved configuration, written next to the model and into every checkpoint."""
 REPORT_FILE = "training_report.json"
 PLOT_FILE = "training.png"
-
-class BackboneError(ValueError):
-    """The backbone cannot be built (unknown id or name, wrong kind of model); the message says what to pass."""
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be resumed from (missing, or from a different model); the message says why."""
-
-
-class PushAfterTrainingError(RuntimeError):
-    """The run succeeded and its output folder is complete, but the push to the Hub failed."""
-
 
 @dataclass
 class TrainResult:
@@ -111,7 +101,7 @@ def build_model(config: TrainConfig) -> ObliqueSentenceTransformer:
     """The untrained oblique model described by ``config`` (see the ``model`` options of :class:`TrainConfig`).
 
     Raises:
-        BackboneError: the backbone cannot be loaded or is not the kind ``config.backbone`` says.
+        ObliqueLoadError: the backbone cannot be loaded or is not the kind ``config.backbone`` says.
     """
     import st_oblique
 
@@ -151,10 +141,10 @@ def build_model(config: TrainConfig) -> ObliqueSentenceTransformer:
             text_token_source=config.token_source or "first", image_token_source=config.image_token_source,
             **loading, **common,
         )
-    except BackboneError:
+    except ObliqueLoadError:
         raise
     except Exception as error:
-        raise BackboneError(
+        raise ObliqueLoadError(
             f"Cannot build the {config.backbone} backbone from {name!r}: {_first_line(error)}. "
             f"{_BACKBONE_HINTS[config.backbone]}"
         ) from error
@@ -177,14 +167,14 @@ def register_open_clip_config(path: str | Path) -> str:
 
     path = Path(path)
     if not path.is_file():
-        raise BackboneError(f"open_clip config file not found: {path}")
+        raise ObliqueLoadError(f"open_clip config file not found: {path}")
     try:
         architecture = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as error:
-        raise BackboneError(f"Cannot read the open_clip config {path}: {_first_line(error)}") from error
+        raise ObliqueLoadError(f"Cannot read the open_clip config {path}: {_first_line(error)}") from error
     missing = [key for key in ("embed_dim", "vision_cfg", "text_cfg") if key not in architecture]
     if missing:
-        raise BackboneError(f"The open_clip config {path} lacks {missing}; see open_clip's model_configs/*.json.")
+        raise ObliqueLoadError(f"The open_clip config {path} lacks {missing}; see open_clip's model_configs/*.json.")
     open_clip.add_model_config(path)
     return path.stem
 
@@ -202,7 +192,7 @@ def freeze_parameters(
         ``{"frozen": parameters frozen, "trainable": parameters still trained}`` (counts of scalars).
 
     Raises:
-        ConfigError: a pattern that matches no parameter.
+        ObliqueConfigError: a pattern that matches no parameter.
     """
     frozen_ids: set[int] = set()
     for modality, locked in (("image", lock_image_tower), ("text", lock_text_tower)):
@@ -220,13 +210,13 @@ def freeze_parameters(
         matches = [parameter for name, parameter in named if expression.search(name)]
         if not matches:
             examples = ", ".join(name for name, _ in named[:3])
-            raise ConfigError(f"--freeze {pattern!r} matches no parameter name (names look like {examples}).")
+            raise ObliqueConfigError(f"--freeze {pattern!r} matches no parameter name (names look like {examples}).")
         for parameter in matches:
             parameter.requires_grad_(False)
             frozen_ids.add(id(parameter))
     trainable = sum(parameter.numel() for _, parameter in named if parameter.requires_grad)
     if trainable == 0:
-        raise ConfigError("Every parameter is frozen; unlock a tower or remove a --freeze pattern.")
+        raise ObliqueConfigError("Every parameter is frozen; unlock a tower or remove a --freeze pattern.")
     frozen = sum(parameter.numel() for _, parameter in named if id(parameter) in frozen_ids)
     return {"frozen": frozen, "trainable": trainable}
 
@@ -238,14 +228,14 @@ def _keep_in_eval_mode(module: nn.Module, args: Any) -> None:
 
 def _tower(model: nn.Module, modality: str) -> tuple[list, list]:
     """``(parameters, modules to keep in eval mode)`` of the pretrained ``modality`` tower of an oblique model."""
-    from st_oblique.modules.clip_class_tokens import CLIPClassTokenTransformer
+    from st_oblique.modules.clip_class_token_transformer import CLIPClassTokenTransformer
     from st_oblique.modules.modality_router import ModalityRouter
     from st_oblique.modules.open_clip_encoder import OpenCLIPEncoder
 
     first = model[0]
     if isinstance(first, ModalityRouter):
         if modality not in first.sub_modules:
-            raise ConfigError(f"This model has no {modality} tower to lock.")
+            raise ObliqueConfigError(f"This model has no {modality} tower to lock.")
         backbone = first.sub_modules[modality][0].model
         return list(backbone.parameters()), [backbone]
     if isinstance(first, CLIPClassTokenTransformer):
@@ -261,7 +251,7 @@ def _tower(model: nn.Module, modality: str) -> tuple[list, list]:
         return text, [transformer] if transformer is not None else []
     if modality == "text" and hasattr(first, "model"):
         return list(first.model.parameters()), [first.model]
-    raise ConfigError(f"Cannot lock the {modality} tower of a model whose first module is {type(first).__name__}.")
+    raise ObliqueConfigError(f"Cannot lock the {modality} tower of a model whose first module is {type(first).__name__}.")
 
 
 def build_loss(model: ObliqueSentenceTransformer, config: TrainConfig) -> nn.Module:
@@ -377,7 +367,7 @@ def training_arguments(config: TrainConfig, output_dir: Path) -> Any:
     try:
         return SentenceTransformerTrainingArguments(**arguments)
     except (TypeError, ValueError) as error:
-        raise ConfigError(f"Invalid training arguments: {_first_line(error)}") from error
+        raise ObliqueConfigError(f"Invalid training arguments: {_first_line(error)}") from error
 
 
 def check_eval_sets(config: TrainConfig) -> dict[str, float]:
@@ -388,7 +378,7 @@ def check_eval_sets(config: TrainConfig) -> dict[str, float]:
 
     unknown = set(config.eval_paths) - set(config.eval_datasets)
     if unknown:
-        raise ConfigError(f"--eval-dataset-path names datasets that are not evaluated: {sorted(unknown)}.")
+        raise ObliqueConfigError(f"--eval-dataset-path names datasets that are not evaluated: {sorted(unknown)}.")
     chance = {}
     for name in config.eval_datasets:
         data = load_dataset(name, config.eval_paths.get(name), data_root=config.data_root,
@@ -446,8 +436,8 @@ def train(
         The result on the main process; None on the other processes of a distributed run.
 
     Raises:
-        ConfigError, BackboneError, CheckpointError, st_oblique.training_data.TrainingDataError,
-        st_oblique.output_dir.OutputDirError: bad input, found before training where possible. Nothing is
+        ObliqueConfigError, ObliqueLoadError, CheckpointError, st_oblique.app.train_data.TrainingDataError,
+        st_oblique.app.output_dir.OutputDirError: bad input, found before training where possible. Nothing is
         written into ``output_dir`` unless the whole run succeeds.
     """
     config = config.resolved()
@@ -501,7 +491,6 @@ def _leave_process_group() -> None:
 def _train_steps(
     config: TrainConfig, train_data: TrainingData | None, command: str | None, *, staging: Path | None, run_name: str
 ) -> TrainResult | None:
-    from sentence_transformers import SentenceTransformerTrainer
     from transformers import set_seed
 
     started = time.monotonic()
@@ -531,7 +520,7 @@ def _train_steps(
 
     checkpoints = config.checkpoints_path
     arguments = training_arguments(config, checkpoints)
-    trainer = SentenceTransformerTrainer(
+    trainer = ObliqueTrainer(
         model=model, args=arguments, train_dataset=train_data.dataset, loss=loss,
         callbacks=[_config_saving_callback(config)],
     )
@@ -623,8 +612,8 @@ def _config_saving_callback(config: TrainConfig) -> Any:
 
 def _report(config, model, trainer, train_data, loss, *, frozen, untrained, trained, chance, command, seconds) -> dict:
     from st_oblique import __version__
+    from st_oblique.app.train_report import training_curves
     from st_oblique.description import describe_model
-    from st_oblique.training_report import training_curves
 
     curves = training_curves(trainer.state.log_history)
     losses = [value for value in curves.get("loss", []) if value is not None]
@@ -662,7 +651,7 @@ def _report(config, model, trainer, train_data, loss, *, frozen, untrained, trai
 
 
 def _plot(report: dict, path: Path, run_name: str, chance: dict[str, float], *, untrained: list, trained: list) -> Path:
-    from st_oblique.training_report import plot_training, score_table
+    from st_oblique.app.train_report import plot_training, score_table
 
     scores = score_table({label: results for label, results in (("untrained", untrained), ("trained", trained)) if results})
     training = report["training"]
@@ -691,4 +680,4 @@ def _check_local_path(option: str, name: str | None) -> None:
     if not name or ":" in name or Path(name).expanduser().exists():
         return
     if name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name:
-        raise BackboneError(f"--{option.replace('_', '-')} {name}: no such folder (and it is not a Hub id).")
+        raise ObliqueLoadError(f"--{option.replace('_', '-')} {name}: no such folder (and it is not a Hub id).")

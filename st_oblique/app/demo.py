@@ -22,7 +22,7 @@ CPU time of a step, and a random table already tells the words apart.
 
 Example::
 
-    from st_oblique.demo import run_demo
+    from st_oblique.app.demo import run_demo
 
     result = run_demo("st-oblique-demo")
     print(result.summary())
@@ -150,13 +150,13 @@ def digit_caption_data(images: np.ndarray, labels: np.ndarray, captions_per_imag
     """(image, caption) training pairs: each image with ``captions_per_image`` captions from different templates.
 
     Returns:
-        A :class:`~st_oblique.training_data.TrainingData` with an ``Image()`` column and a caption column.
+        A :class:`~st_oblique.app.train_data.TrainingData` with an ``Image()`` column and a caption column.
     """
     from datasets import Dataset, Features, Value
     from datasets import Image as ImageFeature
     from PIL import Image
 
-    from st_oblique.training_data import TrainingData
+    from st_oblique.app.train_data import TrainingData
 
     rng = random.Random(seed)
     rows_images, rows_captions = [], []
@@ -197,8 +197,8 @@ def register_demo_eval_set() -> str:
 
 def demo_config(output_dir: str | Path, *, steps: int = STEPS, seed: int = 0, overwrite: bool = False,
                 progress: bool = True):
-    """The :class:`~st_oblique.training.TrainConfig` of the demo (the architecture must be registered first)."""
-    from st_oblique.training_config import TrainConfig
+    """The :class:`~st_oblique.app.train_pipeline.TrainConfig` of the demo (the architecture must be registered first)."""
+    from st_oblique.app.train_config import TrainConfig
 
     return TrainConfig(
         backbone="open_clip", model=DEMO_MODEL_NAME, num_tokens=8, token_dim=16, freeze=[r"token_embedding"],
@@ -234,7 +234,7 @@ def run_demo(
     Raises:
         RuntimeError: the reloaded model gives different embeddings (nothing is written then).
     """
-    from st_oblique.training import register_open_clip_config, train
+    from st_oblique.app.train_pipeline import register_open_clip_config, train
 
     started = time.monotonic()
     steps = steps or (QUICK_STEPS if quick else STEPS)

@@ -2,7 +2,7 @@
 
 Every option of a subcommand can also come from ``--config FILE`` (YAML or JSON, a mapping of option names to
 values, with dashes or underscores: ``num-tokens: 8`` or ``num_tokens: 8``); options given on the command line
-win. The training options are a dataclass (:class:`st_oblique.training.TrainConfig`): :func:`add_dataclass_options`
+win. The training options are a dataclass (:class:`st_oblique.app.train_pipeline.TrainConfig`): :func:`add_dataclass_options`
 turns its fields into command-line options, and the resolved configuration is saved next to the model with
 :func:`write_config_file`, so that ``st-oblique train --config RUN/train_config.yaml`` repeats a run.
 
@@ -28,8 +28,9 @@ from typing import Any
 
 import yaml
 
+from st_oblique.errors import ObliqueConfigError
+
 __all__ = [
-    "ConfigError",
     "add_dataclass_options",
     "apply_config_file",
     "option_flag",
@@ -39,32 +40,28 @@ __all__ = [
 ]
 
 
-class ConfigError(ValueError):
-    """An option or config file that cannot be used; the message says which and what to do."""
-
-
 def read_config_file(path: str | Path) -> dict[str, Any]:
     """The mapping in a YAML (``.yaml``/``.yml``, or anything else) or JSON (``.json``) file, keys with underscores.
 
     Raises:
-        ConfigError: the file is missing, unreadable, not valid YAML/JSON, or not a mapping.
+        ObliqueConfigError: the file is missing, unreadable, not valid YAML/JSON, or not a mapping.
     """
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"Config file not found: {path}")
+        raise ObliqueConfigError(f"Config file not found: {path}")
     is_json = path.suffix.lower() == ".json"
     try:
         text = path.read_text(encoding="utf-8")
         data = json.loads(text) if is_json else yaml.safe_load(text)
     except (OSError, UnicodeDecodeError) as error:
-        raise ConfigError(f"Cannot read the config file {path}: {error}") from error
+        raise ObliqueConfigError(f"Cannot read the config file {path}: {error}") from error
     except (json.JSONDecodeError, yaml.YAMLError) as error:
         reason = " ".join(str(error).split())
-        raise ConfigError(f"{path} is not valid {'JSON' if is_json else 'YAML'}: {reason}") from error
+        raise ObliqueConfigError(f"{path} is not valid {'JSON' if is_json else 'YAML'}: {reason}") from error
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{path} must hold a mapping of option names to values, not a {type(data).__name__}.")
+        raise ObliqueConfigError(f"{path} must hold a mapping of option names to values, not a {type(data).__name__}.")
     return {str(key).replace("-", "_"): value for key, value in data.items()}
 
 
@@ -95,7 +92,7 @@ def apply_config_file(parser: argparse.ArgumentParser, path: str | Path, argv: S
         The defaults that were set.
 
     Raises:
-        ConfigError: a key that is not an option of this subcommand, or a positional argument.
+        ObliqueConfigError: a key that is not an option of this subcommand, or a positional argument.
     """
     values = read_config_file(path)
     actions = {}
@@ -110,9 +107,9 @@ def apply_config_file(parser: argparse.ArgumentParser, path: str | Path, argv: S
         action = actions.get(key)
         if action is None:
             known = ", ".join(sorted(dest for dest, found in actions.items() if found.dest == dest and found.option_strings))
-            raise ConfigError(f"Unknown option {key!r} in {path}; the options of this command are: {known}.")
+            raise ObliqueConfigError(f"Unknown option {key!r} in {path}; the options of this command are: {known}.")
         if not action.option_strings:
-            raise ConfigError(f"{key!r} in {path} is a positional argument; give it on the command line.")
+            raise ObliqueConfigError(f"{key!r} in {path} is a positional argument; give it on the command line.")
         if not _given(action, argv):
             defaults[action.dest] = value
     parser.set_defaults(**defaults)

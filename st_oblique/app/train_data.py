@@ -7,7 +7,7 @@ missing columns, an empty dataset, images that cannot be read, images for a mode
 
 Example::
 
-    from st_oblique.training_data import load_training_data
+    from st_oblique.app.train_data import load_training_data
 
     data = load_training_data(captions="flickr8k_1k/captions.tsv", images="flickr8k_1k/flickr8k_1k_images_256.tar")
     data.dataset            # Dataset({features: ['image', 'caption'], num_rows: 5000})
@@ -25,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from tqdm.auto import tqdm
+
+from st_oblique.errors import TrainingDataError
 
 __all__ = [
     "DEFAULT_COLUMN_PAIRS",
@@ -50,10 +52,6 @@ DEFAULT_COLUMN_PAIRS: tuple[tuple[str, str], ...] = (
 
 IMAGE_CHECK_SAMPLE = 64
 """Rows of a Hugging Face dataset whose images are decoded before training (local images are all checked)."""
-
-
-class TrainingDataError(ValueError):
-    """Training data that cannot be used; the message says what is wrong and how to fix it."""
 
 
 @dataclass

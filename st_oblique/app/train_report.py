@@ -3,7 +3,7 @@ learned logit scale (and bias) and the evaluation scores.
 
 Example::
 
-    from st_oblique.training_report import plot_training, training_curves
+    from st_oblique.app.train_report import plot_training, training_curves
 
     curves = training_curves(trainer.state.log_history)     # {"step": [...], "loss": [...], "logit_scale": [...]}
     plot_training(curves, {"imagenette acc1": {"untrained": 0.10, "trained": 0.62}}, "training.png",

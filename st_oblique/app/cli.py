@@ -1,7 +1,7 @@
 """The ``st-oblique`` command: ``demo``, ``train``, ``eval``, ``compare``, ``push``, ``info``.
 
-Argument parsing only; the work is in importable functions (:func:`st_oblique.demo.run_demo`,
-:func:`st_oblique.training.train`, :func:`st_oblique.evaluation.run_evaluation` /
+Argument parsing only; the work is in importable functions (:func:`st_oblique.app.demo.run_demo`,
+:func:`st_oblique.app.train_pipeline.train`, :func:`st_oblique.evaluation.run_evaluation` /
 :func:`~st_oblique.evaluation.compare_results`, :func:`st_oblique.hub.push_to_hub`,
 :func:`st_oblique.describe_model`). Every option can also come from ``--config FILE`` (YAML or JSON).
 Bad input ends with one line ``st-oblique <command>: error: ...`` on stderr and exit status 2 (1 for failures
@@ -31,7 +31,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from st_oblique.config import ConfigError, add_dataclass_options, parse_args_with_config, write_config_file
+from huggingface_hub.errors import HfHubHTTPError
+
+from st_oblique.app.options import add_dataclass_options, parse_args_with_config, write_config_file
+from st_oblique.errors import ObliqueConfigError, ObliqueError
 
 __all__ = ["build_parser", "main"]
 
@@ -51,8 +54,8 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
     """The ``st-oblique`` parser and its subcommand parsers (``{name: parser}``)."""
     from st_oblique import __version__
-    from st_oblique.evaluation.cli import add_compare_arguments, add_run_arguments
-    from st_oblique.training_config import TrainConfig
+    from st_oblique.app.evaluation_options import add_compare_arguments, add_run_arguments
+    from st_oblique.app.train_config import TrainConfig
 
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("-v", "--verbose", action="store_true", help="log what happens (INFO level)")
@@ -143,7 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parse_args_with_config(parser, argv, subparsers)
     except SystemExit as exit_request:  # --help, --version, or a usage error argparse has printed
         return int(exit_request.code or 0) if not isinstance(exit_request.code, str) else EXIT_BAD_INPUT
-    except ConfigError as error:
+    except ObliqueConfigError as error:
         command = next((arg for arg in argv if arg in subparsers), None)
         return _report_error(command, error, debug="--debug" in argv)
     args.command_line = shlex.join([PROG, *argv])
@@ -194,17 +197,14 @@ def _is_bad_input(error: BaseException) -> bool:
 
 
 def _explains_itself(error: BaseException) -> bool:
-    from st_oblique.hub import HubPushError
-    from st_oblique.training import PushAfterTrainingError
-
-    return isinstance(error, (HubPushError, PushAfterTrainingError, PermissionError)) or type(error).__name__ == "HfHubHTTPError"
+    return isinstance(error, (ObliqueError, PermissionError, HfHubHTTPError))
 
 
 # -- handlers ----------------------------------------------------------------------------------------------------
 
 
 def _demo(args: argparse.Namespace) -> None:
-    from st_oblique.demo import run_demo
+    from st_oblique.app.demo import run_demo
 
     result = run_demo(
         args.output_dir, steps=args.steps, quick=args.quick, seed=args.seed, overwrite=args.overwrite,
@@ -214,7 +214,7 @@ def _demo(args: argparse.Namespace) -> None:
 
 
 def _train(args: argparse.Namespace) -> None:
-    from st_oblique.training import TrainConfig, train
+    from st_oblique.app.train_pipeline import TrainConfig, train
 
     config = TrainConfig.from_dict({name: getattr(args, name) for name in TrainConfig.field_names()})
     result = train(config, command=args.command_line)
@@ -237,13 +237,13 @@ def _train(args: argparse.Namespace) -> None:
 
 
 def _eval(args: argparse.Namespace) -> None:
-    from st_oblique.demo import register_demo_eval_set
-    from st_oblique.evaluation.cli import run_from_args
+    from st_oblique.app.demo import register_demo_eval_set
+    from st_oblique.app.evaluation_options import run_from_args
+    from st_oblique.app.output_dir import check_writable
     from st_oblique.evaluation.model_loading import parse_model_spec
-    from st_oblique.output_dir import check_writable
 
     if not args.models:
-        raise ConfigError("Give at least one model: --model PATH or --model NAME=PATH (repeat to compare).")
+        raise ObliqueConfigError("Give at least one model: --model PATH or --model NAME=PATH (repeat to compare).")
     for spec in args.models:
         _check_model(parse_model_spec(spec)[1])
     check_writable(args.output_dir)
@@ -256,8 +256,8 @@ def _eval(args: argparse.Namespace) -> None:
 
 
 def _compare(args: argparse.Namespace) -> None:
-    from st_oblique.evaluation.cli import compare_from_args
-    from st_oblique.output_dir import check_writable
+    from st_oblique.app.evaluation_options import compare_from_args
+    from st_oblique.app.output_dir import check_writable
 
     check_writable(args.output_dir)
     compare_from_args(args)
@@ -304,7 +304,7 @@ def _check_model(model: str) -> None:
     if not path.exists() and not is_hub_model_id(model):
         raise FileNotFoundError(f"Model not found: {model} (a saved model folder or a Hub id).")
     if path.is_dir() and not (path / "modules.json").is_file():
-        raise ConfigError(f"{model} is not a saved Sentence Transformers model (no modules.json).")
+        raise ObliqueConfigError(f"{model} is not a saved Sentence Transformers model (no modules.json).")
 
 
 def _training_summary(report_path: Path) -> dict[str, Any] | None:

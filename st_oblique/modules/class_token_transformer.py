@@ -61,6 +61,8 @@ class ClassTokenTransformer(Transformer):
         super().__init__(model_name_or_path, **kwargs)
         self.num_class_tokens = num_class_tokens
         if num_class_tokens > 1:
+            # Unpadded (flattened) batches have no row structure to put class tokens into.
+            self.unpad_inputs = False
             self._check_bidirectional()
             if self.tokenizer is not None:
                 self.tokenizer.padding_side = "right"
@@ -106,10 +108,6 @@ class ClassTokenTransformer(Transformer):
                     f"the model's {limit} positions; lower max_length in processing_kwargs."
                 )
         return features
-
-    def _should_flatten_inputs(self, modality, processor_inputs, **kwargs) -> bool:
-        # Unpadded (flattened) batches have no row structure to prepend class tokens to.
-        return self.num_class_tokens == 1 and super()._should_flatten_inputs(modality, processor_inputs, **kwargs)
 
     def _text_budget(self, requested: int | None) -> int | None:
         budget = requested if requested is not None else self.max_seq_length

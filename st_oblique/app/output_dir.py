@@ -3,7 +3,7 @@ it, which is renamed into place at the end (a rename within one file system is a
 
 Example::
 
-    from st_oblique.output_dir import staged_output_dir
+    from st_oblique.app.output_dir import staged_output_dir
 
     with staged_output_dir("runs/oblique-lit") as staging:   # fails at once if runs/ is not writable
         model.save(str(staging))
@@ -20,11 +20,9 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["OutputDirError", "check_writable", "staged_output_dir"]
+from st_oblique.errors import OutputDirError
 
-
-class OutputDirError(ValueError):
-    """The output folder cannot be written (exists already, not writable); the message says how to fix it."""
+__all__ = ["check_writable", "staged_output_dir"]
 
 
 @contextlib.contextmanager

@@ -1,0 +1,108 @@
+"""Every private hook of a third-party library that st-oblique uses, in one place.
+
+st-oblique integrates with sentence-transformers, transformers, open_clip, timm and mteb through their public
+APIs. Where no public route exists, the private hook lives here, with why it is needed and which upstream change
+would remove it; ``tests/test_compat.py`` has one canary test per hook that fails loudly, naming the hook, when
+an upstream release changes it. Nothing else in the package touches a private attribute of those libraries.
+
+Hooks (sentence-transformers 6.2):
+
+1. ``BaseModel._module_classes``: the ``modules.json`` types a model class resolves without
+   ``trust_remote_code``. It is how ``st_oblique.load`` trusts exactly the installed st-oblique module classes
+   (ST's trainer uses the same mechanism for checkpoint reloads). Removed if ST accepts trusted module classes
+   publicly (e.g. a ``module_classes=`` argument to ``SentenceTransformer``).
+2. ``SentenceTransformer._get_model_config``: the dict saved as ``config_sentence_transformers.json``. Extended
+   with ``requirements`` (which ST checks on loading, with a ``pip install`` hint, but never writes). Removed if ST
+   lets a model declare requirements publicly.
+3. ``SentenceTransformer._similarity_fn_name``: whether a similarity function was chosen at all (the public
+   property answers ``"cosine"`` for "not chosen" and records that choice). Removed if ST exposes "unset".
+4. ``BaseModel._model_card_text``: the README a model was loaded with, which ST reuses when saving. Read to
+   refuse cards that tell users to load an oblique model without ``trust_remote_code``, and edited to put the
+   evaluation results into a reused card. Removed if ST exposes the loaded card.
+5. ``BaseModel._create_model_card``: renders and writes the card exactly as ``save`` does (reused README or a
+   new one), without saving the weights. Removed if ST makes it public.
+6. ``BaseModel._model_card_model_id_placeholder``: the model id ST writes into a card saved before the model has
+   a Hub id, and replaces in ``model = <ModelClass>("<placeholder>"`` when pushing. The oblique card's snippet uses
+   that exact line so that ST's own replacement fills in the id.
+
+Behaviours relied on (no attribute is touched, but the canary tests pin them):
+
+7. ST's trainer demands ``router_mapping`` only when a child of the model is *exactly* ``Router``
+   (``BaseTrainer.get_data_collator``). :class:`~st_oblique.modules.ModalityRouter` routes each column by the
+   modality of its values, so it needs none. If ST switches to ``isinstance``, dual encoders need
+   ``router_mapping={"image": "image", "caption": "text"}`` (the canary says so).
+8. transformers' ``Trainer.get_decay_parameter_names`` and ``model.fit``'s ``no_decay`` list leave parameters
+   whose name contains ``bias`` out of weight decay; the learnable temperatures of the losses are named
+   accordingly (``logit_scale.log_scale_bias``, ``logit_bias``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+from sentence_transformers import SentenceTransformer
+from torch import nn
+
+__all__ = [
+    "SentenceTransformerHooks",
+    "loaded_model_card",
+    "model_id_placeholder",
+    "set_loaded_model_card",
+    "similarity_fn_name_if_set",
+    "write_model_card_file",
+]
+
+
+class SentenceTransformerHooks(SentenceTransformer):
+    """``SentenceTransformer`` with hooks 1 and 2 exposed under public names for its subclasses.
+
+    Subclasses set:
+
+    - ``trusted_module_classes``: ``modules.json`` types resolved without ``trust_remote_code`` (hook 1);
+    - ``model_requirements``: ``{package: {"specifier": ">=x", "reason": "..."}}`` written into the model's config
+      and checked by ST when the model is loaded (hook 2).
+    """
+
+    trusted_module_classes: ClassVar[Mapping[str, type]] = {}
+    model_requirements: ClassVar[dict[str, dict[str, str]]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._module_classes = cls.trusted_module_classes  # hook 1
+
+    def _get_model_config(self) -> dict[str, Any]:  # hook 2
+        config = super()._get_model_config()
+        if self.model_requirements:
+            config["requirements"] = {**(config.get("requirements") or {}), **self.model_requirements}
+        return config
+
+
+def similarity_fn_name_if_set(model: nn.Module) -> str | None:
+    """The similarity function chosen for ``model`` (by the user or its saved config), None when none was (hook 3).
+
+    Models without the attribute (not a SentenceTransformer) count as scoring with ``"dot"``.
+    """
+    return getattr(model, "_similarity_fn_name", "dot")
+
+
+def loaded_model_card(model: SentenceTransformer) -> str | None:
+    """The README ``model`` was loaded with, which its next ``save`` reuses (hook 4)."""
+    return getattr(model, "_model_card_text", None)
+
+
+def set_loaded_model_card(model: SentenceTransformer, card_text: str | None) -> None:
+    """Replace the README the next ``save`` reuses; None makes it generate a new one (hook 4)."""
+    model._model_card_text = card_text
+
+
+def write_model_card_file(model: SentenceTransformer, folder: str) -> None:
+    """Write ``folder/README.md`` exactly as ``model.save(folder)`` would, without the weights (hook 5)."""
+    model._create_model_card(folder)
+
+
+def model_id_placeholder(model: SentenceTransformer | None) -> str:
+    """The model id ST writes into a card saved before the model has one, and replaces when pushing (hook 6)."""
+    return getattr(model, "_model_card_model_id_placeholder", None) or getattr(
+        SentenceTransformer, "_model_card_model_id_placeholder", "sentence_transformers_model_id"
+    )

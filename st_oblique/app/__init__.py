@@ -1,0 +1,49 @@
+"""The ``st-oblique`` application: the command line and the pipelines behind it.
+
+Everything here is built on the library (:mod:`st_oblique`) and nothing in the library imports it:
+
+- :mod:`~st_oblique.app.cli`: the ``st-oblique`` command (one parser, one ``--config`` mechanism);
+- :mod:`~st_oblique.app.options`: options from the command line and YAML/JSON config files;
+- :mod:`~st_oblique.app.train_config`, :mod:`~st_oblique.app.train_data`, :mod:`~st_oblique.app.train_pipeline`,
+  :mod:`~st_oblique.app.train_report`: ``st-oblique train``;
+- :mod:`~st_oblique.app.output_dir`: output folders written completely or not at all;
+- :mod:`~st_oblique.app.demo`: ``st-oblique demo``.
+
+Example::
+
+    from st_oblique.app import TrainConfig, train
+
+    config = TrainConfig(backbone="text", model="sentence-transformers/all-MiniLM-L6-v2",
+                         pairs="pairs.tsv", output_dir="runs/oblique-minilm")
+    result = train(config)
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_PUBLIC: dict[str, str] = {
+    "TrainConfig": "st_oblique.app.train_config",
+    "train": "st_oblique.app.train_pipeline",
+    "run_demo": "st_oblique.app.demo",
+    "main": "st_oblique.app.cli",
+}
+
+__all__ = ["TrainConfig", "main", "run_demo", "train"]
+
+
+def __getattr__(name: str) -> Any:
+    module_name = _PUBLIC.get(name)
+    if module_name is None:
+        raise AttributeError(f"module 'st_oblique.app' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module_name), name)
+    globals()[name] = value
+    return value
+
+
+if TYPE_CHECKING:
+    from st_oblique.app.cli import main
+    from st_oblique.app.demo import run_demo
+    from st_oblique.app.train_config import TrainConfig
+    from st_oblique.app.train_pipeline import train

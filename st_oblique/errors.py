@@ -1,0 +1,77 @@
+"""The errors st-oblique raises on purpose: one hierarchy, every class exported from :mod:`st_oblique`.
+
+Each message says what is wrong, where (file, column, row, option) and what to do. The classes also derive
+from the built-in exception a caller would expect (``ValueError`` for bad input, ``ConnectionError`` for an
+unreachable Hub), so existing ``except ValueError`` clauses keep working.
+
+::
+
+    ObliqueError
+    ├── ObliqueLoadError          a saved model or module cannot be loaded            (ValueError)
+    ├── ObliqueInputError         an input that cannot be used                        (ValueError)
+    │   ├── ObliqueConfigError    an option or a config file of the st-oblique command
+    │   ├── TrainingDataError     training data: a file, a column, a row
+    │   ├── CheckpointError       a checkpoint that does not belong to the model being trained
+    │   └── OutputDirError        an output folder that cannot be written
+    ├── HubPushError              the Hub could not be reached while pushing          (ConnectionError)
+    └── PushAfterTrainingError    training succeeded, pushing its result did not      (RuntimeError)
+
+Example::
+
+    import st_oblique
+
+    try:
+        model = st_oblique.load("runs/my-model")
+    except st_oblique.ObliqueLoadError as error:
+        print(error)   # e.g. "Cannot load ObliquePooling: runs/my-model/1_ObliquePooling/config.json is missing. ..."
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CheckpointError",
+    "HubPushError",
+    "ObliqueConfigError",
+    "ObliqueError",
+    "ObliqueInputError",
+    "ObliqueLoadError",
+    "OutputDirError",
+    "PushAfterTrainingError",
+    "TrainingDataError",
+]
+
+
+class ObliqueError(Exception):
+    """Base class of every error st-oblique raises on purpose."""
+
+
+class ObliqueLoadError(ObliqueError, ValueError):
+    """A saved model, module or backbone could not be loaded: the message names the file and what is wrong."""
+
+
+class ObliqueInputError(ObliqueError, ValueError):
+    """An input that cannot be used (an image, a text batch, an embedding, an argument)."""
+
+
+class ObliqueConfigError(ObliqueInputError):
+    """An option or config file of the ``st-oblique`` command that cannot be used; the message says which."""
+
+
+class TrainingDataError(ObliqueInputError):
+    """Training data that cannot be used: the message names the file, column or row."""
+
+
+class CheckpointError(ObliqueInputError):
+    """A checkpoint to resume from that does not belong to the model being trained."""
+
+
+class OutputDirError(ObliqueInputError):
+    """An output folder that cannot be written (exists and is not empty, not writable, ...)."""
+
+
+class HubPushError(ObliqueError, ConnectionError):
+    """The Hub could not be reached while pushing; the message says which endpoint and what to check."""
+
+
+class PushAfterTrainingError(ObliqueError, RuntimeError):
+    """Training finished and its output folder is complete, but pushing it to the Hub failed."""
