@@ -1,6 +1,8 @@
-"""st-oblique's evaluation harness: ``python -m evaluation --help`` from the repository root.
+"""st-oblique's measurements that are not part of the package: studies, benchmarks and checks against references.
 
-The harness is a thin layer over :mod:`st_oblique.evaluation` (zero-shot classification and retrieval with
-CLIP_benchmark's protocol, MTEB online and offline) plus checks against CLIP_benchmark itself
-(:mod:`evaluation.speed`). See ``evaluation/README.md``.
+- :mod:`evaluation.studies`: the topology study (``python -m evaluation.studies.topology``);
+- :mod:`evaluation.benchmarks`: speed and memory, as ratios against a baseline measured in the same run;
+- :mod:`evaluation.speed`: the harness's zero-shot loop against CLIP_benchmark's (``python -m evaluation.speed``).
+
+Evaluating models is ``st-oblique eval`` (the harness is :mod:`st_oblique.evaluation`). See ``evaluation/README.md``.
 """

@@ -5,7 +5,7 @@ all-MiniLM-L6-v2 (text) + EfficientNet-Lite0 (image) from ``../shared/weights``,
 scores are near chance: the point is a reproducible model for checking the harness end to end on real data.
 
     python evaluation/make_untrained_lit.py --weights ../shared/weights --output /tmp/lit-untrained
-    python -m evaluation run --config evaluation/configs/lit_untrained.yaml
+    st-oblique eval --config evaluation/configs/lit_untrained.yaml
 """
 
 from __future__ import annotations

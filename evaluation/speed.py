@@ -14,7 +14,7 @@ CLIP_benchmark, harness, ...) so that load from other processes and drift hit bo
 median time of each (the best times are reported too). For K=1 models the metrics must be identical; for oblique models (K>1) they
 differ by design (CLIP_benchmark renormalizes the whole ensemble vector, the harness each token).
 
-    python -m evaluation speed --model lit=/tmp/lit-untrained --dataset imagenette --data-root ../shared/data \\
+    python -m evaluation.speed --model lit=/tmp/lit-untrained --dataset imagenette --data-root ../shared/data \\
         --max-samples 512 --repeats 2 --num-workers 1 --output evaluation/results/speed/lit_imagenette.json
 
 Needs ``pip install clip-benchmark`` (in the ``dev`` extra).
@@ -26,17 +26,19 @@ import argparse
 import json
 import math
 import os
+import shlex
 import statistics
+import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
-from st_oblique.evaluation.clip_benchmark_adapter import CLIPBenchmarkModel, clip_benchmark_numpy2_fix
 from torch.utils.data import DataLoader, Dataset
 
 from st_oblique.evaluation.classification import zeroshot_classification
+from st_oblique.evaluation.clip_benchmark_adapter import CLIPBenchmarkModel, clip_benchmark_numpy2_fix
 from st_oblique.evaluation.datasets import ClassificationDataset, load_dataset
 from st_oblique.evaluation.datasets.base import SubsetView
 from st_oblique.evaluation.encoding import embedding_num_tokens
@@ -44,7 +46,7 @@ from st_oblique.evaluation.identity import weights_fingerprint
 from st_oblique.evaluation.model_loading import load_model, parse_model_spec
 from st_oblique.evaluation.runner import resolve_templates
 
-__all__ = ["SPEED_COMMAND", "clip_benchmark_zeroshot", "compare_speed"]
+__all__ = ["clip_benchmark_zeroshot", "compare_speed", "main"]
 
 
 class _TransformedImages(Dataset):
@@ -177,4 +179,13 @@ def speed_from_args(args: argparse.Namespace) -> dict[str, Any]:
     return report
 
 
-SPEED_COMMAND = ("speed", "images/s of the harness vs CLIP_benchmark's loop", add_speed_arguments, speed_from_args)
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """``python -m evaluation.speed ...``: parse ``argv`` and run the measurement."""
+    parser = argparse.ArgumentParser(prog="python -m evaluation.speed", description=__doc__.split("\n")[0])
+    args = add_speed_arguments(parser).parse_args(argv)
+    args.command_line = shlex.join(["python", "-m", "evaluation.speed", *(sys.argv[1:] if argv is None else argv)])
+    return speed_from_args(args)
+
+
+if __name__ == "__main__":
+    main()

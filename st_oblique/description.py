@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -11,6 +9,7 @@ from sentence_transformers.base.modules import Router
 from torch import nn
 
 from st_oblique import __version__
+from st_oblique.hub_ids import is_hub_model_id
 from st_oblique.modules.pooling import SINGLE_HEAD, ObliquePooling
 from st_oblique.shape import oblique_poolings, oblique_shape
 
@@ -21,13 +20,6 @@ TOKEN_SOURCE_DESCRIPTIONS: dict[str, str] = {
     "split": "the mean of the token states projected K times (all K tokens come from one vector)",
 }
 """How ObliquePooling picks the K token states, per ``token_source``."""
-
-_HUB_MODEL_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
-
-
-def is_hub_model_id(name: str) -> bool:
-    """Whether ``name`` looks like a Hub model id (``"user/name"`` or ``"name"``) rather than a local path."""
-    return bool(_HUB_MODEL_ID.match(name)) and not os.path.exists(name)
 
 @dataclass
 class TowerDescription:

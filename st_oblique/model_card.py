@@ -29,10 +29,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from huggingface_hub import constants as hub_constants
+from sentence_transformers.base.modules import Router
 from sentence_transformers.sentence_transformer.model_card import SentenceTransformerModelCardData
 
 from st_oblique._compat import loaded_model_card, model_id_placeholder, set_loaded_model_card, write_model_card_file
-from st_oblique.description import ObliqueModelDescription, describe_model, is_hub_model_id
+from st_oblique.description import ObliqueModelDescription, describe_model
+from st_oblique.hub_ids import is_hub_model_id
 from st_oblique.losses.contrastive import CITATION as PAPER_CITATION
 from st_oblique.result_records import MAIN_METRICS
 
@@ -118,8 +120,6 @@ class ObliqueModelCardData(SentenceTransformerModelCardData):
     def register_model(self, model) -> None:
         super().register_model(model)
         # ST takes any Router for a query/document (IR) model; a router by modality (a dual encoder) is not one.
-        from sentence_transformers.base.modules import Router
-
         routers = [module for module in model.children() if isinstance(module, Router)]
         if routers and set(routers[0].sub_modules) <= MODALITY_ROUTES and not any(model.prompts.values()):
             self.ir_model = False

@@ -39,6 +39,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from datasets import Dataset, Features, Value
+from datasets import Image as ImageFeature
+from PIL import Image
+from sklearn.datasets import load_digits
+from sklearn.model_selection import train_test_split
+
+import st_oblique
+from st_oblique.app.train_config import TrainConfig
+from st_oblique.app.train_data import TrainingData
+from st_oblique.app.train_pipeline import register_open_clip_config, train
+from st_oblique.evaluation.datasets import ClassificationDataset, DatasetSpec, register_dataset
+from st_oblique.evaluation.datasets.registry import DIGIT_CLASSES, MNIST_TEMPLATES
 
 __all__ = [
     "CAPTION_TEMPLATES",
@@ -134,8 +146,6 @@ def digits_split(seed: int = SPLIT_SEED, test_fraction: float = TEST_FRACTION) -
     Returns:
         ``(train_images, train_labels, test_images, test_labels)``.
     """
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
 
     digits = load_digits()
     images = (digits.images * (255.0 / 16.0)).round().astype(np.uint8)  # 17 grey levels -> 0..255
@@ -152,11 +162,7 @@ def digit_caption_data(images: np.ndarray, labels: np.ndarray, captions_per_imag
     Returns:
         A :class:`~st_oblique.app.train_data.TrainingData` with an ``Image()`` column and a caption column.
     """
-    from datasets import Dataset, Features, Value
-    from datasets import Image as ImageFeature
-    from PIL import Image
 
-    from st_oblique.app.train_data import TrainingData
 
     rng = random.Random(seed)
     rows_images, rows_captions = [], []
@@ -178,8 +184,6 @@ def register_demo_eval_set() -> str:
 
     ``st-oblique eval --dataset sklearn_digits_heldout`` uses it (the command registers it).
     """
-    from st_oblique.evaluation.datasets import ClassificationDataset, DatasetSpec, register_dataset
-    from st_oblique.evaluation.datasets.registry import DIGIT_CLASSES, MNIST_TEMPLATES
 
     def read(path: Path | None, split: str | None) -> ClassificationDataset:
         _, _, test_images, test_labels = digits_split()
@@ -198,7 +202,6 @@ def register_demo_eval_set() -> str:
 def demo_config(output_dir: str | Path, *, steps: int = STEPS, seed: int = 0, overwrite: bool = False,
                 progress: bool = True):
     """The :class:`~st_oblique.app.train_pipeline.TrainConfig` of the demo (the architecture must be registered first)."""
-    from st_oblique.app.train_config import TrainConfig
 
     return TrainConfig(
         backbone="open_clip", model=DEMO_MODEL_NAME, num_tokens=8, token_dim=16, freeze=[r"token_embedding"],
@@ -234,7 +237,6 @@ def run_demo(
     Raises:
         RuntimeError: the reloaded model gives different embeddings (nothing is written then).
     """
-    from st_oblique.app.train_pipeline import register_open_clip_config, train
 
     started = time.monotonic()
     steps = steps or (QUICK_STEPS if quick else STEPS)
@@ -252,9 +254,7 @@ def run_demo(
     outcome: dict[str, Any] = {}
 
     def finish(result) -> None:
-        from PIL import Image
 
-        import st_oblique
 
         images = [Image.fromarray(image) for image in test_images]
         reloaded = st_oblique.load(str(result.output_dir), device="cpu")

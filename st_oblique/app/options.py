@@ -111,7 +111,7 @@ def apply_config_file(parser: argparse.ArgumentParser, path: str | Path, argv: S
         if not action.option_strings:
             raise ObliqueConfigError(f"{key!r} in {path} is a positional argument; give it on the command line.")
         if not _given(action, argv):
-            defaults[action.dest] = value
+            defaults[action.dest] = _as_option_value(action, value)
     parser.set_defaults(**defaults)
     return defaults
 
@@ -133,6 +133,15 @@ def parse_args_with_config(
         apply_config_file(target, config_path, argv)
         args = parser.parse_args(argv)
     return args
+
+
+def _as_option_value(action: argparse.Action, value: Any) -> Any:
+    """A config file's value as the option would hold it: one value of a repeatable option (``freeze: heads``)
+    becomes a one-item list, not a string split into characters."""
+    takes_list = isinstance(action, argparse._AppendAction) or action.nargs in ("+", "*")
+    if takes_list and value is not None and not isinstance(value, (list, tuple)):
+        return [value]
+    return value
 
 
 def _given(action: argparse.Action, argv: Sequence[str]) -> bool:

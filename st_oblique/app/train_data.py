@@ -24,9 +24,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import datasets
+from datasets import Dataset, Features, Value
+from datasets import Image as ImageFeature
+from PIL import Image
 from tqdm.auto import tqdm
 
 from st_oblique.errors import TrainingDataError
+from st_oblique.evaluation.datasets import read_captions
 
 __all__ = [
     "DEFAULT_COLUMN_PAIRS",
@@ -185,10 +190,7 @@ def read_caption_pairs(
     Raises:
         TrainingDataError: the table or the images are missing, the table lacks the columns, or images cannot be read.
     """
-    from datasets import Dataset, Features, Value
-    from datasets import Image as ImageFeature
 
-    from st_oblique.evaluation.datasets import read_captions
 
     try:
         table = read_captions(captions, images, image_column=image_column, caption_column=caption_column)
@@ -213,7 +215,6 @@ def read_text_pairs(path: str | Path) -> Any:
     Raises:
         TrainingDataError: the file is missing, has no header, or a row has the wrong number of fields.
     """
-    from datasets import Dataset
 
     path = Path(path)
     if not path.is_file():
@@ -247,7 +248,6 @@ def _caption_columns(columns: Sequence[str]) -> tuple[str, str]:
 
 
 def _read_dataset(name: str, config: str | None, split: str) -> Any:
-    import datasets
 
     path = Path(name).expanduser()
     try:
@@ -271,7 +271,6 @@ def _read_dataset(name: str, config: str | None, split: str) -> Any:
 
 
 def _image_columns(data: Any) -> list[str]:
-    from datasets import Image as ImageFeature
 
     return [name for name, feature in data.features.items() if isinstance(feature, ImageFeature)]
 
@@ -299,7 +298,6 @@ def _image_names(images: Sequence[Any]) -> list[str]:
 
 def _read_and_check_images(images: Sequence[Any], names: list[str], table: str, show_progress_bar: bool) -> list[bytes]:
     """The encoded bytes of every image, each verified to be a readable image file."""
-    from PIL import Image
 
     encoded, broken = [], []
     for index in tqdm(range(len(images)), desc="Checking images", disable=not show_progress_bar, unit="image"):

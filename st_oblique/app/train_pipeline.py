@@ -45,11 +45,32 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import datasets
+import open_clip
+import sentence_transformers
+import torch
+import torch.distributed
+import transformers
+from sentence_transformers import SentenceTransformerTrainingArguments
+from transformers import TrainerCallback, set_seed
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
+
+import st_oblique
+from st_oblique import __version__
 from st_oblique.app.options import read_config_file, write_config_file
 from st_oblique.app.output_dir import staged_output_dir
 from st_oblique.app.train_config import MODEL_DEFINING_OPTIONS, TrainConfig
 from st_oblique.app.train_data import TrainingData, _first_line, check_modalities, load_training_data
+from st_oblique.app.train_report import plot_training, score_table, training_curves
+from st_oblique.description import describe_model
 from st_oblique.errors import CheckpointError, ObliqueConfigError, ObliqueLoadError, PushAfterTrainingError
+from st_oblique.evaluation import ClassificationDataset, load_dataset, run_evaluation
+from st_oblique.evaluation.mteb_runner import resolve_mteb_tasks
+from st_oblique.hub import push_to_hub
+from st_oblique.model_card import set_evaluation_results
+from st_oblique.modules.clip_class_token_transformer import CLIPClassTokenTransformer
+from st_oblique.modules.modality_router import ModalityRouter
+from st_oblique.modules.open_clip_encoder import OpenCLIPEncoder
 from st_oblique.trainer import ObliqueTrainer
 
 if TYPE_CHECKING:
@@ -103,7 +124,6 @@ def build_model(config: TrainConfig) -> ObliqueSentenceTransformer:
     Raises:
         ObliqueLoadError: the backbone cannot be loaded or is not the kind ``config.backbone`` says.
     """
-    import st_oblique
 
     common: dict[str, Any] = {"per_token_projection": config.per_token_projection, "device": config.device}
     if config.layer_norm is not None:
@@ -163,7 +183,6 @@ _BACKBONE_HINTS = {
 def register_open_clip_config(path: str | Path) -> str:
     """Register a custom open_clip architecture (a JSON file with ``embed_dim``, ``vision_cfg``, ``text_cfg``) with
     ``open_clip.add_model_config``; returns its name (the file name without ``.json``)."""
-    import open_clip
 
     path = Path(path)
     if not path.is_file():
@@ -228,9 +247,6 @@ def _keep_in_eval_mode(module: nn.Module, args: Any) -> None:
 
 def _tower(model: nn.Module, modality: str) -> tuple[list, list]:
     """``(parameters, modules to keep in eval mode)`` of the pretrained ``modality`` tower of an oblique model."""
-    from st_oblique.modules.clip_class_token_transformer import CLIPClassTokenTransformer
-    from st_oblique.modules.modality_router import ModalityRouter
-    from st_oblique.modules.open_clip_encoder import OpenCLIPEncoder
 
     first = model[0]
     if isinstance(first, ModalityRouter):
@@ -256,7 +272,6 @@ def _tower(model: nn.Module, modality: str) -> tuple[list, list]:
 
 def build_loss(model: ObliqueSentenceTransformer, config: TrainConfig) -> nn.Module:
     """The loss named by ``config.loss`` with the scale options of ``config``."""
-    import st_oblique
 
     options = {
         "scale": config.scale,
@@ -280,7 +295,6 @@ def resolve_checkpoint(config: TrainConfig) -> Path | None:
     if not config.resume_from_checkpoint:
         return None
     if config.resume_from_checkpoint == "last":
-        from transformers.trainer_utils import get_last_checkpoint
 
         folder = config.checkpoints_path
         last = get_last_checkpoint(str(folder)) if folder.is_dir() else None
@@ -333,8 +347,6 @@ def check_resume_checkpoint(checkpoint: Path, model: ObliqueSentenceTransformer,
 
 def training_arguments(config: TrainConfig, output_dir: Path) -> Any:
     """The ``SentenceTransformerTrainingArguments`` of a run (``config.training_arguments`` override them)."""
-    import torch
-    from sentence_transformers import SentenceTransformerTrainingArguments
 
     # Without an accelerator, use_cpu=True is also what makes `accelerate launch`/`torchrun` processes train
     # together (gloo); otherwise transformers sees a distributed launch on CPU as single-process training.
@@ -373,8 +385,6 @@ def training_arguments(config: TrainConfig, output_dir: Path) -> Any:
 def check_eval_sets(config: TrainConfig) -> dict[str, float]:
     """Load every evaluation set once (so a typo fails before training) and return chance levels of the plotted
     scores: ``{"<dataset> acc1": 1 / classes, "<dataset> <retrieval>@1": 1 / images}``."""
-    from st_oblique.evaluation import ClassificationDataset, load_dataset
-    from st_oblique.evaluation.mteb_runner import resolve_mteb_tasks
 
     unknown = set(config.eval_paths) - set(config.eval_datasets)
     if unknown:
@@ -396,7 +406,6 @@ def check_eval_sets(config: TrainConfig) -> dict[str, float]:
 def evaluate(model: ObliqueSentenceTransformer, name: str, config: TrainConfig, output_dir: Path,
              command: str | None) -> list:
     """Evaluate ``model`` on the configured sets with the evaluation harness (writes into ``output_dir``)."""
-    from st_oblique.evaluation import run_evaluation
 
     if not (config.eval_datasets or config.mteb_tasks):
         return []
@@ -443,8 +452,6 @@ def train(
     config = config.resolved()
     config.validate(has_data=train_data is not None)
     if not config.progress:
-        import datasets
-        import transformers
 
         datasets.disable_progress_bars()
         transformers.utils.logging.disable_progress_bar()
@@ -462,7 +469,6 @@ def train(
     _leave_process_group()
     result = _moved(result, staging, target.absolute())
     if config.push_to_hub:
-        from st_oblique.hub import push_to_hub
 
         try:
             result.hub_url = push_to_hub(
@@ -482,7 +488,6 @@ def _leave_process_group() -> None:
     """End this process's part of a distributed run (``accelerate launch``/``torchrun``) once its work is done: a
     process that exits with its process group alive can abort ("terminate called without an active exception")
     while the first process is still evaluating and saving, and the launcher then stops the whole run."""
-    import torch.distributed
 
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
@@ -491,7 +496,6 @@ def _leave_process_group() -> None:
 def _train_steps(
     config: TrainConfig, train_data: TrainingData | None, command: str | None, *, staging: Path | None, run_name: str
 ) -> TrainResult | None:
-    from transformers import set_seed
 
     started = time.monotonic()
     chance = check_eval_sets(config)
@@ -535,7 +539,6 @@ def _train_steps(
     trained = evaluate(model, run_name, config, staging / "eval", command)
     files: dict[str, Path] = {"model": staging}
     if trained:
-        from st_oblique.model_card import set_evaluation_results
 
         files["eval_summary"] = staging / "eval" / "summary.json"
         set_evaluation_results(
@@ -598,8 +601,6 @@ def _moved(result: TrainResult, staging: Path, target: Path) -> TrainResult:
 
 def _config_saving_callback(config: TrainConfig) -> Any:
     """A trainer callback writing ``train_config.yaml`` into every checkpoint, so that a resumed run can be checked."""
-    from transformers import TrainerCallback
-    from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
     class SaveConfigWithCheckpoints(TrainerCallback):
         def on_save(self, args, state, control, **kwargs):
@@ -611,9 +612,6 @@ def _config_saving_callback(config: TrainConfig) -> Any:
 
 
 def _report(config, model, trainer, train_data, loss, *, frozen, untrained, trained, chance, command, seconds) -> dict:
-    from st_oblique import __version__
-    from st_oblique.app.train_report import training_curves
-    from st_oblique.description import describe_model
 
     curves = training_curves(trainer.state.log_history)
     losses = [value for value in curves.get("loss", []) if value is not None]
@@ -651,7 +649,6 @@ def _report(config, model, trainer, train_data, loss, *, frozen, untrained, trai
 
 
 def _plot(report: dict, path: Path, run_name: str, chance: dict[str, float], *, untrained: list, trained: list) -> Path:
-    from st_oblique.app.train_report import plot_training, score_table
 
     scores = score_table({label: results for label, results in (("untrained", untrained), ("trained", trained)) if results})
     training = report["training"]
@@ -663,9 +660,6 @@ def _plot(report: dict, path: Path, run_name: str, chance: dict[str, float], *, 
 
 
 def _versions() -> dict[str, str]:
-    import sentence_transformers
-    import torch
-    import transformers
 
     return {
         "sentence_transformers": sentence_transformers.__version__,

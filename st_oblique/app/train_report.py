@@ -17,6 +17,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from matplotlib.figure import Figure
+
+from st_oblique.evaluation.report import PLOT_METRICS
+
 __all__ = ["CURVE_KEYS", "plot_training", "score_table", "training_curves"]
 
 CURVE_KEYS = ("loss", "logit_scale", "logit_bias", "learning_rate", "grad_norm")
@@ -44,7 +48,6 @@ def score_table(results_by_model: Mapping[str, Sequence[Any]]) -> dict[str, dict
     Args:
         results_by_model: ``{label: [EvaluationResult, ...]}`` from the evaluation harness.
     """
-    from st_oblique.evaluation.report import PLOT_METRICS
 
     table: dict[str, dict[str, float]] = {}
     for label, results in results_by_model.items():
@@ -76,12 +79,8 @@ def plot_training(
         chance: ``{score name: chance level}``, drawn as dashed lines.
         fixed_scale: the scale of a loss whose scale was not learned (drawn as a constant).
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, (loss_axis, scale_axis, score_axis) = plt.subplots(1, 3, figsize=(15, 4.2))
+    figure = Figure(figsize=(15, 4.2))  # no pyplot: leaves the user's backend and figures alone
+    loss_axis, scale_axis, score_axis = figure.subplots(1, 3)
     steps = list(curves.get("step", []))
     _plot_curve(loss_axis, steps, curves.get("loss"), "training loss", "C0")
     loss_axis.set_title("Training loss")
@@ -125,7 +124,6 @@ def plot_training(
     figure.tight_layout()
     path = Path(path)
     figure.savefig(path, dpi=110)
-    plt.close(figure)
     return path
 
 

@@ -6,7 +6,7 @@
   ``dot`` similarity for oblique models); :mod:`~st_oblique.evaluation.mteb_tasks`: offline MTEB tasks;
 - :mod:`~st_oblique.evaluation.datasets`: readers and a registry of evaluation datasets;
 - :func:`run_evaluation` / :func:`compare_results`: whole runs with JSON, Markdown and PNG outputs (the
-  functions behind ``python -m evaluation``).
+  functions behind ``st-oblique eval`` and ``st-oblique compare``).
 
 Names are imported lazily (``mteb`` is only imported when an MTEB name is used).
 

@@ -16,6 +16,8 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
+from matplotlib.figure import Figure  # no pyplot: leaves the user's backend and figures alone
+
 from st_oblique.result_records import MAIN_METRICS, EvaluationResult
 
 __all__ = ["PLOT_METRICS", "markdown_table", "model_labels", "plot_results"]
@@ -80,8 +82,6 @@ def markdown_table(results: Sequence[EvaluationResult], digits: int = 4) -> str:
 
 def plot_results(results: Sequence[EvaluationResult], path: str | Path, title: str | None = None) -> Path:
     """A grouped bar chart (one group per dataset metric, one bar per model) saved as PNG at ``path``."""
-    from matplotlib.figure import Figure  # no pyplot: leaves the user's backend and figures alone
-
     labels = model_labels(results)
     columns = list(labels.values())
     groups: dict[str, dict[str, float]] = {}

@@ -1,6 +1,6 @@
 """``run_evaluation``: evaluate one or more models on zero-shot datasets and MTEB tasks, and write the results.
 
-This is the function behind ``python -m evaluation run`` (and the CLI's ``eval`` command): it loads the
+This is the function behind ``st-oblique eval``: it loads the
 models, evaluates each on every dataset (CLIP_benchmark's zero-shot protocol, token-wise for oblique models)
 and every MTEB task, and writes into ``output_dir``:
 
@@ -39,6 +39,7 @@ import sentence_transformers
 import torch
 from sentence_transformers import SentenceTransformer
 
+from st_oblique import __version__
 from st_oblique.evaluation.classification import zeroshot_classification
 from st_oblique.evaluation.datasets import ClassificationDataset, RetrievalDataset, load_dataset
 from st_oblique.evaluation.encoding import embedding_num_tokens
@@ -294,8 +295,6 @@ def _split_spec(spec: ModelSpec) -> tuple[str | None, str | SentenceTransformer]
 
 
 def _versions() -> dict[str, str]:
-    from st_oblique import __version__
-
     return {
         "st_oblique": __version__,
         "sentence_transformers": sentence_transformers.__version__,

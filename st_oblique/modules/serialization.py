@@ -18,6 +18,7 @@ from safetensors.torch import load_file as load_safetensors_file
 from sentence_transformers.util import load_file_path
 from torch import nn
 
+from st_oblique import __version__
 from st_oblique.errors import ObliqueLoadError
 
 VERSION_KEY = "st_oblique_version"
@@ -38,8 +39,6 @@ def describe_location(model_name_or_path: str, subfolder: str, filename: str) ->
 
 def with_version(config: dict[str, Any]) -> dict[str, Any]:
     """``config`` plus the st-oblique release writing it (read back by :func:`load_module_config`)."""
-    from st_oblique import __version__
-
     return {**config, VERSION_KEY: __version__}
 
 
@@ -154,8 +153,6 @@ def load_module_weights(module: nn.Module, model_name_or_path: str, **kwargs: An
 
 
 def _version_hint(saved_version: str | None) -> str:
-    from st_oblique import __version__
-
     if saved_version is not None:
         try:
             newer = Version(saved_version) > Version(__version__)

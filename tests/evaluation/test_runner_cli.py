@@ -8,7 +8,7 @@ from argparse import Namespace
 
 import pytest
 
-from st_oblique.app.evaluation_options import main
+from st_oblique.app.cli import main
 from st_oblique.evaluation import zeroshot_classification, zeroshot_retrieval
 from st_oblique.evaluation.datasets import load_dataset
 from st_oblique.evaluation.runner import compare_results, run_evaluation
@@ -99,25 +99,24 @@ def test_compare_and_cli(run, tmp_path, capsys, clip_model, tiny_clip_dir, data_
         f"model: [saved={tmp_path / 'saved_clip'}]\ndataset: [flickr8k_1k]\ndata-root: {data_root}\n"
         f"max-samples: 4\nbatch-size: 8\noutput-dir: {tmp_path / 'cli_run'}\n"
     )
-    main(["run", "--config", str(config), "--no-progress", "--template", "a photo of a {c}."])
+    assert main(["eval", "--config", str(config), "--no-progress", "--template", "a photo of a {c}."]) == 0
     assert "| flickr8k_1k | zeroshot_retrieval |" in capsys.readouterr().out
     summary = json.loads((tmp_path / "cli_run" / "summary.json").read_text())
-    assert summary["settings"]["command"].startswith("python -m evaluation run --config")
+    assert summary["settings"]["command"].startswith("st-oblique eval --config")
 
     results, paths = compare_results([output, tmp_path / "cli_run"], tmp_path / "compared", title="all")
     assert {result.model for result in results} == {"cosine", "oblique", "saved"}
     assert "| cosine | oblique | saved |" in paths["table"].read_text()
 
-    main(["compare", str(output), "--output-dir", str(tmp_path / "compared2")])
+    assert main(["compare", str(output), "--output-dir", str(tmp_path / "compared2")]) == 0
     assert "| cosine | oblique |" in capsys.readouterr().out
-    main(["list"])
+    assert main(["list"]) == 0
     assert "LocalFlickr8kT2IRetrieval" in capsys.readouterr().out
 
 
 def test_bad_input_fails_before_any_work(tmp_path, capsys, clip_model):
-    with pytest.raises(SystemExit) as exit_info:
-        main(["run", "--model", "x", "--dataset", "nope", "--output-dir", str(tmp_path / "out")])
-    assert exit_info.value.code == 2 and "Unknown dataset 'nope'" in capsys.readouterr().err
+    code = main(["eval", "--model", "x", "--dataset", "nope", "--output-dir", str(tmp_path / "out")])
+    assert code == 2 and "Unknown dataset 'nope'" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
     with pytest.raises(FileNotFoundError, match="imagenette not found"):
         run_evaluation([clip_model], datasets=["imagenette"], data_root=tmp_path, output_dir=tmp_path / "out2")

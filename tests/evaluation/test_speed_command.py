@@ -1,4 +1,4 @@
-"""``python -m evaluation speed``: the harness and CLIP_benchmark's loop timed on the same model and data, with the
+"""``python -m evaluation.speed``: the harness and CLIP_benchmark's loop timed on the same model and data, with the
 same metrics at K=1 and the measurement written to a JSON file."""
 
 from __future__ import annotations
@@ -7,8 +7,7 @@ import json
 
 import pytest
 
-from evaluation.speed import SPEED_COMMAND
-from st_oblique.app.evaluation_options import main
+from evaluation.speed import main
 
 pytest.importorskip("clip_benchmark.metrics.zeroshot_classification")
 
@@ -17,11 +16,11 @@ TEMPLATES = ["a photo of the number {c}.", "the digit {c}"]
 
 def test_speed_command_writes_its_measurement(tiny_clip_dir, tmp_path, capsys):
     output = tmp_path / "speed" / "tiny.json"
-    argv = ["speed", "--model", f"tiny={tiny_clip_dir}", "--dataset", "sklearn_digits", "--max-samples", "16"]
+    argv = ["--model", f"tiny={tiny_clip_dir}", "--dataset", "sklearn_digits", "--max-samples", "16"]
     argv += ["--batch-size", "8", "--repeats", "1", "--output", str(output)]
     for template in TEMPLATES:
         argv += ["--template", template]
-    main(argv, extra_commands=[SPEED_COMMAND])
+    main(argv)
     report = json.loads(output.read_text())
     assert json.loads(capsys.readouterr().out) == report
     assert (report["model"], report["dataset"], report["num_images"], report["num_templates"]) == (
@@ -40,4 +39,4 @@ def test_speed_command_writes_its_measurement(tiny_clip_dir, tmp_path, capsys):
         assert speeds[name] == pytest.approx(16 / times[0])
     assert report["ratio_harness_over_clip_benchmark"] == pytest.approx(speeds["harness"] / speeds["clip_benchmark"])
     assert set(report["load_average_1_5_15min"]) == {"before", "after"}
-    assert report["command"].startswith("python -m evaluation speed --model tiny=")
+    assert report["command"].startswith("python -m evaluation.speed --model tiny=")

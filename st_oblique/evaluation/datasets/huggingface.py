@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import datasets
+from huggingface_hub import hf_hub_download
+from huggingface_hub.errors import EntryNotFoundError
 
 from st_oblique.evaluation.datasets.base import ClassificationDataset, RetrievalDataset
 
@@ -164,9 +166,6 @@ def _read_text(root: str | Path, filename: str, local: bool) -> str | None:
     if local:
         path = Path(root) / filename
         return path.read_text(encoding="utf-8") if path.is_file() else None
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import EntryNotFoundError
-
     try:
         return Path(hf_hub_download(str(root), filename, repo_type="dataset")).read_text(encoding="utf-8")
     except EntryNotFoundError:

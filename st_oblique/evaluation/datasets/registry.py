@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from sklearn.datasets import load_digits
 
 from st_oblique.evaluation.datasets.base import ClassificationDataset, RetrievalDataset, Task
 from st_oblique.evaluation.datasets.captions import read_captions
@@ -212,8 +213,6 @@ def _read_flickr(path: Path, split: str | None) -> RetrievalDataset:
 
 
 def _read_sklearn_digits(path: Path | None, split: str | None) -> ClassificationDataset:
-    from sklearn.datasets import load_digits
-
     digits = load_digits()
     images = (digits.images * (255.0 / 16.0)).round().astype(np.uint8)  # 0..16 grey levels -> 0..255
     return ClassificationDataset(
