@@ -1,9 +1,15 @@
-"""One-line builders that turn pretrained backbones into oblique SentenceTransformer models."""
+"""One-line builders that turn pretrained backbones into oblique SentenceTransformer models.
+
+Every builder takes its backbone argument(s) positionally and everything else by keyword, with the loading options
+of Sentence Transformers under the same names (:data:`LOADING_OPTIONS`); an option a backbone cannot honour raises
+a ``ValueError`` that says what to do instead.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 from typing import Any
 
 import torch
@@ -13,21 +19,38 @@ from torch import Tensor, nn
 
 from st_oblique.model import ObliqueSentenceTransformer
 from st_oblique.modules.class_token_transformer import ClassTokenTransformer
+from st_oblique.modules.clip_class_token_transformer import CLIPClassTokenTransformer
+from st_oblique.modules.image_class_token_transformer import ImageClassTokenTransformer
+from st_oblique.modules.modality_router import ModalityRouter
+from st_oblique.modules.open_clip_encoder import OpenCLIPEncoder
 from st_oblique.modules.pooling import ObliquePooling, TokenSource
 
 logger = logging.getLogger(__name__)
 
 
+LOADING_OPTIONS = (
+    "cache_folder",
+    "revision",
+    "token",
+    "local_files_only",
+    "trust_remote_code",
+    "model_kwargs",
+    "processor_kwargs",
+    "config_kwargs",
+    "device",
+)
+"""The loading options every builder takes, keyword-only, under Sentence Transformers' names and meanings."""
+
+
 def oblique_text_model(
     model_name_or_path: str,
+    *,
     num_tokens: int = 16,
     token_dim: int = 32,
     token_source: TokenSource = "first",
-    *,
     per_token_projection: bool = True,
     layer_norm: bool = True,
     max_seq_length: int | None = None,
-    device: str | None = None,
     cache_folder: str | None = None,
     revision: str | None = None,
     token: bool | str | None = None,
@@ -36,6 +59,7 @@ def oblique_text_model(
     model_kwargs: dict[str, Any] | None = None,
     processor_kwargs: dict[str, Any] | None = None,
     config_kwargs: dict[str, Any] | None = None,
+    device: str | None = None,
 ) -> ObliqueSentenceTransformer:
     """An oblique text embedding model from a bidirectional Hugging Face text encoder.
 
@@ -55,9 +79,16 @@ def oblique_text_model(
         per_token_projection: separate projection per token (default) or one shared projection.
         layer_norm: LayerNorm before the projection.
         max_seq_length: text truncation length (class tokens come on top); default: the model's.
-        device: where to put the model (default: ST's choice).
-        cache_folder, revision, token, local_files_only, trust_remote_code: Hub loading options of the backbone.
-        model_kwargs, processor_kwargs, config_kwargs: passed to the Hugging Face ``from_pretrained`` calls.
+        cache_folder: where downloaded files are cached (default: the Hugging Face cache).
+        revision: branch, tag or commit id of the Hub repository.
+        token: Hub token for private or gated repositories (True: the saved login).
+        local_files_only: only use local files (no download).
+        trust_remote_code: allow a backbone with custom modelling code from its repository.
+        model_kwargs: passed to the model's ``from_pretrained`` (e.g. ``{"dtype": torch.bfloat16}``).
+        processor_kwargs: passed to ``AutoProcessor.from_pretrained`` (the tokenizer).
+        config_kwargs: passed to ``AutoConfig.from_pretrained`` (config overrides, e.g.
+            ``{"hidden_dropout_prob": 0.2}``).
+        device: where to put the model (default: Sentence Transformers' choice).
 
     Returns:
         An :class:`~st_oblique.ObliqueSentenceTransformer` with ``similarity_fn_name="dot"``; embeddings have
@@ -69,25 +100,24 @@ def oblique_text_model(
 
         model = st_oblique.oblique_text_model("sentence-transformers/all-MiniLM-L6-v2", num_tokens=16, token_dim=32)
         embeddings = model.encode(["A man is playing a guitar.", "A woman is slicing an onion."])  # (2, 512)
+        scores = model.similarity(embeddings, embeddings)  # (2, 2): sums of 16 cosines, in [-16, 16]
     """
     if token_source == "last":
         raise ValueError(
             "token_source='last' is for causal text towers with class positions after EOS (st_oblique.oblique_clip); "
             "a bidirectional text encoder uses 'first' (class tokens prepended), 'attention' or 'split'."
         )
-    hub = {"cache_folder": cache_folder, "revision": revision, "token": token, "local_files_only": local_files_only}
+    loading = _hf_loading(
+        cache_folder=cache_folder, revision=revision, token=token, local_files_only=local_files_only,
+        trust_remote_code=trust_remote_code, model_kwargs=model_kwargs, processor_kwargs=processor_kwargs,
+        config_kwargs=config_kwargs,
+    )
     backbone = _load_transformer(
         ClassTokenTransformer,
         model_name_or_path,
         num_class_tokens=num_tokens if token_source == "first" else 1,
         max_seq_length=max_seq_length,
-        loading={
-            "trust_remote_code": trust_remote_code,
-            "model_kwargs": model_kwargs,
-            "processor_kwargs": processor_kwargs,
-            "config_kwargs": config_kwargs,
-            **hub,
-        },
+        loading=loading,
     )
     pooling = ObliquePooling(
         backbone.get_embedding_dimension(),
@@ -102,21 +132,22 @@ def oblique_text_model(
 
 def oblique_clip(
     model_name_or_path: str,
+    *,
     num_tokens: int = 16,
     token_dim: int = 32,
-    *,
     init_from_clip_projections: bool = True,
     per_token_projection: bool = True,
     layer_norm: bool = False,
     max_seq_length: int | None = None,
-    device: str | None = None,
     cache_folder: str | None = None,
     revision: str | None = None,
     token: bool | str | None = None,
     local_files_only: bool = False,
+    trust_remote_code: bool = False,
     model_kwargs: dict[str, Any] | None = None,
     processor_kwargs: dict[str, Any] | None = None,
     config_kwargs: dict[str, Any] | None = None,
+    device: str | None = None,
 ) -> ObliqueSentenceTransformer:
     """An oblique image-text model from a Hugging Face CLIP model, with K class tokens inside both towers.
 
@@ -141,9 +172,15 @@ def oblique_clip(
         per_token_projection: a projection per token (default) or one shared projection.
         layer_norm: a LayerNorm in the heads before the projection.
         max_seq_length: caption truncation length (the K−1 class positions come on top, within CLIP's 77).
-        device: where to put the model.
-        cache_folder, revision, token, local_files_only: Hub loading options.
-        model_kwargs, processor_kwargs, config_kwargs: passed to the Hugging Face ``from_pretrained`` calls.
+        cache_folder: where downloaded files are cached (default: the Hugging Face cache).
+        revision: branch, tag or commit id of the Hub repository.
+        token: Hub token for private or gated repositories (True: the saved login).
+        local_files_only: only use local files (no download).
+        trust_remote_code: allow custom modelling code from the repository.
+        model_kwargs: passed to ``CLIPModel.from_pretrained`` (e.g. ``{"dtype": torch.bfloat16}``).
+        processor_kwargs: passed to ``AutoProcessor.from_pretrained`` (tokenizer and image processor).
+        config_kwargs: passed to ``AutoConfig.from_pretrained`` (config overrides).
+        device: where to put the model (default: Sentence Transformers' choice).
 
     Returns:
         An :class:`~st_oblique.ObliqueSentenceTransformer` (``similarity_fn_name="dot"``) that encodes texts and
@@ -156,22 +193,19 @@ def oblique_clip(
         model = st_oblique.oblique_clip("openai/clip-vit-base-patch32", num_tokens=16, token_dim=32)
         image_embeddings = model.encode(["cat.jpg", "dog.jpg"])          # (2, 512)
         text_embeddings = model.encode(["a photo of a cat", "a photo of a dog"])
-        scores = model.similarity(image_embeddings, text_embeddings)    # sums of 16 cosines
+        scores = model.similarity(image_embeddings, text_embeddings)    # (2, 2): sums of 16 cosines
     """
-    from st_oblique.modules.clip_class_token_transformer import CLIPClassTokenTransformer
-
-    hub = {"cache_folder": cache_folder, "revision": revision, "token": token, "local_files_only": local_files_only}
+    loading = _hf_loading(
+        cache_folder=cache_folder, revision=revision, token=token, local_files_only=local_files_only,
+        trust_remote_code=trust_remote_code, model_kwargs=model_kwargs, processor_kwargs=processor_kwargs,
+        config_kwargs=config_kwargs,
+    )
     clip = _load_transformer(
         CLIPClassTokenTransformer,
         model_name_or_path,
         num_class_tokens=num_tokens,
         max_seq_length=max_seq_length,
-        loading={
-            "model_kwargs": model_kwargs,
-            "processor_kwargs": processor_kwargs,
-            "config_kwargs": config_kwargs,
-            **hub,
-        },
+        loading=loading,
     )
     pooling = ObliquePooling(
         clip.embedding_dimensions,
@@ -192,14 +226,21 @@ def oblique_clip(
 def oblique_open_clip(
     model_name: str,
     pretrained: str | None = None,
+    *,
     num_tokens: int = 16,
     token_dim: int = 32,
-    *,
     init_from_clip_projections: bool = True,
     per_token_projection: bool = True,
     layer_norm: bool = False,
+    max_seq_length: int | None = None,
+    cache_folder: str | None = None,
+    revision: str | None = None,
+    token: bool | str | None = None,
+    local_files_only: bool = False,
+    trust_remote_code: bool = False,
     model_kwargs: dict[str, Any] | None = None,
-    cache_dir: str | None = None,
+    processor_kwargs: dict[str, Any] | None = None,
+    config_kwargs: dict[str, Any] | None = None,
     device: str | None = None,
 ) -> ObliqueSentenceTransformer:
     """An oblique image-text model from any open_clip model, with K class tokens inside both towers.
@@ -209,6 +250,18 @@ def oblique_open_clip(
     :class:`~st_oblique.ObliquePooling` has one head per tower. Image towers without a class token (ResNet, timm
     CNNs) are pooled by K attention queries over their feature map. The heads start from open_clip's
     projections as in :func:`oblique_clip`.
+
+    The loading options are those of the other builders, as far as ``open_clip.create_model`` supports them; the
+    others raise a ``ValueError`` saying what to do instead:
+
+    - ``revision``: not supported (open_clip downloads the default branch). Download the revision yourself
+      (``huggingface_hub.snapshot_download(repo_id, revision=...)``) and pass the folder as ``model_name``.
+    - ``token``: not supported as an argument; log in (``hf auth login``) or set ``HF_TOKEN``, which open_clip's
+      downloads use.
+    - ``local_files_only=True``: honoured when nothing is downloaded (a local folder, a ``local-dir:`` name, a
+      built-in architecture with random weights or a local checkpoint file); for ``hf-hub:`` names and pretrained
+      tags set ``HF_HUB_OFFLINE=1`` before starting Python instead.
+    - ``trust_remote_code=True``: does not apply (open_clip runs no code from model repositories).
 
     Args:
         model_name: an open_clip model name: ``"ViT-B-32"``, ``"hf-hub:org/repo"``, ``"local-dir:/path"``, a
@@ -220,27 +273,50 @@ def oblique_open_clip(
         init_from_clip_projections: start the heads from open_clip's projections (else random).
         per_token_projection: a projection per token (default) or one shared projection.
         layer_norm: a LayerNorm in the heads before the projection (the towers end in open_clip's own).
-        model_kwargs: model config overrides (``embed_dim``, ``vision_cfg``, ``text_cfg``, ...), as
-            ``open_clip.create_model(**model_kwargs)`` applies them.
-        cache_dir: open_clip's download cache.
-        device: where to put the model.
+        max_seq_length: caption truncation length (the K−1 class positions come on top, within the context).
+        cache_folder: open_clip's download cache (its ``cache_dir``).
+        revision: not supported (see above); must be None.
+        token: not supported (see above); must be None.
+        local_files_only: refuse to download (see above).
+        trust_remote_code: must be False (see above).
+        model_kwargs: ``open_clip.create_model`` loading arguments (``{"precision": "bf16"}``, ``pretrained_image``,
+            ``weights_only``, ...; see :data:`~st_oblique.modules.open_clip_encoder.LOADING_ARGS`).
+        processor_kwargs: image preprocessing overrides (``size``, ``mean``, ``std``, ``interpolation``,
+            ``resize_mode``, ``fill_color``), saved with the model.
+        config_kwargs: model config overrides (``embed_dim``, ``vision_cfg``, ``text_cfg``, ...), as
+            ``open_clip.create_model(**config_kwargs)`` applies them; saved with the model.
+        device: where to put the model (default: Sentence Transformers' choice).
 
     Returns:
-        An :class:`~st_oblique.ObliqueSentenceTransformer` (``similarity_fn_name="dot"``) encoding texts and images.
+        An :class:`~st_oblique.ObliqueSentenceTransformer` (``similarity_fn_name="dot"``) encoding texts and images
+        into ``(N, K*d)`` embeddings.
+
+    Raises:
+        ValueError: an option open_clip cannot honour (see above).
 
     Example::
 
         import st_oblique
 
-        model = st_oblique.oblique_open_clip("ViT-B-32", pretrained="laion2b_s34b_b79k", num_tokens=16, token_dim=32)
+        model = st_oblique.oblique_open_clip("ViT-B-32", "laion2b_s34b_b79k", num_tokens=16, token_dim=32)
         embeddings = model.encode(["a diagram", "a dog", "a cat"])  # (3, 512)
         model.save("oblique-vit-b-32")  # open_clip.create_model("local-dir:oblique-vit-b-32") loads the backbone
     """
-    from st_oblique.modules.open_clip_encoder import OpenCLIPEncoder
-
-    encoder = OpenCLIPEncoder(
-        model_name, pretrained=pretrained, num_class_tokens=num_tokens, model_kwargs=model_kwargs, cache_dir=cache_dir
+    _check_open_clip_options(
+        model_name, pretrained, revision=revision, token=token, local_files_only=local_files_only,
+        trust_remote_code=trust_remote_code,
     )
+    encoder = OpenCLIPEncoder(
+        model_name,
+        pretrained=pretrained,
+        num_class_tokens=num_tokens,
+        model_kwargs=model_kwargs,
+        config_kwargs=config_kwargs,
+        processor_kwargs=processor_kwargs,
+        cache_folder=cache_folder,
+    )
+    if max_seq_length is not None:
+        encoder.max_seq_length = max_seq_length
     pooling = ObliquePooling(
         encoder.embedding_dimensions,
         num_tokens=num_tokens,
@@ -264,20 +340,29 @@ def oblique_open_clip(
 def oblique_dual_encoder(
     text_model: str,
     image_model: str,
+    *,
     num_tokens: int = 16,
     token_dim: int = 32,
-    *,
     text_token_source: TokenSource = "first",
     image_token_source: TokenSource | None = None,
     per_token_projection: bool = True,
     layer_norm: bool = True,
     max_seq_length: int | None = None,
-    device: str | None = None,
+    text_model_kwargs: dict[str, Any] | None = None,
+    image_model_kwargs: dict[str, Any] | None = None,
+    text_processor_kwargs: dict[str, Any] | None = None,
+    image_processor_kwargs: dict[str, Any] | None = None,
+    text_config_kwargs: dict[str, Any] | None = None,
+    image_config_kwargs: dict[str, Any] | None = None,
     cache_folder: str | None = None,
-    revision: str | None = None,
+    revision: str | dict[str, str] | None = None,
     token: bool | str | None = None,
     local_files_only: bool = False,
     trust_remote_code: bool = False,
+    model_kwargs: dict[str, Any] | None = None,
+    processor_kwargs: dict[str, Any] | None = None,
+    config_kwargs: dict[str, Any] | None = None,
+    device: str | None = None,
 ) -> ObliqueSentenceTransformer:
     """An oblique image-text model from separate text and image towers (LiT-style), e.g. MiniLM + EfficientNet.
 
@@ -293,7 +378,13 @@ def oblique_dual_encoder(
 
     Both towers keep their pretrained weights; the two heads of :class:`~st_oblique.ObliquePooling` are new: train
     the model (e.g. with :class:`~st_oblique.ObliqueContrastiveLoss`) before use. To train only the heads and the
-    text tower (LiT), set ``requires_grad_(False)`` on the image tower.
+    text tower (LiT), lock the image tower with ``st_oblique.modules.tower_lock.lock_tower(model, "image")``: frozen,
+    kept in eval mode, and recorded in the saved model (``st-oblique train --lock-image-tower`` does this).
+
+    Loading options: the shared ones (``cache_folder``, ``token``, ``local_files_only``, ``trust_remote_code``)
+    apply to both towers. ``model_kwargs``, ``processor_kwargs`` and ``config_kwargs`` apply to both towers too,
+    and ``text_*_kwargs`` / ``image_*_kwargs`` add to or override them key by key for one tower, e.g.
+    ``config_kwargs={"output_hidden_states": False}, image_config_kwargs={"drop_rate": 0.1}``.
 
     Args:
         text_model: Hub id or local path of a Hugging Face text encoder or a Sentence Transformers model.
@@ -306,11 +397,24 @@ def oblique_dual_encoder(
         per_token_projection: a projection per token (default) or one shared projection.
         layer_norm: a LayerNorm in the heads before the projection.
         max_seq_length: text truncation length (the K−1 class tokens come on top).
-        device: where to put the model.
-        cache_folder, revision, token, local_files_only, trust_remote_code: Hub loading options of both towers.
+        text_model_kwargs, image_model_kwargs: ``model_kwargs`` of one tower (override the shared ones).
+        text_processor_kwargs, image_processor_kwargs: ``processor_kwargs`` of one tower (the tokenizer, the image
+            processor).
+        text_config_kwargs, image_config_kwargs: ``config_kwargs`` of one tower.
+        cache_folder: where downloaded files are cached (default: the Hugging Face cache).
+        revision: branch, tag or commit id for both towers, or ``{"text": ..., "image": ...}`` (a commit id
+            belongs to one repository).
+        token: Hub token for private or gated repositories (True: the saved login).
+        local_files_only: only use local files (no download).
+        trust_remote_code: allow custom modelling code from the towers' repositories.
+        model_kwargs: passed to both towers' ``from_pretrained`` (e.g. ``{"dtype": torch.bfloat16}``).
+        processor_kwargs: passed to both towers' ``AutoProcessor.from_pretrained``.
+        config_kwargs: passed to both towers' ``AutoConfig.from_pretrained`` (config overrides).
+        device: where to put the model (default: Sentence Transformers' choice).
 
     Returns:
-        An :class:`~st_oblique.ObliqueSentenceTransformer` (``similarity_fn_name="dot"``) encoding texts and images.
+        An :class:`~st_oblique.ObliqueSentenceTransformer` (``similarity_fn_name="dot"``) encoding texts and images
+        into ``(N, K*d)`` embeddings. Its card data names both towers as base models.
 
     Example::
 
@@ -321,27 +425,32 @@ def oblique_dual_encoder(
         )
         # train with SentenceTransformerTrainer on a dataset with an Image() column and a caption column, then:
         image_embeddings = model.encode(["photo.jpg"])  # (1, 512)
+        text_embeddings = model.encode(["a photo of a dog"])  # (1, 512)
+        scores = model.similarity(image_embeddings, text_embeddings)  # (1, 1), in [-16, 16]
     """
-    from st_oblique.modules.image_class_token_transformer import ImageClassTokenTransformer
-    from st_oblique.modules.modality_router import ModalityRouter
-
     if text_token_source == "last":
         raise ValueError("text_token_source='last' is for causal text towers; use 'first', 'attention' or 'split'.")
-    loading = {
-        "cache_folder": cache_folder,
-        "revision": revision,
-        "token": token,
-        "local_files_only": local_files_only,
-        "trust_remote_code": trust_remote_code,
-    }
+    revisions = _tower_revisions(revision)
+    shared = {"cache_folder": cache_folder, "token": token, "local_files_only": local_files_only,
+              "trust_remote_code": trust_remote_code}
+    text_loading = _hf_loading(
+        **shared, revision=revisions["text"], model_kwargs={**(model_kwargs or {}), **(text_model_kwargs or {})},
+        processor_kwargs={**(processor_kwargs or {}), **(text_processor_kwargs or {})},
+        config_kwargs={**(config_kwargs or {}), **(text_config_kwargs or {})},
+    )
+    image_loading = _hf_loading(
+        **shared, revision=revisions["image"], model_kwargs={**(model_kwargs or {}), **(image_model_kwargs or {})},
+        processor_kwargs={**(processor_kwargs or {}), **(image_processor_kwargs or {})},
+        config_kwargs={**(config_kwargs or {}), **(image_config_kwargs or {})},
+    )
     text = _load_transformer(
         ClassTokenTransformer,
         text_model,
         num_class_tokens=num_tokens if text_token_source == "first" else 1,
         max_seq_length=max_seq_length,
-        loading=loading,
+        loading=text_loading,
     )
-    image = _load_transformer(ImageClassTokenTransformer, image_model, num_class_tokens=None, loading=loading)
+    image = _load_transformer(ImageClassTokenTransformer, image_model, num_class_tokens=None, loading=image_loading)
     if image_token_source is None:
         image_token_source = image.image_token_source
     if image_token_source == "first":
@@ -355,7 +464,7 @@ def oblique_dual_encoder(
         layer_norm=layer_norm,
     )
     router = ModalityRouter(text=[text], image=[image])
-    return _oblique_model(router, pooling, device=device, base_model=None)
+    return _oblique_model(router, pooling, device=device, base_model=[text_model, image_model])
 
 
 @torch.no_grad()
@@ -425,12 +534,93 @@ def _load_transformer(
 
 
 def _oblique_model(
-    input_module: Module, pooling: ObliquePooling, *, device: str | None, base_model: str | None
+    input_module: Module, pooling: ObliquePooling, *, device: str | None, base_model: str | list[str] | None
 ) -> ObliqueSentenceTransformer:
     model = ObliqueSentenceTransformer(modules=[input_module, pooling], device=device, similarity_fn_name="dot")
     if base_model is not None:
         model.model_card_data.base_model = base_model
     return model
+
+
+def _hf_loading(
+    *,
+    cache_folder: str | None,
+    revision: str | None,
+    token: bool | str | None,
+    local_files_only: bool,
+    trust_remote_code: bool,
+    model_kwargs: dict[str, Any] | None,
+    processor_kwargs: dict[str, Any] | None,
+    config_kwargs: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """The keyword arguments of ST's ``Transformer.load`` for one Hugging Face backbone."""
+    return {
+        "cache_folder": cache_folder,
+        "revision": revision,
+        "token": token,
+        "local_files_only": local_files_only,
+        "trust_remote_code": trust_remote_code,
+        "model_kwargs": dict(model_kwargs or {}),
+        "processor_kwargs": dict(processor_kwargs or {}),
+        "config_kwargs": dict(config_kwargs or {}),
+    }
+
+
+def _tower_revisions(revision: str | dict[str, str] | None) -> dict[str, str | None]:
+    """``{"text": ..., "image": ...}`` from one revision for both towers or a dict with one per tower."""
+    if not isinstance(revision, dict):
+        return {"text": revision, "image": revision}
+    unknown = sorted(set(revision) - {"text", "image"})
+    if unknown:
+        raise ValueError(
+            f"revision has unknown tower(s) {unknown}; use one revision for both towers or "
+            "{'text': ..., 'image': ...}."
+        )
+    return {"text": revision.get("text"), "image": revision.get("image")}
+
+
+def _check_open_clip_options(
+    model_name: str,
+    pretrained: str | None,
+    *,
+    revision: str | None,
+    token: bool | str | None,
+    local_files_only: bool,
+    trust_remote_code: bool,
+) -> None:
+    """Refuse, with what to do instead, the loading options ``open_clip.create_model`` cannot honour."""
+    if revision is not None:
+        raise ValueError(
+            f"oblique_open_clip cannot use revision={revision!r}: open_clip.create_model has no revision and always "
+            "downloads the default branch. Download that revision yourself "
+            "(huggingface_hub.snapshot_download(repo_id, revision=...)) and pass its folder as model_name."
+        )
+    if token is not None:
+        raise ValueError(
+            "oblique_open_clip cannot use token=...: open_clip.create_model takes no token. Log in with "
+            "`hf auth login` or set the HF_TOKEN environment variable; open_clip's downloads use it."
+        )
+    if trust_remote_code:
+        raise ValueError(
+            "trust_remote_code does not apply to open_clip models (open_clip runs no code from model "
+            "repositories); leave it False."
+        )
+    if local_files_only and _open_clip_downloads(model_name, pretrained):
+        raise ValueError(
+            f"oblique_open_clip cannot promise local_files_only for {model_name!r} (pretrained={pretrained!r}): "
+            "open_clip downloads hf-hub: models and pretrained tags and has no offline switch of its own. Set "
+            "HF_HUB_OFFLINE=1 before starting Python to use the cached files, or pass a local folder or "
+            "checkpoint file."
+        )
+
+
+def _open_clip_downloads(model_name: str, pretrained: str | None) -> bool:
+    """Whether ``open_clip.create_model(model_name, pretrained)`` downloads files (config or weights)."""
+    if model_name.startswith("hf-hub:"):
+        return True
+    if model_name.startswith("local-dir:") or os.path.isdir(model_name):
+        return False
+    return pretrained is not None and not os.path.isfile(pretrained)
 
 
 _TRANSFORMER_TYPES = {

@@ -11,6 +11,7 @@ from torch import nn
 from st_oblique import __version__
 from st_oblique.hub_ids import is_hub_model_id
 from st_oblique.modules.pooling import SINGLE_HEAD, ObliquePooling
+from st_oblique.modules.tower_lock import locked_towers
 from st_oblique.shape import oblique_poolings, oblique_shape
 
 TOKEN_SOURCE_DESCRIPTIONS: dict[str, str] = {
@@ -58,6 +59,8 @@ class ObliqueModelDescription:
         logit_bias: the logit bias of a sigmoid (SigLIP) loss, recorded likewise; None for other losses.
         parameters: total number of parameters.
         trainable_parameters: parameters with ``requires_grad``.
+        locked_towers: modalities whose pretrained tower is locked (frozen, kept in eval mode; recorded in the
+            model, so a reloaded model reports it too).
         st_oblique_version: the installed st-oblique release.
     """
 
@@ -74,6 +77,7 @@ class ObliqueModelDescription:
     logit_bias: float | None = None
     parameters: int = 0
     trainable_parameters: int = 0
+    locked_towers: list[str] = field(default_factory=list)
     st_oblique_version: str = ""
 
     @property
@@ -99,6 +103,8 @@ class ObliqueModelDescription:
             ("logit_scale", scale),
             *((("logit_bias", f"{self.logit_bias:.4g}"),) if self.logit_bias is not None else ()),
             ("parameters", f"{self.parameters:,} ({self.trainable_parameters:,} trainable)"),
+            *((("locked towers", f"{', '.join(self.locked_towers)} (frozen, kept in eval mode)"),)
+              if self.locked_towers else ()),
         ]
         for tower in self.towers:
             rows.append((f"{tower.modality} tower", f"{tower.backbone}; token_source={tower.token_source!r}"))
@@ -112,6 +118,13 @@ def describe_model(model: nn.Module) -> ObliqueModelDescription:
 
     Works for a single backbone with one ObliquePooling (one head per modality or one shared head) and for
     ``Router`` models with one ObliquePooling per route.
+
+    Trainable and frozen parameters are counted from ``requires_grad``. A locked tower (``st-oblique train
+    --lock-image-tower`` / ``--lock-text-tower``, or ``lock_towers`` of the input module) is recorded in the model,
+    so it counts as frozen after saving and loading too (and is listed in ``locked_towers``). Parameters frozen
+    any other way (``st-oblique train --freeze REGEX``, ``requires_grad_(False)`` by hand) are not recorded: the
+    loaded model counts them as trainable; the run's ``training_report.json`` (``parameters``) keeps the counts of
+    the training run.
 
     Args:
         model: a SentenceTransformer containing at least one :class:`~st_oblique.ObliquePooling`.
@@ -152,6 +165,7 @@ def describe_model(model: nn.Module) -> ObliqueModelDescription:
         logit_bias=biases[0] if biases else None,
         parameters=sum(parameter.numel() for parameter in parameters),
         trainable_parameters=sum(parameter.numel() for parameter in parameters if parameter.requires_grad),
+        locked_towers=locked_towers(model),
         st_oblique_version=__version__,
     )
 

@@ -227,10 +227,21 @@ class ObliqueModelCardData(SentenceTransformerModelCardData):
         if self.model is not None:
             self.add_tags([f"modality:{modality}" for modality in self.model.modalities if isinstance(modality, str)])
 
+    def get_default_model_name(self) -> str:
+        """ST's default name, with the base models of a dual encoder joined by "and"."""
+        if isinstance(self.base_model, list):
+            return f"{self.model.__class__.__name__} based on {' and '.join(self.base_model)}"
+        return super().get_default_model_name()
+
     def to_dict(self) -> dict[str, Any]:
         self.add_modality_tags()
-        if self.base_model and not is_hub_model_id(self.base_model):
-            # A local folder is no base model for the Hub: its YAML and links would point nowhere.
+        # A local folder is no base model for the Hub: its YAML and links would point nowhere. A dual encoder has
+        # one base model per tower (the Hub's YAML takes a list); the ones left after dropping local folders stay.
+        if isinstance(self.base_model, (list, tuple)):
+            hub_models = [name for name in self.base_model if is_hub_model_id(name)]
+            self.base_model = hub_models if len(hub_models) > 1 else next(iter(hub_models), None)
+            self.base_model_revision = None
+        elif self.base_model and not is_hub_model_id(self.base_model):
             self.base_model = self.base_model_revision = None
         data = super().to_dict()
         try:

@@ -68,9 +68,7 @@ from st_oblique.evaluation import ClassificationDataset, load_dataset, run_evalu
 from st_oblique.evaluation.mteb_runner import resolve_mteb_tasks
 from st_oblique.hub import push_to_hub
 from st_oblique.model_card import set_evaluation_results
-from st_oblique.modules.clip_class_token_transformer import CLIPClassTokenTransformer
-from st_oblique.modules.modality_router import ModalityRouter
-from st_oblique.modules.open_clip_encoder import OpenCLIPEncoder
+from st_oblique.modules.tower_lock import lock_tower
 from st_oblique.trainer import ObliqueTrainer
 
 if TYPE_CHECKING:
@@ -134,15 +132,16 @@ def build_model(config: TrainConfig) -> ObliqueSentenceTransformer:
     try:
         if config.backbone == "clip":
             return st_oblique.oblique_clip(
-                config.model, config.num_tokens, config.token_dim, max_seq_length=config.max_seq_length, **common
+                config.model, num_tokens=config.num_tokens, token_dim=config.token_dim,
+                max_seq_length=config.max_seq_length, trust_remote_code=config.trust_remote_code, **common,
             )
         if config.backbone == "open_clip":
             if config.open_clip_config:
                 registered = register_open_clip_config(config.open_clip_config)
                 name = config.model or registered
             model = st_oblique.oblique_open_clip(
-                name, config.pretrained, config.num_tokens, config.token_dim,
-                model_kwargs=config.open_clip_model_kwargs, **common,
+                name, config.pretrained, num_tokens=config.num_tokens, token_dim=config.token_dim,
+                config_kwargs=config.open_clip_model_kwargs, **common,
             )
             if not config.pretrained and not name.startswith(("hf-hub:", "local-dir:")):
                 model.model_card_data.base_model = None  # random weights: there is no base model to link to
@@ -152,12 +151,12 @@ def build_model(config: TrainConfig) -> ObliqueSentenceTransformer:
         loading = {"max_seq_length": config.max_seq_length, "trust_remote_code": config.trust_remote_code}
         if config.backbone == "text":
             return st_oblique.oblique_text_model(
-                config.model, config.num_tokens, config.token_dim, token_source=config.token_source or "first",
-                **loading, **common,
+                config.model, num_tokens=config.num_tokens, token_dim=config.token_dim,
+                token_source=config.token_source or "first", **loading, **common,
             )
         name = f"{config.text_model} + {config.image_model}"
         return st_oblique.oblique_dual_encoder(
-            config.text_model, config.image_model, config.num_tokens, config.token_dim,
+            config.text_model, config.image_model, num_tokens=config.num_tokens, token_dim=config.token_dim,
             text_token_source=config.token_source or "first", image_token_source=config.image_token_source,
             **loading, **common,
         )
@@ -205,7 +204,9 @@ def freeze_parameters(
 
     A locked tower gets ``requires_grad=False`` and stays in eval mode during training (its BatchNorm statistics
     and dropout are those of the pretrained model, as in LiT); new parameters (extra class tokens, the oblique
-    heads) keep training.
+    heads) keep training. The lock is recorded in the model (the input module's ``locked_towers``, see
+    :func:`st_oblique.modules.tower_lock.lock_tower`), so the saved model loads with the tower locked; parameters
+    frozen by ``patterns`` are not recorded (``training_report.json`` counts them).
 
     Returns:
         ``{"frozen": parameters frozen, "trainable": parameters still trained}`` (counts of scalars).
@@ -217,12 +218,11 @@ def freeze_parameters(
     for modality, locked in (("image", lock_image_tower), ("text", lock_text_tower)):
         if not locked:
             continue
-        parameters, modules = _tower(model, modality)
-        for parameter in parameters:
-            parameter.requires_grad_(False)
-            frozen_ids.add(id(parameter))
-        for module in modules:
-            module.register_forward_pre_hook(_keep_in_eval_mode)
+        try:
+            parameters = lock_tower(model, modality)
+        except ValueError as error:
+            raise ObliqueConfigError(str(error)) from error
+        frozen_ids.update(id(parameter) for parameter in parameters)
     named = list(model.named_parameters())
     for pattern in patterns:
         expression = re.compile(pattern)
@@ -238,36 +238,6 @@ def freeze_parameters(
         raise ObliqueConfigError("Every parameter is frozen; unlock a tower or remove a --freeze pattern.")
     frozen = sum(parameter.numel() for _, parameter in named if id(parameter) in frozen_ids)
     return {"frozen": frozen, "trainable": trainable}
-
-
-def _keep_in_eval_mode(module: nn.Module, args: Any) -> None:
-    if module.training:
-        module.eval()
-
-
-def _tower(model: nn.Module, modality: str) -> tuple[list, list]:
-    """``(parameters, modules to keep in eval mode)`` of the pretrained ``modality`` tower of an oblique model."""
-
-    first = model[0]
-    if isinstance(first, ModalityRouter):
-        if modality not in first.sub_modules:
-            raise ObliqueConfigError(f"This model has no {modality} tower to lock.")
-        backbone = first.sub_modules[modality][0].model
-        return list(backbone.parameters()), [backbone]
-    if isinstance(first, CLIPClassTokenTransformer):
-        tower = first.model.vision_model if modality == "image" else first.model.text_model
-        return list(tower.parameters()), [tower]
-    if isinstance(first, OpenCLIPEncoder):
-        visual = first.model.visual
-        if modality == "image":
-            return list(visual.parameters()), [visual]
-        visual_ids = {id(parameter) for parameter in visual.parameters()}
-        text = [parameter for parameter in first.model.parameters() if id(parameter) not in visual_ids]
-        transformer = getattr(first.text_tower, "transformer", None)
-        return text, [transformer] if transformer is not None else []
-    if modality == "text" and hasattr(first, "model"):
-        return list(first.model.parameters()), [first.model]
-    raise ObliqueConfigError(f"Cannot lock the {modality} tower of a model whose first module is {type(first).__name__}.")
 
 
 def build_loss(model: ObliqueSentenceTransformer, config: TrainConfig) -> nn.Module:

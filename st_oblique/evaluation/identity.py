@@ -35,13 +35,15 @@ def weights_fingerprint(model: SentenceTransformer, length: int = 12) -> str:
 
 
 def model_name(model: SentenceTransformer, default: str | None = None) -> str:
-    """The model's name: ``model_card_data.model_name``, its ``model_id``, its base model, else ``default``.
+    """The model's name: ``model_card_data.model_name``, its ``model_id``, its base model (a dual encoder's two
+    joined by ``" + "``), else ``default``.
 
     Raises:
         ValueError: no name is known and no ``default`` is given.
     """
     card = model.model_card_data
-    for candidate in (card.model_name, card.model_id, card.base_model, default):
+    base_model = " + ".join(card.base_model) if isinstance(card.base_model, list) else card.base_model
+    for candidate in (card.model_name, card.model_id, base_model, default):
         if candidate:
             return str(candidate)
     raise ValueError(

@@ -8,9 +8,11 @@ from typing import Any
 
 import torch
 from sentence_transformers.base.modules import Transformer
+from torch import nn
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES, MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
 from st_oblique.modules.serialization import VERSION_KEY, check_config_keys, describe_location, with_version
+from st_oblique.modules.tower_lock import TowerLockMixin, without_empty_lock
 
 logger = logging.getLogger(__name__)
 
@@ -20,7 +22,7 @@ _LEGACY_TRANSFORMER_KEYS = {"model_args", "tokenizer_args", "config_args"}
 _CAUSAL_MODEL_TYPES = {"clip", "clip_text_model"}
 
 
-class ClassTokenTransformer(Transformer):
+class ClassTokenTransformer(TowerLockMixin, Transformer):
     """ST's :class:`~sentence_transformers.base.modules.Transformer` that prepends K−1 extra copies of the
     first token (``[CLS]``/``<s>``) to every text, so a bidirectional encoder outputs K class-token states.
 
@@ -37,9 +39,13 @@ class ClassTokenTransformer(Transformer):
     Only for bidirectional encoders: in a causal tower the prepended tokens could not see the text (use
     :func:`st_oblique.oblique_clip` for CLIP, or ``token_source="attention"``).
 
+    A locked text tower (``locked_towers=["text"]``, see :class:`~st_oblique.modules.tower_lock.TowerLockMixin`)
+    is frozen and kept in eval mode; the lock is saved with the module and applied again on load.
+
     Args:
         model_name_or_path: Hub id or local path of a Hugging Face text encoder (or a saved ST model folder).
         num_class_tokens: K, the number of class-token states (``1`` = the unmodified model).
+        locked_towers: ``["text"]`` to freeze the encoder (LiT); default: nothing locked.
         **kwargs: everything ST's ``Transformer`` accepts (``max_seq_length``, ``model_kwargs``, ...).
 
     Example::
@@ -53,13 +59,21 @@ class ClassTokenTransformer(Transformer):
         model = SentenceTransformer(modules=[backbone, pooling], similarity_fn_name="dot")
     """
 
-    config_keys: list[str] = [*Transformer.config_keys, "num_class_tokens"]
+    config_keys: list[str] = [*Transformer.config_keys, "num_class_tokens", "locked_towers"]
 
-    def __init__(self, model_name_or_path: str, *, num_class_tokens: int = 1, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        model_name_or_path: str,
+        *,
+        num_class_tokens: int = 1,
+        locked_towers: list[str] | None = None,
+        **kwargs: Any,
+    ) -> None:
         if not isinstance(num_class_tokens, int) or isinstance(num_class_tokens, bool) or num_class_tokens < 1:
             raise ValueError(f"num_class_tokens must be a positive integer, got {num_class_tokens!r}.")
         super().__init__(model_name_or_path, **kwargs)
         self.num_class_tokens = num_class_tokens
+        self.locked_towers = []
         if num_class_tokens > 1:
             # Unpadded (flattened) batches have no row structure to put class tokens into.
             self.unpad_inputs = False
@@ -72,6 +86,10 @@ class ClassTokenTransformer(Transformer):
                     f"num_class_tokens={num_class_tokens} does not fit the model's {limit} positions; "
                     "use fewer class tokens."
                 )
+        self.lock_towers(locked_towers or [])
+
+    def _tower_parts(self) -> dict[str, tuple[list[nn.Parameter], list[nn.Module]]]:
+        return {"text": (list(self.model.parameters()), [self.model])}
 
     @property
     def class_token_placement(self) -> dict[str, str]:
@@ -132,14 +150,18 @@ class ClassTokenTransformer(Transformer):
             )
 
     def get_config_dict(self) -> dict[str, Any]:
-        return with_version(super().get_config_dict())
+        return with_version(without_empty_lock(super().get_config_dict()))
 
     @classmethod
     def load_config(cls, model_name_or_path: str, subfolder: str = "", config_filename: str | None = None, **kwargs):
         config = super().load_config(model_name_or_path, subfolder=subfolder, config_filename=config_filename, **kwargs)
         if VERSION_KEY not in config:
             return config  # a plain ST/HF model that this module is being built from
-        known = set(inspect.signature(cls.__init__).parameters) | set(inspect.signature(Transformer.__init__).parameters)
+        known = (
+            set(cls.config_keys)
+            | set(inspect.signature(cls.__init__).parameters)
+            | set(inspect.signature(Transformer.__init__).parameters)
+        )
         location = describe_location(model_name_or_path, subfolder, config_filename or cls.config_file_name)
         return check_config_keys(cls.__name__, location, config, known | _LEGACY_TRANSFORMER_KEYS)
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 from sentence_transformers.base.modules import Transformer
+from torch import nn
 
 from st_oblique.images import batch_modality, load_images
 from st_oblique.modules.class_token_transformer import ClassTokenTransformer
@@ -47,10 +48,14 @@ class CLIPClassTokenTransformer(ImageClassTokensMixin, ClassTokenTransformer):
     extra image tokens live in ``oblique_class_tokens/model.safetensors``. CLIP's own projections and
     ``logit_scale`` are not used (the oblique head replaces them) and are frozen.
 
+    ``locked_towers=["image"]`` (LiT) freezes CLIP's vision tower and keeps it in eval mode, ``["text"]`` its text
+    tower; the extra class tokens keep training. The lock is saved with the module and applied again on load.
+
     Args:
         model_name_or_path: Hub id or local path of a Hugging Face CLIP model (``model_type="clip"``), e.g.
             ``"openai/clip-vit-base-patch32"``, or of a Sentence Transformers folder holding one.
         num_class_tokens: K.
+        locked_towers: the towers to freeze, ``["image"]``, ``["text"]`` or both; default: none.
         **kwargs: everything ST's ``Transformer`` accepts (``model_kwargs``, ``processor_kwargs``, ...).
 
     Example::
@@ -73,6 +78,7 @@ class CLIPClassTokenTransformer(ImageClassTokensMixin, ClassTokenTransformer):
         num_class_tokens: int = 1,
         modality_config: dict | None = None,
         module_output_name: str | None = None,
+        locked_towers: list[str] | None = None,
         **kwargs: Any,
     ) -> None:
         if modality_config is not None and modality_config != TOKEN_MODALITY_CONFIG:
@@ -96,6 +102,11 @@ class CLIPClassTokenTransformer(ImageClassTokensMixin, ClassTokenTransformer):
             unused.requires_grad_(False)
         self.model.logit_scale.requires_grad_(False)
         self._setup_image_class_tokens()
+        self.lock_towers(locked_towers or [])  # here, once the model is known to be a CLIP model
+
+    def _tower_parts(self) -> dict[str, tuple[list[nn.Parameter], list[nn.Module]]]:
+        towers = {"text": self.model.text_model, "image": self.model.vision_model}
+        return {modality: (list(tower.parameters()), [tower]) for modality, tower in towers.items()}
 
     @property
     def max_position_embeddings(self) -> int | None:

@@ -41,7 +41,9 @@ class ImageClassTokensMixin:
 
     def _encode_images(self, features: dict[str, Any]) -> dict[str, Any]:
         tower = vit_tower(self.model)
-        features["token_embeddings"] = tower.token_states(features["pixel_values"], self.extra_class_tokens)
+        # The image processor gives float32; a backbone loaded in another dtype (model_kwargs={"dtype": ...}) needs its own.
+        pixel_values = features["pixel_values"].to(next(tower.module.parameters()).dtype)
+        features["token_embeddings"] = tower.token_states(pixel_values, self.extra_class_tokens)
         return features
 
     def save(self, output_path: str, *args, safe_serialization: bool = True, **kwargs) -> None:
@@ -87,10 +89,14 @@ class ImageClassTokenTransformer(ImageClassTokensMixin, ClassTokenTransformer):
     Use it as the image route of a :class:`~st_oblique.modules.ModalityRouter` (see
     :func:`st_oblique.oblique_dual_encoder`).
 
+    ``locked_towers=["image"]`` (LiT) freezes the backbone and keeps it in eval mode (BatchNorm statistics as
+    pretrained); the extra class tokens keep training. The lock is saved with the module and applied again on load.
+
     Args:
         model_name_or_path: Hub id or local path of a Hugging Face image model (``timm_wrapper``, ``clip_vision_model``,
             ``clip``, or any image ``AutoModel``).
         num_class_tokens: K (only ViTs with a class token take K > 1).
+        locked_towers: ``["image"]`` to freeze the backbone; default: nothing locked.
         **kwargs: everything ST's ``Transformer`` accepts (``model_kwargs``, ``processor_kwargs``, ...).
 
     Example::
@@ -138,6 +144,9 @@ class ImageClassTokenTransformer(ImageClassTokensMixin, ClassTokenTransformer):
         self.module_output_name = "token_embeddings"
         self.input_formatter.supported_modalities = ["image"]
         self._setup_image_class_tokens()
+
+    def _tower_parts(self) -> dict[str, tuple[list[nn.Parameter], list[nn.Module]]]:
+        return {"image": (list(self.model.parameters()), [self.model])}
 
     def set_num_class_tokens(self, num_class_tokens: int) -> None:
         """Give the ViT ``num_class_tokens`` class tokens: its own and K−1 new learned ones (initialised from it).

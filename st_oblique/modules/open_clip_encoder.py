@@ -18,7 +18,7 @@ from open_clip.transformer import TextTransformer
 from safetensors.torch import save_model
 from sentence_transformers.base.modules import InputModule
 from sentence_transformers.util import load_dir_path
-from torch import Tensor
+from torch import Tensor, nn
 
 from st_oblique.errors import ObliqueLoadError
 from st_oblique.images import batch_modality, load_images
@@ -30,6 +30,7 @@ from st_oblique.modules.serialization import (
     load_module_weights,
     with_version,
 )
+from st_oblique.modules.tower_lock import TowerLockMixin, without_empty_lock
 from st_oblique.modules.vit_towers import make_extra_class_tokens, vit_class_token_placement, vit_tower
 
 OPEN_CLIP_CONFIG = "open_clip_config.json"
@@ -38,9 +39,16 @@ OPEN_CLIP_CONFIG = "open_clip_config.json"
 
 _POOLED_TEXT = ("argmax", "eos")
 _CREATE_MODEL_ARGS = frozenset(inspect.signature(open_clip.create_model).parameters) - {"model_kwargs"}
+LOADING_ARGS = frozenset(
+    {"precision", "pretrained_image", "pretrained_text", "pretrained_image_path", "pretrained_text_path",
+     "require_pretrained", "weights_only"}
+)
+"""``open_clip.create_model`` arguments that ``model_kwargs`` may hold: they change how the model is loaded, not its
+architecture (the others are set by OpenCLIPEncoder, or change the architecture without it being saved)."""
+_PREPROCESS_KEYS = frozenset(PreprocessCfg.__dataclass_fields__)
 
 
-class OpenCLIPEncoder(InputModule):
+class OpenCLIPEncoder(TowerLockMixin, InputModule):
     """An `open_clip <https://github.com/mlfoundations/open_clip>`_ model as a Sentence Transformers input module,
     with K class tokens in each tower.
 
@@ -69,6 +77,10 @@ class OpenCLIPEncoder(InputModule):
     project. ``logit_scale``, ``logit_bias`` and the two projections are not used (the oblique head replaces them)
     and are frozen.
 
+    ``locked_towers=["image"]`` (LiT) freezes ``model.visual`` and keeps it in eval mode, ``["text"]`` every other
+    parameter of the model (the text transformer kept in eval mode); the extra class tokens keep training. The lock
+    is saved with the module and applied again on load.
+
     Saving writes open_clip's own layout (``open_clip_config.json`` + ``model.safetensors``, loadable with
     ``open_clip.create_model("local-dir:<folder>")``), the extra class tokens in
     ``oblique_class_tokens/model.safetensors`` and this module's settings in ``oblique_open_clip_config.json``.
@@ -79,10 +91,16 @@ class OpenCLIPEncoder(InputModule):
         pretrained: a pretrained tag (e.g. ``"laion2b_s34b_b79k"``) or a local checkpoint file; None for random
             weights (ignored for ``hf-hub:``/``local-dir:`` names, which carry their weights).
         num_class_tokens: K.
-        model_kwargs: top-level model config overrides, applied as ``open_clip.create_model(**model_kwargs)`` does
-            (e.g. ``{"embed_dim": 32, "vision_cfg": {...}, "text_cfg": {...}}``); saved with the model.
-        cache_dir: open_clip's download cache.
+        model_kwargs: keyword arguments of ``open_clip.create_model`` that change how the model is loaded
+            (:data:`LOADING_ARGS`: ``precision``, ``pretrained_image``, ``weights_only``, ...). Other keys are model
+            config overrides, as ``create_model(**model_kwargs)`` takes them (see ``config_kwargs``).
+        config_kwargs: top-level model config overrides (e.g. ``{"embed_dim": 32, "vision_cfg": {...},
+            "text_cfg": {...}}``: a nested dict replaces the whole entry); saved with the model.
+        processor_kwargs: image preprocessing overrides (``size``, ``mean``, ``std``, ``interpolation``,
+            ``resize_mode``, ``fill_color``), as ``create_model(force_preprocess_cfg=...)``; saved with the model.
+        cache_folder: open_clip's download cache (its ``cache_dir``).
         load_weights: False to skip loading ``pretrained`` (random weights).
+        locked_towers: the towers to freeze, ``["image"]``, ``["text"]`` or both; default: none.
 
     Example::
 
@@ -98,7 +116,7 @@ class OpenCLIPEncoder(InputModule):
     """
 
     config_file_name = "oblique_open_clip_config.json"
-    config_keys: list[str] = ["model_name", "pretrained", "num_class_tokens"]
+    config_keys: list[str] = ["model_name", "pretrained", "num_class_tokens", "locked_towers"]
     save_in_root = True
 
     def __init__(
@@ -108,32 +126,33 @@ class OpenCLIPEncoder(InputModule):
         num_class_tokens: int = 1,
         *,
         model_kwargs: dict[str, Any] | None = None,
-        cache_dir: str | None = None,
+        config_kwargs: dict[str, Any] | None = None,
+        processor_kwargs: dict[str, Any] | None = None,
+        cache_folder: str | None = None,
         load_weights: bool = True,
+        locked_towers: list[str] | None = None,
     ) -> None:
         super().__init__()
         check_positive_int("num_class_tokens", num_class_tokens)
-        model_kwargs = dict(model_kwargs or {})
-        reserved = sorted(set(model_kwargs) & _CREATE_MODEL_ARGS)
-        if reserved:
-            raise ValueError(
-                f"model_kwargs holds model config overrides (embed_dim, vision_cfg, text_cfg, ...), not "
-                f"open_clip.create_model arguments such as {reserved}."
-            )
+        loading, config_overrides = _split_model_kwargs(model_kwargs or {})
+        config_overrides.update(config_kwargs or {})
+        preprocess_overrides = _check_processor_kwargs(processor_kwargs or {})
         if os.path.isdir(model_name):  # a folder in open_clip's layout (open_clip_config.json + weights)
             model_name = f"local-dir:{model_name}"
         self.model_name = model_name
         self.pretrained = pretrained
         self.num_class_tokens = num_class_tokens
+        self.locked_towers = []
         self._max_caption_length: int | None = None
         with _quiet_random_init_warning(not load_weights):
             self.model = open_clip.create_model(
-                model_name, pretrained=pretrained, cache_dir=cache_dir, load_weights=load_weights, **model_kwargs
+                model_name, pretrained=pretrained, cache_dir=cache_folder, load_weights=load_weights,
+                force_preprocess_cfg=preprocess_overrides, **loading, **config_overrides,
             )
-        self.model_cfg = {**copy.deepcopy(open_clip.get_model_config(model_name) or {}), **model_kwargs}
+        self.model_cfg = {**copy.deepcopy(open_clip.get_model_config(model_name) or {}), **config_overrides}
         self.preprocess_cfg = copy.deepcopy(open_clip.get_model_preprocess_cfg(self.model))
         self.image_transform = image_transform_v2(PreprocessCfg(**self.preprocess_cfg), is_train=False)
-        self.tokenizer = open_clip.get_tokenizer(model_name, cache_dir=cache_dir)
+        self.tokenizer = open_clip.get_tokenizer(model_name, cache_dir=cache_folder)
         self._check_text_tower()
 
         for owner, name in ((self.model, "logit_scale"), (self.model, "logit_bias"), (self.text_tower, "text_projection"),
@@ -144,6 +163,17 @@ class OpenCLIPEncoder(InputModule):
 
         self.extra_class_tokens = make_extra_class_tokens(self.model, num_class_tokens)
         self._feature_map_width = None if vit_tower(self.model) is not None else self._measure_feature_map_width()
+        self.lock_towers(locked_towers or [])
+
+    def _tower_parts(self) -> dict[str, tuple[list[nn.Parameter], list[nn.Module]]]:
+        visual = self.model.visual
+        visual_ids = {id(parameter) for parameter in visual.parameters()}
+        text = [parameter for parameter in self.model.parameters() if id(parameter) not in visual_ids]
+        transformer = getattr(self.text_tower, "transformer", None)
+        return {
+            "image": (list(visual.parameters()), [visual]),
+            "text": (text, [transformer] if transformer is not None else []),
+        }
 
     # -- description ----------------------------------------------------------------------------------------------
 
@@ -203,12 +233,13 @@ class OpenCLIPEncoder(InputModule):
         return self.embedding_dimensions["text"]
 
     def get_config_dict(self) -> dict[str, Any]:
-        return with_version(super().get_config_dict())
+        return with_version(without_empty_lock(super().get_config_dict()))
 
     def __repr__(self) -> str:
+        locked = f", 'locked_towers': {self.locked_towers}" if self.locked_towers else ""
         return (
             f"OpenCLIPEncoder({{'model_name': {self.model_name!r}, 'pretrained': {self.pretrained!r}, "
-            f"'num_class_tokens': {self.num_class_tokens}, 'architecture': '{type(self.model).__name__}'}})"
+            f"'num_class_tokens': {self.num_class_tokens}{locked}, 'architecture': '{type(self.model).__name__}'}})"
         )
 
     # -- inputs ---------------------------------------------------------------------------------------------------
@@ -371,7 +402,12 @@ class OpenCLIPEncoder(InputModule):
         folder = load_dir_path(model_name_or_path, subfolder=subfolder, token=token, cache_folder=cache_folder,
                                revision=revision, local_files_only=local_files_only)
         try:
-            module = cls(f"local-dir:{folder}", num_class_tokens=config.get("num_class_tokens", 1), load_weights=False)
+            module = cls(
+                f"local-dir:{folder}",
+                num_class_tokens=config.get("num_class_tokens", 1),
+                load_weights=False,
+                locked_towers=config.get("locked_towers"),
+            )
         except (TypeError, ValueError, KeyError) as error:
             location = describe_location(model_name_or_path, subfolder, OPEN_CLIP_CONFIG)
             raise ObliqueLoadError(f"Cannot load OpenCLIPEncoder: {location} holds an invalid config: {error}") from error
@@ -380,6 +416,40 @@ class OpenCLIPEncoder(InputModule):
         if module.extra_class_tokens is not None:
             module.extra_class_tokens.load(model_name_or_path, **hub)
         return module
+
+
+def _split_model_kwargs(model_kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(loading arguments of open_clip.create_model, model config overrides)`` of ``model_kwargs``.
+
+    Raises:
+        ValueError: an argument OpenCLIPEncoder sets itself or one that changes the architecture unseen.
+    """
+    if "torch_dtype" in model_kwargs or "dtype" in model_kwargs:
+        raise ValueError(
+            "open_clip models take their dtype as model_kwargs={'precision': 'fp16' | 'bf16' | 'pure_bf16' | ...}, "
+            "not torch_dtype/dtype."
+        )
+    refused = sorted(set(model_kwargs) & (_CREATE_MODEL_ARGS - LOADING_ARGS))
+    if refused:
+        raise ValueError(
+            f"model_kwargs {refused} cannot be used: OpenCLIPEncoder sets the download cache (cache_folder), the "
+            "pretrained weights (pretrained) and the device itself, and force_* arguments change the architecture "
+            "without it being saved; change the model config with config_kwargs instead (e.g. "
+            "{'quick_gelu': True}, or a whole 'vision_cfg' / 'text_cfg' dict), and image preprocessing with "
+            f"processor_kwargs. model_kwargs takes {sorted(LOADING_ARGS)}."
+        )
+    loading = {key: value for key, value in model_kwargs.items() if key in LOADING_ARGS}
+    return loading, {key: value for key, value in model_kwargs.items() if key not in LOADING_ARGS}
+
+
+def _check_processor_kwargs(processor_kwargs: dict[str, Any]) -> dict[str, Any]:
+    unknown = sorted(set(processor_kwargs) - _PREPROCESS_KEYS)
+    if unknown:
+        raise ValueError(
+            f"processor_kwargs {unknown} are not open_clip preprocessing settings; open_clip takes "
+            f"{sorted(_PREPROCESS_KEYS)} (its tokenizer has no options to set)."
+        )
+    return dict(processor_kwargs)
 
 
 class _RandomInitFilter(logging.Filter):

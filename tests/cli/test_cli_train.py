@@ -112,6 +112,11 @@ def test_dual_encoder_with_locked_image_tower_and_cached_loss(cli, assets, tmp_p
     tokens = load_file(output / "image_0_ImageClassTokenTransformer" / "oblique_class_tokens" / "model.safetensors")
     assert any(bool(value.abs().sum() > 0) for value in tokens.values())
     assert report["parameters"]["frozen"] == sum(value.numel() for value in original.values())
+    # The lock is recorded in the saved model: reloaded, it has the same trainable and frozen parameters.
+    description = st_oblique.describe_model(st_oblique.load(str(output), device="cpu"))
+    assert description.locked_towers == ["image"]
+    assert description.trainable_parameters == report["parameters"]["trainable"]
+    assert description.parameters - description.trainable_parameters == report["parameters"]["frozen"]
 
 
 def test_config_file_values_and_command_line_precedence(cli, assets, tmp_path):

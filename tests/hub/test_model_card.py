@@ -136,6 +136,37 @@ def test_dual_encoder_card_encodes_images_and_texts(tiny_bert_dir, tmp_path):
     assert "similarities = model.similarity(image_embeddings, text_embeddings)\nprint(similarities)\n# tensor(" in readme
 
 
+def test_dual_encoder_card_names_both_base_models(tiny_bert_dir, tmp_path):
+    from st_oblique.builders import oblique_dual_encoder
+    from st_oblique.modules.tower_lock import lock_tower
+
+    image_dir = tiny_timm(tmp_path / "timm", architecture="test_efficientnet")
+
+    def card_of(base_model, name: str) -> tuple[ModelCard, str]:
+        model = oblique_dual_encoder(tiny_bert_dir, image_dir, num_tokens=2, token_dim=4)
+        assert model.model_card_data.base_model == [tiny_bert_dir, image_dir]  # the builder names both towers
+        if base_model is not None:
+            model.model_card_data.base_model = base_model
+        lock_tower(model, "image")
+        model.save(str(tmp_path / name))
+        readme = (tmp_path / name / "README.md").read_text(encoding="utf-8")
+        return ModelCard(readme), readme
+
+    card, readme = card_of(["org/text-encoder", "org/image-encoder"], "hub")
+    assert card.data.base_model == ["org/text-encoder", "org/image-encoder"]  # the Hub's YAML takes a list
+    assert (
+        "finetuned from [org/text-encoder](https://huggingface.co/org/text-encoder) and "
+        "[org/image-encoder](https://huggingface.co/org/image-encoder)"
+    ) in readme
+    assert "**Base models:** [org/text-encoder](https://huggingface.co/org/text-encoder), [org/image-encoder]" in readme
+    assert "# ObliqueSentenceTransformer based on org/text-encoder and org/image-encoder" in readme
+    assert "; the pretrained image tower is locked (frozen, kept in eval mode while training)" in readme
+    card, readme = card_of(["org/text-encoder", image_dir], "mixed")  # a local folder is still dropped
+    assert card.data.base_model == "org/text-encoder" and "finetuned from [org/text-encoder](" in readme
+    card, readme = card_of(None, "local")  # both towers from local folders: no base model
+    assert card.data.base_model is None and "finetuned from" not in readme
+
+
 def test_evaluation_results_from_a_dict_or_a_json_file(tmp_path):
     results = {"command": "python evaluation/run.py", "flickr8k": {"t2i": {"R@1": 0.25, "R@5": 0.5}}, "note": "x"}
     table = format_evaluation_results(results)

@@ -213,5 +213,7 @@ def test_heads_start_from_clip_projections(oblique):
         for k in range(K):
             block = k % 2
             torch.testing.assert_close(head[k], projection.weight.T[:, block * D : (block + 1) * D])
-    random_heads = st_oblique.oblique_clip(oblique[0].model.name_or_path, K, D, init_from_clip_projections=False)
+    random_heads = st_oblique.oblique_clip(
+        oblique[0].model.name_or_path, num_tokens=K, token_dim=D, init_from_clip_projections=False
+    )
     assert not torch.allclose(random_heads[1].heads["image"].projection[0], oblique[1].heads["image"].projection[0])

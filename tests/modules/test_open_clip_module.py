@@ -99,7 +99,7 @@ def test_native_module_interface(oblique, model_name):
     assert frozen == {"model.logit_scale", "model.text_projection", "model.visual.proj"}
     with pytest.raises(ValueError, match="mixes multiple modalities"):
         oblique.encode([tiny_images(1)[0], "a caption"])
-    with pytest.raises(ValueError, match=r"not open_clip\.create_model arguments"):
+    with pytest.raises(ValueError, match=r"model_kwargs \['force_quick_gelu'\] cannot be used.*config_kwargs"):
         OpenCLIPEncoder(model_name, model_kwargs={"force_quick_gelu": True})
 
 
