@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import Literal
 
 import torch
 from sentence_transformers.util import all_gather_with_grad, get_rank, get_world_size
@@ -14,6 +15,9 @@ from st_oblique.losses.scale import LogitScale
 from st_oblique.shape import oblique_poolings, oblique_shape
 
 logger = logging.getLogger(__name__)
+
+Reduction = Literal["sum", "mean"]
+REDUCTIONS: tuple[str, ...] = ("sum", "mean")
 
 LOW_PRECISION_ATOL = 1e-2
 """Tolerance on per-token norms for float16/bfloat16 embeddings (bfloat16 keeps 8 bits of mantissa)."""
@@ -34,6 +38,10 @@ class ObliqueLoss(nn.Module):
         learnable_scale: learn the scale (in log space, like CLIP).
         max_scale: the cap of a learnable scale.
         gather_across_devices: all-gather the embeddings of every process (with gradients) before the loss.
+        reduction: how the K per-token cosines make the similarity that the scale multiplies: ``"sum"`` (the
+            paper's oblique similarity, in ``[-K, K]``; the model scores with ``"dot"``) or ``"mean"`` (Sparo's
+            ``(1/K) sum_k cos``, in ``[-1, 1]`` like CLIP's cosine, so CLIP's temperature init and cap apply; the
+            model scores with ``"cosine"``, which on unit tokens is exactly that mean).
     """
 
     def __init__(
@@ -43,6 +51,7 @@ class ObliqueLoss(nn.Module):
         learnable_scale: bool,
         max_scale: float | None,
         gather_across_devices: bool,
+        reduction: Reduction = "sum",
     ) -> None:
         super().__init__()
         self.model = model
@@ -50,7 +59,19 @@ class ObliqueLoss(nn.Module):
         self.num_tokens, self.token_dim = shape.num_tokens, shape.token_dim
         self.logit_scale = LogitScale(scale, learnable=learnable_scale, max_value=max_scale)
         self.gather_across_devices = bool(gather_across_devices)
+        if reduction not in REDUCTIONS:
+            raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}.")
+        self.reduction = reduction
         self.record_in_model()
+
+    def similarity_scale(self) -> Tensor | float:
+        """The multiplier on the flat dot product (the sum of K cosines): ``scale``, or ``scale / K`` for
+        ``reduction="mean"``; a 0-d tensor in the autograd graph when the scale is learnable."""
+        return self.scale_from(self.logit_scale())
+
+    def scale_from(self, scale: Tensor | float) -> Tensor | float:
+        """``scale`` as the multiplier on the flat dot product (divided by K for ``reduction="mean"``)."""
+        return scale / self.num_tokens if self.reduction == "mean" else scale
 
     def record_in_model(self) -> None:
         """Make the model's ObliquePooling modules record this loss's current scale (and bias) whenever saved.
@@ -145,6 +166,7 @@ class ObliqueLoss(nn.Module):
             "learnable_scale": self.learnable_scale,
             "max_scale": self.max_scale,
             "gather_across_devices": self.gather_across_devices,
+            "reduction": self.reduction,
         }
 
 

@@ -9,6 +9,7 @@ import torch
 from sentence_transformers.base.losses.gradcache import CachedLossMixin, has_static_embedding_input
 from torch import Tensor, nn
 
+from st_oblique.losses.base import Reduction
 from st_oblique.losses.contrastive import DIRECTIONS, Direction, ObliqueContrastiveLoss, info_nce_row_losses
 from st_oblique.losses.scale import OPEN_CLIP_MAX_SCALE, average_gradient_across_ranks
 
@@ -38,7 +39,8 @@ class CachedObliqueContrastiveLoss(CachedLossMixin, ObliqueContrastiveLoss):
 
     Args:
         model: the oblique SentenceTransformer being trained.
-        scale, learnable_scale, max_scale, directions, gather_across_devices: as in :class:`ObliqueContrastiveLoss`.
+        scale, learnable_scale, max_scale, directions, gather_across_devices, reduction: as in
+            :class:`ObliqueContrastiveLoss`.
         mini_batch_size: rows per embedding mini-batch and per loss chunk; bounds the memory. Default 32.
         mini_batch_num_tokens: pack embedding mini-batches by non-padding token count instead (see ST's
             ``CachedMultipleNegativesRankingLoss``).
@@ -59,11 +61,12 @@ class CachedObliqueContrastiveLoss(CachedLossMixin, ObliqueContrastiveLoss):
         max_scale: float | None = OPEN_CLIP_MAX_SCALE,
         directions: tuple[Direction, ...] = DIRECTIONS,
         gather_across_devices: bool = False,
+        reduction: Reduction = "sum",
         mini_batch_size: int = 32,
         mini_batch_num_tokens: int | None = None,
         show_progress_bar: bool = False,
     ) -> None:
-        super().__init__(model, scale, learnable_scale, max_scale, directions, gather_across_devices)
+        super().__init__(model, scale, learnable_scale, max_scale, directions, gather_across_devices, reduction)
         if has_static_embedding_input(model):
             raise ValueError(
                 "CachedObliqueContrastiveLoss cannot split the inputs of a StaticEmbedding model into mini-batches; "
@@ -111,7 +114,7 @@ class CachedObliqueContrastiveLoss(CachedLossMixin, ObliqueContrastiveLoss):
         if with_backward and self.logit_scale.learnable:
             log_leaf = self.logit_scale.log_scale_bias.detach().requires_grad_()
         else:
-            scale = self.logit_scale()
+            scale = self.similarity_scale()
         columns, offset = self.gather(embeddings)
         # Chunks back-propagate into detached copies; one final backward carries their gradients through the
         # gather (one collective per column, not one per chunk) and the concatenation to the mini-batch embeddings.
@@ -121,7 +124,7 @@ class CachedObliqueContrastiveLoss(CachedLossMixin, ObliqueContrastiveLoss):
         for begin in range(0, batch_size, self.mini_batch_size):
             rows = torch.arange(offset + begin, offset + min(begin + self.mini_batch_size, batch_size), device=anchors.device)
             if log_leaf is not None:
-                scale = log_leaf.exp()  # per chunk: each chunk's backward frees its graph
+                scale = self.scale_from(log_leaf.exp())  # per chunk: each chunk's backward frees its graph
             chunk = info_nce_row_losses(anchors, candidates, rows, scale, self.directions).sum() / batch_size
             if with_backward:
                 chunk.backward()

@@ -10,7 +10,7 @@ import torch
 from sentence_transformers.base.losses.merged_forward import embed_columns
 from torch import Tensor, nn
 
-from st_oblique.losses.base import ObliqueLoss
+from st_oblique.losses.base import ObliqueLoss, Reduction
 from st_oblique.losses.scale import OPEN_CLIP_MAX_SCALE
 
 logger = logging.getLogger(__name__)
@@ -65,6 +65,9 @@ class ObliqueContrastiveLoss(ObliqueLoss):
         gather_across_devices: all-gather anchors and candidates from every process (with gradients), so each
             anchor sees the global batch as negatives, like open_clip's ``gather_with_grad``. Every process must
             have the same batch size (``dataloader_drop_last=True``).
+        reduction: ``"sum"`` (default, the paper: logits ``scale * sum_k cos``) or ``"mean"`` (Sparo: logits
+            ``scale * mean_k cos``, so CLIP's temperature init 1/0.07 and cap 100 apply unchanged); see
+            :class:`~st_oblique.losses.base.ObliqueLoss`.
 
     Inputs:
         +-------------------------------------------------+--------+
@@ -96,8 +99,9 @@ class ObliqueContrastiveLoss(ObliqueLoss):
         max_scale: float | None = OPEN_CLIP_MAX_SCALE,
         directions: tuple[Direction, ...] = DIRECTIONS,
         gather_across_devices: bool = False,
+        reduction: Reduction = "sum",
     ) -> None:
-        super().__init__(model, scale, learnable_scale, max_scale, gather_across_devices)
+        super().__init__(model, scale, learnable_scale, max_scale, gather_across_devices, reduction)
         self.directions = check_directions(directions)
         self._warned_no_negatives = False
 
@@ -112,7 +116,7 @@ class ObliqueContrastiveLoss(ObliqueLoss):
         """
         self.check_embeddings(embeddings)
         self.warn_if_no_negatives(embeddings)
-        scale = self.logit_scale()
+        scale = self.similarity_scale()
         columns, offset = self.gather(embeddings)
         batch_size = embeddings[0].shape[0]
         rows = torch.arange(offset, offset + batch_size, device=embeddings[0].device)

@@ -12,7 +12,7 @@ from sentence_transformers.base.losses.merged_forward import embed_columns
 from sentence_transformers.util import all_gather_with_grad, get_rank
 from torch import Tensor, nn
 
-from st_oblique.losses.base import ObliqueLoss
+from st_oblique.losses.base import ObliqueLoss, Reduction
 from st_oblique.losses.scale import OPEN_CLIP_MAX_SCALE, average_gradient_across_ranks
 
 SIGLIP_CITATION = """@inproceedings{zhai2023sigmoid,
@@ -48,6 +48,7 @@ class ObliqueSigmoidLoss(ObliqueLoss):
         max_scale: the cap of a learnable scale (default 100; None: no cap).
         gather_across_devices: all-gather the candidates of every process (with gradients), so each anchor is
             classified against the global batch. Every process must have the same batch size.
+        reduction: ``"sum"`` (default) or ``"mean"`` of the K cosines (the default bias is then ``-scale``).
 
     Example::
 
@@ -65,9 +66,10 @@ class ObliqueSigmoidLoss(ObliqueLoss):
         learnable_bias: bool = True,
         max_scale: float | None = OPEN_CLIP_MAX_SCALE,
         gather_across_devices: bool = False,
+        reduction: Reduction = "sum",
     ) -> None:
-        super().__init__(model, scale, learnable_scale, max_scale, gather_across_devices)
-        bias = -self.scale * self.num_tokens if bias is None else bias
+        super().__init__(model, scale, learnable_scale, max_scale, gather_across_devices, reduction)
+        bias = -self.scale * (self.num_tokens if reduction == "sum" else 1) if bias is None else bias
         if not isinstance(bias, (int, float)) or not math.isfinite(bias):
             raise ValueError(f"bias must be a finite number, got {bias!r}.")
         self.learnable_bias = bool(learnable_bias)
@@ -111,7 +113,7 @@ class ObliqueSigmoidLoss(ObliqueLoss):
             candidate_columns = [all_gather_with_grad(column) for column in candidate_columns]
             offset = get_rank() * batch_size
         bias = average_gradient_across_ranks(self.logit_bias) if self.learnable_bias else self.logit_bias
-        logits = self.logit_scale() * (anchors @ torch.cat(candidate_columns).T) + bias  # (B, M*N)
+        logits = self.similarity_scale() * (anchors @ torch.cat(candidate_columns).T) + bias  # (B, M*N)
         signs = -torch.ones_like(logits)
         rows = torch.arange(batch_size, device=logits.device)
         signs[rows, rows + offset] = 1.0

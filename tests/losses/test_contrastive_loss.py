@@ -210,6 +210,7 @@ def test_config_and_citation_for_the_model_card(tiny_bert_dir):
         "learnable_scale": True,
         "max_scale": 50.0,
         "gather_across_devices": False,
+        "reduction": "sum",
         "directions": SYMMETRIC,
     }
     assert "arXiv:2209.02127" in loss.citation
@@ -217,3 +218,26 @@ def test_config_and_citation_for_the_model_card(tiny_bert_dir):
     model = SentenceTransformer(tiny_bert_dir)  # a plain ST model cannot be trained with it
     with pytest.raises(ValueError, match="MultipleNegativesRankingLoss"):
         ObliqueContrastiveLoss(model)
+
+
+def test_mean_reduction_is_sparo_mean_of_cosines_and_matches_mnrl_with_cosine():
+    """reduction="mean": logits = scale * (1/K) sum_k cos (a float64 reference), which for unit tokens is the cosine of
+    the flat vectors, i.e. ST's MultipleNegativesRankingLoss with cos_sim at the same scale."""
+    from sentence_transformers.util import cos_sim
+
+    columns = global_embeddings(3, batch_size=12, num_tokens=16, token_dim=32)
+    loss = ObliqueContrastiveLoss(pooling_holder(16, 32), scale=1 / 0.07, reduction="mean").double()
+    leaves = [column.clone().requires_grad_() for column in columns]
+    expected = reference_loss(leaves, torch.tensor(math.log(1 / 0.07 / 16), dtype=torch.float64), 16, SYMMETRIC)
+    torch.testing.assert_close(loss.compute_loss_from_embeddings(leaves), expected, atol=1e-12, rtol=1e-12)
+    mnrl = MultipleNegativesRankingLoss(
+        pooling_holder(16, 32), scale=1 / 0.07, similarity_fct=cos_sim, directions=SYMMETRIC,
+        partition_mode="per_direction",
+    )
+    # the same value; gradients differ by design (cos_sim also differentiates through the normalization)
+    torch.testing.assert_close(
+        loss.compute_loss_from_embeddings(columns), mnrl.compute_loss_from_embeddings(columns, None), atol=1e-10, rtol=1e-10
+    )
+    assert loss.get_config_dict()["reduction"] == "mean"
+    with pytest.raises(ValueError, match="reduction must be one of"):
+        ObliqueContrastiveLoss(pooling_holder(16, 32), reduction="max")
