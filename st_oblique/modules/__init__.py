@@ -6,7 +6,8 @@
 - :class:`ImageClassTokenTransformer` (``image_class_token_transformer``): an image model, K class tokens in ViTs;
 - :class:`OpenCLIPEncoder` (``open_clip_encoder``): any open_clip model, K class tokens in both towers;
 - :class:`ModalityRouter` (``modality_router``): separate text and image towers, routed by modality;
-- :class:`ExtraClassTokens` (``vit_towers``): the K−1 extra class tokens of a ViT and how they enter it.
+- :class:`ExtraClassTokens` (``vit_towers``): the K−1 extra class tokens of a ViT and how they enter it;
+- :func:`lock_tower` (``tower_lock``): freeze a pretrained tower (LiT), recorded in the model.
 
 The multimodal modules are imported on first use (they pull in open_clip, timm and PIL).
 """
@@ -25,6 +26,7 @@ _LAZY: dict[str, str] = {
     "ExtraClassTokens": "st_oblique.modules.vit_towers",
     "OpenCLIPEncoder": "st_oblique.modules.open_clip_encoder",
     "ModalityRouter": "st_oblique.modules.modality_router",
+    "lock_tower": "st_oblique.modules.tower_lock",
 }
 
 __all__ = [
@@ -35,6 +37,7 @@ __all__ = [
     "ModalityRouter",
     "ObliquePooling",
     "OpenCLIPEncoder",
+    "lock_tower",
 ]
 
 
@@ -51,4 +54,5 @@ if TYPE_CHECKING:
     from st_oblique.modules.image_class_token_transformer import ImageClassTokenTransformer
     from st_oblique.modules.modality_router import ModalityRouter
     from st_oblique.modules.open_clip_encoder import OpenCLIPEncoder
+    from st_oblique.modules.tower_lock import lock_tower
     from st_oblique.modules.vit_towers import ExtraClassTokens

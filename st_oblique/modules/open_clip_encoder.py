@@ -297,7 +297,7 @@ class OpenCLIPEncoder(TowerLockMixin, InputModule):
 
         Causal towers run on the captions cut after their last class position (padding after it cannot change an
         earlier state), with the same embedding, mask and layers as open_clip's ``encode_text``; checked against
-        ``encode_text`` on full-length input (tests/modules/test_open_clip_module.py). Bidirectional towers run
+        ``encode_text`` on full-length input (tests/modules/test_vit_tower_parity.py). Bidirectional towers run
         open_clip's own forward on the full-length input (its padding mask included), whose transformer output is
         read by a forward hook.
         """
