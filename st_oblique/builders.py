@@ -1,7 +1,8 @@
 """One-line builders that turn pretrained backbones into oblique SentenceTransformer models.
 
 Every builder takes its backbone argument(s) positionally and everything else by keyword, with the loading options
-of Sentence Transformers under the same names (:data:`LOADING_OPTIONS`); an option a backbone cannot honour raises
+of Sentence Transformers under the same names (:data:`~st_oblique.loading_options.LOADING_OPTIONS`,
+declared once by :func:`~st_oblique.loading_options.with_loading_options`); an option a backbone cannot honour raises
 a ``ValueError`` that says what to do instead.
 """
 
@@ -10,13 +11,14 @@ from __future__ import annotations
 import json
 import logging
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from sentence_transformers.base.modules import Module
 from sentence_transformers.util import load_file_path
 from torch import Tensor, nn
 
+from st_oblique.loading_options import LoadingOptions, with_loading_options
 from st_oblique.model import ObliqueSentenceTransformer
 from st_oblique.modules.class_token_transformer import ClassTokenTransformer
 from st_oblique.modules.clip_class_token_transformer import CLIPClassTokenTransformer
@@ -25,23 +27,13 @@ from st_oblique.modules.modality_router import ModalityRouter
 from st_oblique.modules.open_clip_encoder import OpenCLIPEncoder
 from st_oblique.modules.pooling import ObliquePooling, TokenSource
 
+if TYPE_CHECKING:
+    from typing_extensions import Unpack  # typing.Unpack from Python 3.11
+
 logger = logging.getLogger(__name__)
 
 
-LOADING_OPTIONS = (
-    "cache_folder",
-    "revision",
-    "token",
-    "local_files_only",
-    "trust_remote_code",
-    "model_kwargs",
-    "processor_kwargs",
-    "config_kwargs",
-    "device",
-)
-"""The loading options every builder takes, keyword-only, under Sentence Transformers' names and meanings."""
-
-
+@with_loading_options
 def oblique_text_model(
     model_name_or_path: str,
     *,
@@ -51,15 +43,7 @@ def oblique_text_model(
     per_token_projection: bool = True,
     layer_norm: bool = True,
     max_seq_length: int | None = None,
-    cache_folder: str | None = None,
-    revision: str | None = None,
-    token: bool | str | None = None,
-    local_files_only: bool = False,
-    trust_remote_code: bool = False,
-    model_kwargs: dict[str, Any] | None = None,
-    processor_kwargs: dict[str, Any] | None = None,
-    config_kwargs: dict[str, Any] | None = None,
-    device: str | None = None,
+    **loading: Unpack[LoadingOptions],
 ) -> ObliqueSentenceTransformer:
     """An oblique text embedding model from a bidirectional Hugging Face text encoder.
 
@@ -79,16 +63,7 @@ def oblique_text_model(
         per_token_projection: separate projection per token (default) or one shared projection.
         layer_norm: LayerNorm before the projection.
         max_seq_length: text truncation length (class tokens come on top); default: the model's.
-        cache_folder: where downloaded files are cached (default: the Hugging Face cache).
-        revision: branch, tag or commit id of the Hub repository.
-        token: Hub token for private or gated repositories (True: the saved login).
-        local_files_only: only use local files (no download).
-        trust_remote_code: allow a backbone with custom modelling code from its repository.
-        model_kwargs: passed to the model's ``from_pretrained`` (e.g. ``{"dtype": torch.bfloat16}``).
-        processor_kwargs: passed to ``AutoProcessor.from_pretrained`` (the tokenizer).
-        config_kwargs: passed to ``AutoConfig.from_pretrained`` (config overrides, e.g.
-            ``{"hidden_dropout_prob": 0.2}``).
-        device: where to put the model (default: Sentence Transformers' choice).
+        <loading options>
 
     Returns:
         An :class:`~st_oblique.ObliqueSentenceTransformer` with ``similarity_fn_name="dot"``; embeddings have
@@ -107,17 +82,12 @@ def oblique_text_model(
             "token_source='last' is for causal text towers with class positions after EOS (st_oblique.oblique_clip); "
             "a bidirectional text encoder uses 'first' (class tokens prepended), 'attention' or 'split'."
         )
-    loading = _hf_loading(
-        cache_folder=cache_folder, revision=revision, token=token, local_files_only=local_files_only,
-        trust_remote_code=trust_remote_code, model_kwargs=model_kwargs, processor_kwargs=processor_kwargs,
-        config_kwargs=config_kwargs,
-    )
     backbone = _load_transformer(
         ClassTokenTransformer,
         model_name_or_path,
         num_class_tokens=num_tokens if token_source == "first" else 1,
         max_seq_length=max_seq_length,
-        loading=loading,
+        loading=_hf_loading(loading),
     )
     pooling = ObliquePooling(
         backbone.get_embedding_dimension(),
@@ -127,9 +97,10 @@ def oblique_text_model(
         per_token_projection=per_token_projection,
         layer_norm=layer_norm,
     )
-    return _oblique_model(backbone, pooling, device=device, base_model=model_name_or_path)
+    return _oblique_model(backbone, pooling, device=loading["device"], base_model=model_name_or_path)
 
 
+@with_loading_options
 def oblique_clip(
     model_name_or_path: str,
     *,
@@ -139,15 +110,7 @@ def oblique_clip(
     per_token_projection: bool = True,
     layer_norm: bool = False,
     max_seq_length: int | None = None,
-    cache_folder: str | None = None,
-    revision: str | None = None,
-    token: bool | str | None = None,
-    local_files_only: bool = False,
-    trust_remote_code: bool = False,
-    model_kwargs: dict[str, Any] | None = None,
-    processor_kwargs: dict[str, Any] | None = None,
-    config_kwargs: dict[str, Any] | None = None,
-    device: str | None = None,
+    **loading: Unpack[LoadingOptions],
 ) -> ObliqueSentenceTransformer:
     """An oblique image-text model from a Hugging Face CLIP model, with K class tokens inside both towers.
 
@@ -172,15 +135,7 @@ def oblique_clip(
         per_token_projection: a projection per token (default) or one shared projection.
         layer_norm: a LayerNorm in the heads before the projection.
         max_seq_length: caption truncation length (the K−1 class positions come on top, within CLIP's 77).
-        cache_folder: where downloaded files are cached (default: the Hugging Face cache).
-        revision: branch, tag or commit id of the Hub repository.
-        token: Hub token for private or gated repositories (True: the saved login).
-        local_files_only: only use local files (no download).
-        trust_remote_code: allow custom modelling code from the repository.
-        model_kwargs: passed to ``CLIPModel.from_pretrained`` (e.g. ``{"dtype": torch.bfloat16}``).
-        processor_kwargs: passed to ``AutoProcessor.from_pretrained`` (tokenizer and image processor).
-        config_kwargs: passed to ``AutoConfig.from_pretrained`` (config overrides).
-        device: where to put the model (default: Sentence Transformers' choice).
+        <loading options>
 
     Returns:
         An :class:`~st_oblique.ObliqueSentenceTransformer` (``similarity_fn_name="dot"``) that encodes texts and
@@ -195,17 +150,12 @@ def oblique_clip(
         text_embeddings = model.encode(["a photo of a cat", "a photo of a dog"])
         scores = model.similarity(image_embeddings, text_embeddings)    # (2, 2): sums of 16 cosines
     """
-    loading = _hf_loading(
-        cache_folder=cache_folder, revision=revision, token=token, local_files_only=local_files_only,
-        trust_remote_code=trust_remote_code, model_kwargs=model_kwargs, processor_kwargs=processor_kwargs,
-        config_kwargs=config_kwargs,
-    )
     clip = _load_transformer(
         CLIPClassTokenTransformer,
         model_name_or_path,
         num_class_tokens=num_tokens,
         max_seq_length=max_seq_length,
-        loading=loading,
+        loading=_hf_loading(loading),
     )
     pooling = ObliquePooling(
         clip.embedding_dimensions,
@@ -220,9 +170,10 @@ def oblique_clip(
             pooling,
             {"text": clip.model.text_projection.weight.T, "image": clip.model.visual_projection.weight.T},
         )
-    return _oblique_model(clip, pooling, device=device, base_model=model_name_or_path)
+    return _oblique_model(clip, pooling, device=loading["device"], base_model=model_name_or_path)
 
 
+@with_loading_options
 def oblique_open_clip(
     model_name: str,
     pretrained: str | None = None,
@@ -233,15 +184,7 @@ def oblique_open_clip(
     per_token_projection: bool = True,
     layer_norm: bool = False,
     max_seq_length: int | None = None,
-    cache_folder: str | None = None,
-    revision: str | None = None,
-    token: bool | str | None = None,
-    local_files_only: bool = False,
-    trust_remote_code: bool = False,
-    model_kwargs: dict[str, Any] | None = None,
-    processor_kwargs: dict[str, Any] | None = None,
-    config_kwargs: dict[str, Any] | None = None,
-    device: str | None = None,
+    **loading: Unpack[LoadingOptions],
 ) -> ObliqueSentenceTransformer:
     """An oblique image-text model from any open_clip model, with K class tokens inside both towers.
 
@@ -285,7 +228,7 @@ def oblique_open_clip(
             ``resize_mode``, ``fill_color``), saved with the model.
         config_kwargs: model config overrides (``embed_dim``, ``vision_cfg``, ``text_cfg``, ...), as
             ``open_clip.create_model(**config_kwargs)`` applies them; saved with the model.
-        device: where to put the model (default: Sentence Transformers' choice).
+        <loading options>
 
     Returns:
         An :class:`~st_oblique.ObliqueSentenceTransformer` (``similarity_fn_name="dot"``) encoding texts and images
@@ -302,18 +245,15 @@ def oblique_open_clip(
         embeddings = model.encode(["a diagram", "a dog", "a cat"])  # (3, 512)
         model.save("oblique-vit-b-32")  # open_clip.create_model("local-dir:oblique-vit-b-32") loads the backbone
     """
-    _check_open_clip_options(
-        model_name, pretrained, revision=revision, token=token, local_files_only=local_files_only,
-        trust_remote_code=trust_remote_code,
-    )
+    _check_open_clip_options(model_name, pretrained, loading)
     encoder = OpenCLIPEncoder(
         model_name,
         pretrained=pretrained,
         num_class_tokens=num_tokens,
-        model_kwargs=model_kwargs,
-        config_kwargs=config_kwargs,
-        processor_kwargs=processor_kwargs,
-        cache_folder=cache_folder,
+        model_kwargs=loading["model_kwargs"],
+        config_kwargs=loading["config_kwargs"],
+        processor_kwargs=loading["processor_kwargs"],
+        cache_folder=loading["cache_folder"],
     )
     if max_seq_length is not None:
         encoder.max_seq_length = max_seq_length
@@ -334,9 +274,10 @@ def oblique_open_clip(
             projections["image"] = encoder.model.visual.proj
         init_heads_from_projections(pooling, projections)
     base_model = model_name if pretrained is None else f"{model_name} ({pretrained})"
-    return _oblique_model(encoder, pooling, device=device, base_model=base_model)
+    return _oblique_model(encoder, pooling, device=loading["device"], base_model=base_model)
 
 
+@with_loading_options
 def oblique_dual_encoder(
     text_model: str,
     image_model: str,
@@ -354,15 +295,8 @@ def oblique_dual_encoder(
     image_processor_kwargs: dict[str, Any] | None = None,
     text_config_kwargs: dict[str, Any] | None = None,
     image_config_kwargs: dict[str, Any] | None = None,
-    cache_folder: str | None = None,
     revision: str | dict[str, str] | None = None,
-    token: bool | str | None = None,
-    local_files_only: bool = False,
-    trust_remote_code: bool = False,
-    model_kwargs: dict[str, Any] | None = None,
-    processor_kwargs: dict[str, Any] | None = None,
-    config_kwargs: dict[str, Any] | None = None,
-    device: str | None = None,
+    **loading: Unpack[LoadingOptions],
 ) -> ObliqueSentenceTransformer:
     """An oblique image-text model from separate text and image towers (LiT-style), e.g. MiniLM + EfficientNet.
 
@@ -401,16 +335,12 @@ def oblique_dual_encoder(
         text_processor_kwargs, image_processor_kwargs: ``processor_kwargs`` of one tower (the tokenizer, the image
             processor).
         text_config_kwargs, image_config_kwargs: ``config_kwargs`` of one tower.
-        cache_folder: where downloaded files are cached (default: the Hugging Face cache).
         revision: branch, tag or commit id for both towers, or ``{"text": ..., "image": ...}`` (a commit id
             belongs to one repository).
-        token: Hub token for private or gated repositories (True: the saved login).
-        local_files_only: only use local files (no download).
-        trust_remote_code: allow custom modelling code from the towers' repositories.
         model_kwargs: passed to both towers' ``from_pretrained`` (e.g. ``{"dtype": torch.bfloat16}``).
         processor_kwargs: passed to both towers' ``AutoProcessor.from_pretrained``.
         config_kwargs: passed to both towers' ``AutoConfig.from_pretrained`` (config overrides).
-        device: where to put the model (default: Sentence Transformers' choice).
+        <loading options>
 
     Returns:
         An :class:`~st_oblique.ObliqueSentenceTransformer` (``similarity_fn_name="dot"``) encoding texts and images
@@ -431,17 +361,12 @@ def oblique_dual_encoder(
     if text_token_source == "last":
         raise ValueError("text_token_source='last' is for causal text towers; use 'first', 'attention' or 'split'.")
     revisions = _tower_revisions(revision)
-    shared = {"cache_folder": cache_folder, "token": token, "local_files_only": local_files_only,
-              "trust_remote_code": trust_remote_code}
-    text_loading = _hf_loading(
-        **shared, revision=revisions["text"], model_kwargs={**(model_kwargs or {}), **(text_model_kwargs or {})},
-        processor_kwargs={**(processor_kwargs or {}), **(text_processor_kwargs or {})},
-        config_kwargs={**(config_kwargs or {}), **(text_config_kwargs or {})},
-    )
-    image_loading = _hf_loading(
-        **shared, revision=revisions["image"], model_kwargs={**(model_kwargs or {}), **(image_model_kwargs or {})},
-        processor_kwargs={**(processor_kwargs or {}), **(image_processor_kwargs or {})},
-        config_kwargs={**(config_kwargs or {}), **(image_config_kwargs or {})},
+    tower_kwargs = {
+        "text": (text_model_kwargs, text_processor_kwargs, text_config_kwargs),
+        "image": (image_model_kwargs, image_processor_kwargs, image_config_kwargs),
+    }
+    text_loading, image_loading = (
+        _hf_loading({**loading, "revision": revisions[tower]}, *tower_kwargs[tower]) for tower in ("text", "image")
     )
     text = _load_transformer(
         ClassTokenTransformer,
@@ -464,7 +389,7 @@ def oblique_dual_encoder(
         layer_norm=layer_norm,
     )
     router = ModalityRouter(text=[text], image=[image])
-    return _oblique_model(router, pooling, device=device, base_model=[text_model, image_model])
+    return _oblique_model(router, pooling, device=loading["device"], base_model=[text_model, image_model])
 
 
 @torch.no_grad()
@@ -543,27 +468,23 @@ def _oblique_model(
 
 
 def _hf_loading(
-    *,
-    cache_folder: str | None,
-    revision: str | None,
-    token: bool | str | None,
-    local_files_only: bool,
-    trust_remote_code: bool,
-    model_kwargs: dict[str, Any] | None,
-    processor_kwargs: dict[str, Any] | None,
-    config_kwargs: dict[str, Any] | None,
+    loading: LoadingOptions,
+    model_kwargs: dict[str, Any] | None = None,
+    processor_kwargs: dict[str, Any] | None = None,
+    config_kwargs: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The keyword arguments of ST's ``Transformer.load`` for one Hugging Face backbone."""
-    return {
-        "cache_folder": cache_folder,
-        "revision": revision,
-        "token": token,
-        "local_files_only": local_files_only,
-        "trust_remote_code": trust_remote_code,
-        "model_kwargs": dict(model_kwargs or {}),
-        "processor_kwargs": dict(processor_kwargs or {}),
-        "config_kwargs": dict(config_kwargs or {}),
+    """The keyword arguments of ST's ``Transformer.load`` for one Hugging Face backbone.
+
+    The ``*_kwargs`` arguments add to or override the shared ones of ``loading`` key by key (one tower's own).
+    """
+    merged = {
+        "model_kwargs": {**(loading.get("model_kwargs") or {}), **(model_kwargs or {})},
+        "processor_kwargs": {**(loading.get("processor_kwargs") or {}), **(processor_kwargs or {})},
+        "config_kwargs": {**(loading.get("config_kwargs") or {}), **(config_kwargs or {})},
     }
+    hub = {name: loading.get(name) for name in ("cache_folder", "revision", "token")}
+    flags = {name: bool(loading.get(name)) for name in ("local_files_only", "trust_remote_code")}
+    return {**hub, **flags, **merged}
 
 
 def _tower_revisions(revision: str | dict[str, str] | None) -> dict[str, str | None]:
@@ -579,16 +500,10 @@ def _tower_revisions(revision: str | dict[str, str] | None) -> dict[str, str | N
     return {"text": revision.get("text"), "image": revision.get("image")}
 
 
-def _check_open_clip_options(
-    model_name: str,
-    pretrained: str | None,
-    *,
-    revision: str | None,
-    token: bool | str | None,
-    local_files_only: bool,
-    trust_remote_code: bool,
-) -> None:
+def _check_open_clip_options(model_name: str, pretrained: str | None, loading: LoadingOptions) -> None:
     """Refuse, with what to do instead, the loading options ``open_clip.create_model`` cannot honour."""
+    revision, token = loading["revision"], loading["token"]
+    local_files_only, trust_remote_code = loading["local_files_only"], loading["trust_remote_code"]
     if revision is not None:
         raise ValueError(
             f"oblique_open_clip cannot use revision={revision!r}: open_clip.create_model has no revision and always "

@@ -12,7 +12,7 @@ from transformers import AutoConfig, AutoProcessor
 
 import st_oblique
 from st_oblique import manifold
-from st_oblique.builders import LOADING_OPTIONS
+from st_oblique.loading_options import LOADING_OPTIONS
 from st_oblique.modules import ClassTokenTransformer, ObliquePooling
 
 

@@ -20,8 +20,9 @@ Example::
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING, Any
+
+from st_oblique.lazy_exports import lazy_exports
 
 _PUBLIC: dict[str, str] = {
     "TrainConfig": "st_oblique.app.train_config",
@@ -33,13 +34,7 @@ _PUBLIC: dict[str, str] = {
 __all__ = ["TrainConfig", "main", "run_demo", "train"]
 
 
-def __getattr__(name: str) -> Any:
-    module_name = _PUBLIC.get(name)
-    if module_name is None:
-        raise AttributeError(f"module 'st_oblique.app' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module_name), name)
-    globals()[name] = value
-    return value
+__getattr__, __dir__ = lazy_exports(__name__, _PUBLIC, globals())
 
 
 if TYPE_CHECKING:

@@ -77,6 +77,11 @@ def write_config_file(values: dict[str, Any], path: str | Path, header: str | No
     return path
 
 
+def add_repeatable_option(parser: argparse.ArgumentParser, flag: str, *, dest: str, metavar: str, help: str) -> None:
+    """A flag that may be given several times; its value is the list of what was given (None when never given)."""
+    parser.add_argument(flag, action="append", dest=dest, default=None, metavar=metavar, help=help)
+
+
 def option_flag(name: str) -> str:
     """``"num_tokens"`` -> ``"--num-tokens"``."""
     return "--" + name.replace("_", "-")

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from st_oblique.app.model_location import check_model_location
-from st_oblique.app.options import write_config_file
+from st_oblique.app.options import add_repeatable_option, write_config_file
 from st_oblique.app.output_dir import check_writable
 from st_oblique.errors import ObliqueConfigError
 from st_oblique.result_records import EvaluationResult
@@ -32,45 +32,26 @@ NOT_SETTINGS = ("handler", "command", "command_line", "config", "verbose", "debu
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--model",
-        action="append",
-        dest="models",
-        metavar="[NAME=]PATH",
+    add_repeatable_option(
+        parser, "--model", dest="models", metavar="[NAME=]PATH",
         help="model folder or Hub id, optionally named (repeat to compare models side by side)",
     )
-    parser.add_argument(
-        "--dataset",
-        action="append",
-        dest="datasets",
-        default=None,
-        metavar="NAME",
+    add_repeatable_option(
+        parser, "--dataset", dest="datasets", metavar="NAME",
         help="zero-shot dataset: imagenette, fashion_mnist, mnist, flickr8k_1k, sklearn_digits, wds/<name>, hf:<repo>, "
         "or any name with --dataset-path (repeatable)",
     )
-    parser.add_argument(
-        "--dataset-path",
-        action="append",
-        dest="dataset_paths",
-        default=None,
-        metavar="[NAME=]PATH",
+    add_repeatable_option(
+        parser, "--dataset-path", dest="dataset_paths", metavar="[NAME=]PATH",
         help="where a dataset is (a bare PATH applies to the only --dataset)",
     )
     parser.add_argument("--data-root", type=Path, help="folder holding the datasets (default: $ST_OBLIQUE_DATA)")
-    parser.add_argument(
-        "--mteb-task",
-        action="append",
-        dest="mteb_tasks",
-        default=None,
-        metavar="NAME",
+    add_repeatable_option(
+        parser, "--mteb-task", dest="mteb_tasks", metavar="NAME",
         help="MTEB task: 'local' (all offline tasks), a local task (LocalSTSBenchmark...), or any mteb task (online)",
     )
-    parser.add_argument(
-        "--mteb-benchmark",
-        action="append",
-        dest="mteb_benchmarks",
-        default=None,
-        metavar="NAME",
+    add_repeatable_option(
+        parser, "--mteb-benchmark", dest="mteb_benchmarks", metavar="NAME",
         help="MTEB benchmark, e.g. 'MTEB(eng, v2)' or 'MIEB(lite)' (online)",
     )
     parser.add_argument("--output-dir", type=Path, default=Path("evaluation_results"), help="results folder")
@@ -78,12 +59,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--device", help="cpu, cuda, cuda:1, mps... (default: the model's)")
     parser.add_argument("--num-workers", type=int, default=0, help="image decoding/preprocessing workers")
-    parser.add_argument(
-        "--template",
-        action="append",
-        dest="templates",
-        default=None,
-        metavar="TEMPLATE",
+    add_repeatable_option(
+        parser, "--template", dest="templates", metavar="TEMPLATE",
         help="prompt template with {c}, e.g. 'a photo of a {c}.' (repeatable; overrides the defaults)",
     )
     parser.add_argument("--templates-file", type=Path, help="CLIP_benchmark-style templates JSON")
