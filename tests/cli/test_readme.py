@@ -22,6 +22,7 @@ import pytest
 import tomllib
 from cli.cli_helpers import QUICK_DEMO, demo_args
 
+import st_oblique
 from st_oblique.app.cli import build_parser, main
 from st_oblique.app.options import parse_args_with_config
 
@@ -149,9 +150,9 @@ def test_readme_commands(demo_run, assets, monkeypatch):
     for section, argv, online in COMMANDS:
         command = shlex.join(argv)
         if argv[0] == "pip":
-            assert argv[1] == "install"
-            extras = pyproject["project"]["optional-dependencies"]
-            assert argv[-1] == pyproject["project"]["name"] or (argv[-1] == ".[dev]" and "dev" in extras), command
+            _check_install(argv, pyproject)
+            continue
+        if argv == ["python", "-m", "build"]:  # the wheel of _check_install; .ci/run builds and installs it
             continue
         if argv[:3] == ["python", "-m", "pytest"]:
             assert argv == ["python", "-m", "pytest"]  # the CI command; this test is part of it
@@ -188,6 +189,16 @@ def test_readme_commands(demo_run, assets, monkeypatch):
     assert any(command.startswith("st-oblique eval") for command in ran), ran
     assert any(command.startswith("st-oblique info") for command in ran), ran
     assert any("push" in command for command in parsed), parsed
+
+
+def _check_install(argv: list[str], pyproject: dict) -> None:
+    """A README ``pip install`` installs this checkout, its ``dev`` extra, ``build`` or the wheel ``python -m build``
+    writes, never a bare ``st-oblique`` (not on the package index yet: it would fail, or install another package)."""
+    assert argv[1] == "install", shlex.join(argv)
+    target = argv[-1]
+    wheel = f"dist/st_oblique-{st_oblique.__version__}-py3-none-any.whl"
+    extras = pyproject["project"]["optional-dependencies"]
+    assert target in {".", "build", wheel} or (target == ".[dev]" and "dev" in extras), shlex.join(argv)
 
 
 def _check_outputs(arguments: list[str]) -> None:
