@@ -259,11 +259,11 @@ def _load_state_dict(path: Path) -> dict[str, Tensor]:
             loaded = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as error:
             raise ClipMtobCheckpointError(
-                f"{path} is not a PyTorch checkpoint that torch.load can read: {error}"
+                f"{path} is not a PyTorch checkpoint of tensors: torch.load(weights_only=True) fails ({_first_line(error)})"
             ) from error
     except Exception as error:
         raise ClipMtobCheckpointError(
-            f"{path} is not a PyTorch checkpoint that torch.load can read: {error}"
+            f"{path} is not a PyTorch checkpoint of tensors: torch.load(weights_only=True) fails ({_first_line(error)})"
         ) from error
     if isinstance(loaded, dict) and isinstance(loaded.get("state_dict"), dict):
         loaded = loaded["state_dict"]
@@ -275,6 +275,10 @@ def _load_state_dict(path: Path) -> dict[str, Tensor]:
     if loaded and all(key.startswith("module.") for key in loaded):
         loaded = {key[len("module.") :]: value for key, value in loaded.items()}
     return loaded
+
+
+def _first_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
 
 
 def _infer_sizes(

@@ -16,5 +16,6 @@ COMMAND_MODULES: tuple[str, ...] = (
     "st_oblique.app.commands.list_datasets",
     "st_oblique.app.commands.push",
     "st_oblique.app.commands.info",
+    "st_oblique.app.commands.convert",
 )
 """The command modules, in the order ``st-oblique --help`` lists them."""
