@@ -237,6 +237,7 @@ def vit_tower(model: nn.Module) -> ViTTower | None:
 
     timm_model = getattr(model, "timm_model", None)
     if timm_model is not None:
+        # here, not at the top: timm is slow to import and only a timm model (timm already loaded) needs it
         from timm.models.vision_transformer import VisionTransformer as TimmVisionTransformer
 
         if isinstance(timm_model, TimmVisionTransformer) and timm_model.cls_token is not None:
@@ -245,6 +246,7 @@ def vit_tower(model: nn.Module) -> ViTTower | None:
 
     visual = getattr(model, "visual", model)
     if type(visual).__module__.startswith("open_clip."):
+        # here, not at the top: only an open_clip model (open_clip already loaded) needs it
         from open_clip.transformer import VisionTransformer as OpenCLIPVisionTransformer
 
         if (
