@@ -34,10 +34,22 @@ Behaviours relied on (no attribute is touched, but the canary tests pin them):
 8. transformers' ``Trainer.get_decay_parameter_names`` and ``model.fit``'s ``no_decay`` list leave parameters
    whose name contains ``bias`` out of weight decay; the learnable temperatures of the losses are named
    accordingly (``logit_scale.log_scale_bias``, ``logit_bias``).
+
+Hooks (mteb 2.26; mteb is imported inside these functions only, so that importing st-oblique stays fast):
+
+9. ``mteb.models.model_implementations.MODEL_REGISTRY``: the dict ``mteb.get_model`` / ``get_model_meta`` look
+   names up in. :func:`register_mteb_model_meta` adds an entry (never replaces a class attribute). Removed if mteb
+   gets a public ``register_model``.
+10. ``mteb.get_tasks._TASKS_REGISTRY``: the name -> task class dict behind ``mteb.get_task(s)(tasks=[...])``, which
+    mteb's CLI uses. :func:`register_mteb_task` adds st-oblique's offline tasks so that ``mteb run -t LocalSciFact``
+    finds them. Removed if mteb gets a public task registration.
+11. ``mteb.cli.build_cli.build_cli``: mteb's command-line parser (``mteb.cli.main`` reads ``sys.argv``), so that
+    ``st-oblique mteb`` runs mteb's CLI in-process on its own argument list.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -48,6 +60,10 @@ __all__ = [
     "SentenceTransformerHooks",
     "loaded_model_card",
     "model_id_placeholder",
+    "mteb_registered_model_meta",
+    "register_mteb_model_meta",
+    "register_mteb_task",
+    "run_mteb_cli",
     "set_loaded_model_card",
     "similarity_fn_name_if_set",
     "write_model_card_file",
@@ -106,3 +122,48 @@ def model_id_placeholder(model: SentenceTransformer | None) -> str:
     return getattr(model, "_model_card_model_id_placeholder", None) or getattr(
         SentenceTransformer, "_model_card_model_id_placeholder", "sentence_transformers_model_id"
     )
+
+
+def mteb_registered_model_meta(name: str) -> Any:
+    """The ``mteb.ModelMeta`` registered under ``name`` in mteb's model registry, or None (hook 9)."""
+    from mteb.models.model_implementations import MODEL_REGISTRY  # mteb is slow to import: only when used
+
+    return MODEL_REGISTRY.get(name)
+
+
+def register_mteb_model_meta(meta: Any) -> None:
+    """Add (or replace) ``meta`` in mteb's model registry under ``meta.name`` (hook 9)."""
+    from mteb.models.model_implementations import MODEL_REGISTRY  # mteb is slow to import: only when used
+
+    MODEL_REGISTRY[meta.name] = meta
+
+
+def register_mteb_task(task_class: type) -> None:
+    """Make ``mteb.get_task(task_class.metadata.name)`` (and so ``mteb run -t NAME``) build ``task_class()`` (hook 10).
+
+    Raises:
+        ValueError: another task class already has that name.
+    """
+    # mteb is slow to import: only when used. ``mteb.get_tasks`` is also a function, so the module is imported by name.
+    registry = importlib.import_module("mteb.get_tasks")._TASKS_REGISTRY
+
+    name = task_class.metadata.name
+    existing = registry.get(name)
+    if existing is not None and existing is not task_class:
+        raise ValueError(f"mteb already has a task named {name!r} ({existing.__module__}.{existing.__qualname__}).")
+    registry[name] = task_class
+
+
+def run_mteb_cli(argv: list[str]) -> None:
+    """Run mteb's command line (``mteb run ...``, ``mteb available-tasks ...``) in this process on ``argv`` (hook 11).
+
+    Raises:
+        SystemExit: argparse's exit for ``--help`` or a usage error (mteb's own message is printed first).
+    """
+    from mteb.cli.build_cli import build_cli  # mteb is slow to import: only when used
+
+    args = build_cli().parse_args(argv)
+    if not hasattr(args, "func"):
+        build_cli().print_help()
+        raise SystemExit(2)
+    args.func(args)

@@ -8,6 +8,7 @@ sentence-transformers class (nor of transformers' ``Trainer``).
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import json
 import os
@@ -15,9 +16,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import mteb
 import pytest
 import torch
 from datasets import Dataset
+from mteb.cli.build_cli import build_cli
+from mteb.models.model_implementations import MODEL_REGISTRY
 from sentence_transformers import (
     InputExample,
     SentenceTransformer,
@@ -37,10 +41,14 @@ from st_oblique import ObliqueContrastiveLoss, ObliqueSentenceTransformer, Obliq
 from st_oblique._compat import (
     loaded_model_card,
     model_id_placeholder,
+    mteb_registered_model_meta,
+    register_mteb_model_meta,
+    register_mteb_task,
     set_loaded_model_card,
     similarity_fn_name_if_set,
     write_model_card_file,
 )
+from st_oblique.evaluation.mteb_tasks import LocalSTSBenchmark
 from st_oblique.modules import ModalityRouter, ObliquePooling
 
 K, D = 2, 4
@@ -293,6 +301,53 @@ def test_hook_8_fit_decay_grouping_skips_the_temperatures(oblique, tmp_path, mon
         assert decay == [0.0], f"{name} now gives a learnable temperature weight decay {decay}"
     projection = oblique[1].heads["default"].projection
     assert [g["weight_decay"] for g in groups if any(p is projection for p in g["params"])] == [0.5]
+
+
+# -- 9-11: mteb's model registry, task registry and command-line parser ------------------------------------------
+
+
+def test_hook_9_mteb_model_registry_is_the_dict_get_model_reads():
+    name = hook(9, "mteb.models.model_implementations.MODEL_REGISTRY")
+    assert isinstance(MODEL_REGISTRY, dict), f"mteb changed {name}: it is no longer a dict of ModelMeta by name."
+    meta = mteb.get_model_meta("sentence-transformers/all-MiniLM-L6-v2").model_copy(update={"name": "canary/hook-9"})
+    register_mteb_model_meta(meta)
+    try:
+        assert mteb_registered_model_meta("canary/hook-9") is meta
+        assert mteb.get_model_meta("canary/hook-9") is meta, (
+            f"mteb.get_model_meta no longer reads {name}: st_oblique.evaluation.register_mteb_model has no effect; "
+            "look for mteb's new way of registering a model."
+        )
+    finally:
+        MODEL_REGISTRY.pop("canary/hook-9")
+
+
+def test_hook_10_mteb_task_registry_is_the_dict_get_tasks_reads():
+    name = hook(10, "mteb.get_tasks._TASKS_REGISTRY")
+    registry = importlib.import_module("mteb.get_tasks")._TASKS_REGISTRY
+
+    class CanaryTask(LocalSTSBenchmark):
+        metadata = LocalSTSBenchmark.metadata.model_copy(update={"name": "CanaryHook10"})
+
+        def __init__(self):
+            pass  # get_task builds the class with no arguments; no data is needed here
+
+    register_mteb_task(CanaryTask)
+    try:
+        task = mteb.get_tasks(tasks=["CanaryHook10"])[0]
+        assert isinstance(task, CanaryTask), f"mteb.get_tasks(tasks=[...]) no longer reads {name}."
+        with pytest.raises(ValueError, match="already has a task named"):
+            register_mteb_task(type("Other", (CanaryTask,), {}))
+    finally:
+        registry.pop("CanaryHook10")
+
+
+def test_hook_11_mteb_cli_parser_takes_an_argument_list():
+    name = hook(11, "mteb.cli.build_cli.build_cli")
+    args = build_cli().parse_args(["run", "-m", "org/model", "-t", "STS16", "--output-folder", "out"])
+    assert (args.model, args.tasks, args.output_folder) == ("org/model", ["STS16"], "out"), (
+        f"mteb changed the options of `mteb run` ({name}); st-oblique mteb rewrites -m/--model and --model-revision."
+    )
+    assert callable(args.func)
 
 
 # -- no process-wide patches -----------------------------------------------------------------------------------------

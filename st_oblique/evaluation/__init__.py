@@ -3,7 +3,8 @@
 - :func:`zeroshot_classification` / :func:`zeroshot_retrieval`: CLIP_benchmark's zero-shot protocol and
   metrics, with template ensembles averaged token-wise for oblique models;
 - :func:`mteb_model`: hand a model to ``mteb.evaluate`` for text and image tasks (named, revisioned,
-  ``dot`` similarity for oblique models); :mod:`~st_oblique.evaluation.mteb_tasks`: offline MTEB tasks;
+  ``dot`` similarity for oblique models); :func:`register_mteb_model`: add a model to mteb's registry, for
+  ``mteb.get_model`` and ``st-oblique mteb run``; :mod:`~st_oblique.evaluation.mteb_tasks`: offline MTEB tasks;
 - :mod:`~st_oblique.evaluation.datasets`: readers and a registry of evaluation datasets;
 - :func:`run_evaluation` / :func:`compare_results`: whole runs with JSON, Markdown and PNG outputs (the
   functions behind ``st-oblique eval`` and ``st-oblique compare``).
@@ -41,6 +42,7 @@ _PUBLIC: dict[str, str] = {
     "RetrievalDataset": "st_oblique.evaluation.datasets",
     "mteb_model": "st_oblique.evaluation.mteb_wrapper",
     "mteb_model_meta": "st_oblique.evaluation.mteb_wrapper",
+    "register_mteb_model": "st_oblique.evaluation.mteb_registry",
     "local_tasks": "st_oblique.evaluation.mteb_tasks",
     "run_mteb": "st_oblique.evaluation.mteb_runner",
     "EvaluationResult": "st_oblique.result_records",
@@ -67,6 +69,7 @@ __all__ = [
     "mteb_model_meta",
     "oblique_num_tokens",
     "read_results",
+    "register_mteb_model",
     "retrieval_metrics",
     "run_evaluation",
     "run_mteb",
@@ -89,6 +92,7 @@ if TYPE_CHECKING:
     from st_oblique.evaluation.datasets import DATASETS, ClassificationDataset, RetrievalDataset, load_dataset
     from st_oblique.evaluation.encoding import encode_images, oblique_num_tokens
     from st_oblique.evaluation.identity import weights_fingerprint
+    from st_oblique.evaluation.mteb_registry import register_mteb_model
     from st_oblique.evaluation.mteb_runner import run_mteb
     from st_oblique.evaluation.mteb_tasks import local_tasks
     from st_oblique.evaluation.mteb_wrapper import mteb_model, mteb_model_meta

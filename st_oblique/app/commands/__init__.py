@@ -17,5 +17,6 @@ COMMAND_MODULES: tuple[str, ...] = (
     "st_oblique.app.commands.push",
     "st_oblique.app.commands.info",
     "st_oblique.app.commands.convert",
+    "st_oblique.app.commands.mteb",
 )
 """The command modules, in the order ``st-oblique --help`` lists them."""
