@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import inspect
+import re
 
 import open_clip
 import pytest
@@ -12,7 +13,7 @@ from transformers import AutoConfig, AutoProcessor
 
 import st_oblique
 from st_oblique import manifold
-from st_oblique.loading_options import LOADING_OPTIONS
+from st_oblique.loading_options import LOADING_OPTIONS, with_loading_options
 from st_oblique.modules import ClassTokenTransformer, ObliquePooling
 
 
@@ -73,6 +74,38 @@ def test_builders_take_sentence_transformers_loading_options_keyword_only():
     common = [set(inspect.signature(builder).parameters) - set(arguments) for builder, arguments in BUILDERS.items()]
     assert set.intersection(*common) >= {"num_tokens", "token_dim", "per_token_projection", "layer_norm",
                                           "max_seq_length", *LOADING_OPTIONS}
+
+
+def test_builders_refuse_an_unknown_loading_option_naming_the_valid_ones(tiny_bert_dir):
+    with pytest.raises(TypeError, match=r"oblique_open_clip\(\): got an unexpected keyword argument 'cache_dir'.*cache_folder"):
+        st_oblique.oblique_open_clip("ViT-B-32", cache_dir="/tmp/cache")  # open_clip's own name for cache_folder
+    with pytest.raises(TypeError, match="oblique_text_model"):
+        st_oblique.oblique_text_model(tiny_bert_dir, 4)  # num_tokens is keyword-only
+
+
+def test_every_builder_documents_every_loading_option():
+    for builder in BUILDERS:
+        args = builder.__doc__.split("Args:")[1].split("Returns:")[0]
+        assert "<loading options>" not in args, builder.__name__
+        for name in LOADING_OPTIONS:
+            assert re.search(rf"^\s+{name}: \S", args, flags=re.MULTILINE), (builder.__name__, name)
+
+
+def test_with_loading_options_needs_a_loading_catch_all():
+    def builder(model_name_or_path: str, *, device: str | None = None):
+        return model_name_or_path
+
+    with pytest.raises(TypeError, match=r"\*\*loading"):
+        with_loading_options(builder)
+
+    @with_loading_options
+    def accepting(model_name_or_path: str, *, revision: dict | None = None, **loading):
+        return revision, loading
+
+    revision, loading = accepting("x", revision={"text": "v1"}, token="t")  # its own revision wins
+    assert revision == {"text": "v1"} and "revision" not in loading
+    assert loading == {"cache_folder": None, "token": "t", "local_files_only": False, "trust_remote_code": False,
+                       "model_kwargs": None, "processor_kwargs": None, "config_kwargs": None, "device": None}
 
 
 @pytest.fixture
