@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Literal
 
 import numpy as np
 import torch
+from PIL import Image
 from sentence_transformers import SentenceTransformerModelCardData
 from sentence_transformers.util import import_from_string
 from torch import nn
@@ -20,7 +22,16 @@ from st_oblique._compat import (
 )
 from st_oblique.errors import ObliqueLoadError
 from st_oblique.hub_errors import explain_push_errors
+from st_oblique.hub_ids import is_hub_model_id
+from st_oblique.images import check_encode_inputs
 from st_oblique.model_card import ObliqueModelCardData, has_unloadable_usage
+from st_oblique.model_files import (
+    check_model_folder,
+    explain_load_failure,
+    find_nonfinite_tensor,
+    local_model_folder,
+    missing_model_message,
+)
 from st_oblique.shape import check_truncate_dim, oblique_shape
 
 PACKAGE = "st-oblique"
@@ -144,25 +155,36 @@ class ObliqueSentenceTransformer(SentenceTransformerHooks):
         :class:`~sentence_transformers.SentenceTransformer`); ``similarity_fn_name`` defaults to ``"dot"``."""
         if isinstance(model_card_data, SentenceTransformerModelCardData):
             model_card_data = ObliqueModelCardData.from_card_data(model_card_data)
-        super().__init__(
-            model_name_or_path,
-            modules=modules,
-            device=device,
-            prompts=prompts,
-            default_prompt_name=default_prompt_name,
-            cache_folder=cache_folder,
-            trust_remote_code=trust_remote_code,
-            revision=revision,
-            local_files_only=local_files_only,
-            token=token,
-            model_kwargs=model_kwargs,
-            processor_kwargs=processor_kwargs,
-            config_kwargs=config_kwargs,
-            model_card_data=model_card_data,
-            backend=backend,
-            similarity_fn_name=similarity_fn_name,
-            truncate_dim=truncate_dim,
-        )
+        loading = model_name_or_path is not None and modules is None
+        if loading:
+            check_model_folder(model_name_or_path)
+            name = str(model_name_or_path)
+            if not is_hub_model_id(name) and not os.path.exists(os.path.expanduser(name)):
+                raise ObliqueLoadError(missing_model_message(name, offline=True, hub_id=False))
+        with explain_load_failure(model_name_or_path if loading else None, cache_folder, revision, local_files_only):
+            super().__init__(
+                model_name_or_path,
+                modules=modules,
+                device=device,
+                prompts=prompts,
+                default_prompt_name=default_prompt_name,
+                cache_folder=cache_folder,
+                trust_remote_code=trust_remote_code,
+                revision=revision,
+                local_files_only=local_files_only,
+                token=token,
+                model_kwargs=model_kwargs,
+                processor_kwargs=processor_kwargs,
+                config_kwargs=config_kwargs,
+                model_card_data=model_card_data,
+                backend=backend,
+                similarity_fn_name=similarity_fn_name,
+                truncate_dim=truncate_dim,
+            )
+        if loading:
+            problem = find_nonfinite_tensor(self, local_model_folder(model_name_or_path, cache_folder, revision))
+            if problem:
+                raise ObliqueLoadError(f"Cannot load the model {model_name_or_path}: {problem}")
         if similarity_fn_name_if_set(self) is None:
             self.similarity_fn_name = "dot"
         self.__dict__["_modules_ready"] = True
@@ -207,9 +229,15 @@ class ObliqueSentenceTransformer(SentenceTransformerHooks):
         """Sentence Transformers' :meth:`~sentence_transformers.SentenceTransformer.encode`, same arguments.
 
         ``truncate_dim`` must keep whole tokens (a multiple of d); an empty list of inputs gives an empty
-        ``(0, K*d)`` array (or tensor) instead of ST's ``(0,)``.
+        ``(0, K*d)`` array (or tensor) instead of ST's ``(0,)``. Inputs are checked first
+        (:func:`st_oblique.images.check_encode_inputs`): ``None``, images without pixels and image arrays holding
+        NaN are refused naming the input's index; grey ``(H, W)`` and 4-channel image arrays are converted to RGB.
         """
         kept = check_truncate_dim(self, truncate_dim if truncate_dim is not None else self.truncate_dim)
+        if isinstance(inputs, (list, tuple)):
+            inputs = check_encode_inputs(inputs, self.modalities)
+        elif inputs is None or isinstance(inputs, (Image.Image, np.ndarray, torch.Tensor)):
+            inputs = check_encode_inputs([inputs], self.modalities)[0]
         if isinstance(inputs, (list, tuple)) and not inputs and output_value == "sentence_embedding":
             shape = oblique_shape(self)
             if shape is not None:

@@ -1,20 +1,42 @@
-"""ObliqueTrainer: Sentence Transformers' trainer with the learnable temperature in its logs and checkpoints.
+"""ObliqueTrainer: Sentence Transformers' trainer with the learnable temperature in its logs and checkpoints, and
+its training data and checkpoints checked before the first step.
 
 A plain ``SentenceTransformerTrainer`` (or ``model.fit``) already trains oblique models fully: the losses are
 ordinary Sentence Transformers losses, a learnable scale gets no weight decay and its value is saved with the
 model. This subclass adds :class:`~st_oblique.losses.LogitScaleCallback` (the scale and SigLIP's bias in the
-logs, restored on resume). ``st-oblique train`` uses it.
+logs, restored on resume), :func:`check_training_dataset` on its datasets, a check that a checkpoint to resume from
+holds this model (:func:`check_checkpoint`), and no half-written checkpoint left behind by an interrupted or failed
+run. ``st-oblique train`` uses it.
 """
 
 from __future__ import annotations
 
+import inspect
+import logging
+import os
+import shutil
+from pathlib import Path
 from typing import Any
 
+import pyarrow.compute as pc
+from datasets import Dataset, DatasetDict, Value
+from safetensors import SafetensorError, safe_open
 from sentence_transformers import SentenceTransformerTrainer
+from torch import nn
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 
+from st_oblique.errors import CheckpointError, TrainingDataError
 from st_oblique.losses.logit_scale_callback import LogitScaleCallback, oblique_losses
+from st_oblique.model_files import module_folders
 
-__all__ = ["ObliqueTrainer"]
+__all__ = ["LABEL_COLUMNS", "ObliqueTrainer", "check_checkpoint", "check_training_dataset"]
+
+logger = logging.getLogger(__name__)
+
+LABEL_COLUMNS = ("label", "score")
+"""Columns Sentence Transformers' data collator passes to the loss as labels, not as inputs."""
+TRAINER_STATE = "trainer_state.json"
+"""The file the trainer writes last into a checkpoint: a checkpoint folder without it is half-written."""
 
 
 class ObliqueTrainer(SentenceTransformerTrainer):
@@ -38,9 +60,164 @@ class ObliqueTrainer(SentenceTransformerTrainer):
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # Checked before Sentence Transformers' constructor, which already reads rows (for the model card).
+        given = inspect.signature(SentenceTransformerTrainer.__init__).bind_partial(self, *args, **kwargs).arguments
+        for name in ("train_dataset", "eval_dataset"):
+            if given.get(name) is not None:
+                check_training_dataset(given[name], name=name, loss=given.get("loss"))
         super().__init__(*args, **kwargs)
         losses = self.loss.values() if isinstance(self.loss, dict) else [self.loss]
         if any(oblique_losses(loss) for loss in losses):
             # Right after DefaultFlowCallback, as SparseEncoderTrainer places its SpladeLoss callback: on_log then
             # runs before the reporting callbacks, which log the scale too.
             self.callback_handler.callbacks.insert(1, LogitScaleCallback(self))
+
+    def train(self, resume_from_checkpoint: str | bool | None = None, *args: Any, **kwargs: Any) -> Any:
+        """``SentenceTransformerTrainer.train``, after checking the checkpoint to resume from (see
+        :func:`check_checkpoint`); an interrupted or failed run removes the checkpoint folder it was writing (and
+        ``args.output_dir`` if it created it and left it empty).
+
+        Raises:
+            CheckpointError: ``resume_from_checkpoint`` is not a checkpoint, or one of another model.
+        """
+        output_dir = Path(self.args.output_dir)
+        if resume_from_checkpoint is True:
+            last = get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
+            if last is None:
+                raise CheckpointError(
+                    f"No checkpoint to resume from in {output_dir}: train with save_strategy='steps' first, or pass "
+                    "the checkpoint folder."
+                )
+            resume_from_checkpoint = last
+        if resume_from_checkpoint:
+            check_checkpoint(resume_from_checkpoint, self.model)
+        existed = output_dir.is_dir()
+        before = set(output_dir.iterdir()) if existed else set()
+        try:
+            return super().train(resume_from_checkpoint, *args, **kwargs)
+        except BaseException:
+            if self.is_world_process_zero():
+                _remove_half_written_checkpoints(output_dir, before, remove_folder=not existed)
+            raise
+
+
+def check_training_dataset(dataset: Any, *, name: str = "train_dataset", loss: Any = None) -> None:
+    """Raise :class:`TrainingDataError` (naming the dataset, column and row) for training data that would fail or
+    train on the wrong thing; log which columns become hard negatives.
+
+    Checked: the dataset has rows; every input column (all but ``label``/``score``) holds texts or images, not
+    numbers or booleans, and no ``None`` (the first row with one is named); at least two input columns. Columns
+    after the first two are what the losses take as hard negatives: that is logged as a warning, so that a stray
+    column is noticed. Streaming (``IterableDataset``) data is checked by its features only.
+
+    Args:
+        dataset: a ``datasets.Dataset``, ``DatasetDict`` or dict of them.
+        name: how messages name it (``"train_dataset"``).
+        loss: the loss (or dict of losses) it feeds, named in messages.
+    """
+    if isinstance(dataset, (dict, DatasetDict)):
+        for key, part in dataset.items():
+            check_training_dataset(
+                part, name=f"{name}[{key!r}]", loss=loss.get(key) if isinstance(loss, dict) else loss
+            )
+        return
+    features = getattr(dataset, "features", None)
+    if features is None:
+        return
+    loss_name = type(loss).__name__ if isinstance(loss, nn.Module) else "the loss"
+    columns = [column for column in features if column not in LABEL_COLUMNS and column != "dataset_name"]
+    if isinstance(dataset, Dataset) and len(dataset) == 0:
+        raise TrainingDataError(f"{name} has no rows (columns {list(features)}); give it at least one batch of rows.")
+    for column in columns:
+        feature = features[column]
+        if isinstance(feature, Value) and feature.dtype not in ("string", "large_string"):
+            raise TrainingDataError(
+                f"Column {column!r} of {name} holds {feature.dtype} values, which {loss_name} would take as an input "
+                f"(every column but 'label'/'score' is one). Remove it (dataset.remove_columns([{column!r}])) or, if "
+                "it is the label, name it 'label' or 'score'."
+            )
+    if len(columns) < 2:
+        raise TrainingDataError(
+            f"{name} has the input column(s) {columns}; {loss_name} needs two (anchor, positive), then optional hard "
+            "negatives."
+        )
+    if isinstance(dataset, Dataset):
+        for column in columns:
+            row = _first_null_row(dataset, column)
+            if row is not None:
+                raise TrainingDataError(
+                    f"Row {row} of {name} has no value (None) in column {column!r}; drop or fill such rows, e.g. "
+                    f"dataset.filter(lambda row: row[{column!r}] is not None)."
+                )
+    if len(columns) > 2:
+        negatives = ", ".join(repr(column) for column in columns[2:])
+        logger.warning(
+            f"{loss_name} trains on the columns of {name} in order: {columns[0]!r} as anchors, {columns[1]!r} as "
+            f"positives and {negatives} as hard negatives. If a column is not a hard negative, remove it "
+            "(dataset.select_columns([...]))."
+        )
+
+
+def check_checkpoint(checkpoint: str | os.PathLike, model: nn.Module) -> None:
+    """Raise :class:`CheckpointError` unless ``checkpoint`` is a complete trainer checkpoint of a model with the
+    same modules and tensor shapes as ``model`` (read from the safetensors headers, no weights loaded)."""
+    folder = Path(checkpoint).expanduser()
+    if not folder.is_dir():
+        raise CheckpointError(f"Checkpoint not found: {folder}.")
+    if not (folder / TRAINER_STATE).is_file():
+        raise CheckpointError(
+            f"{folder} is not a complete training checkpoint (no {TRAINER_STATE}); pass a checkpoint-<step> folder "
+            "written by the trainer."
+        )
+    if not (folder / "modules.json").is_file():
+        return  # not a Sentence Transformers save: leave it to the trainer
+    try:
+        folders = module_folders(folder)
+    except Exception as error:
+        raise CheckpointError(f"Cannot resume from {folder}: {error}") from error
+    children = list(model.children())
+    if len(folders) != len(children):
+        raise CheckpointError(
+            f"Cannot resume from {folder}: it holds a model of {len(folders)} modules, this model has {len(children)}; "
+            "resume with the model that wrote it, or train without resume_from_checkpoint."
+        )
+    for index, (module_folder, child) in enumerate(zip(folders, children, strict=True)):
+        shapes = {key: tuple(value.shape) for key, value in child.state_dict().items()}
+        for path in sorted(module_folder.glob("*.safetensors")):
+            for key, saved in _safetensors_shapes(path).items():
+                own = next((name for name in shapes if name == key or name.endswith("." + key)), None)
+                if own is not None and shapes[own] != saved:
+                    raise CheckpointError(
+                        f"Cannot resume from {folder}: it holds another model: {path.relative_to(folder)} has "
+                        f"{key!r} of shape {saved}, this model's module {index} ({type(child).__name__}) has "
+                        f"{shapes[own]} (another num_tokens, token_dim or backbone?). Resume with the settings of the "
+                        "run that wrote it, or train without resume_from_checkpoint."
+                    )
+
+
+def _safetensors_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return {key: tuple(handle.get_slice(key).get_shape()) for key in handle.keys()}
+    except (SafetensorError, OSError) as error:
+        raise CheckpointError(f"Cannot resume from {path.parent}: {path} is not readable ({error}).") from error
+
+
+def _first_null_row(dataset: Any, column: str) -> int | None:
+    values = dataset.with_format("arrow")[column]
+    if values.null_count == 0:
+        return None
+    return int(pc.index(pc.is_null(values), True).as_py())
+
+
+def _remove_half_written_checkpoints(output_dir: Path, before: set[Path], *, remove_folder: bool) -> None:
+    """After a failed or interrupted run: remove the checkpoint folders it created without a trainer state, and
+    ``output_dir`` itself when ``remove_folder`` and nothing else is left in it."""
+    if not output_dir.is_dir():
+        return
+    for path in set(output_dir.iterdir()) - before:
+        if path.is_dir() and path.name.startswith(f"{PREFIX_CHECKPOINT_DIR}-") and not (path / TRAINER_STATE).is_file():
+            logger.warning(f"Removing the half-written checkpoint {path}.")
+            shutil.rmtree(path, ignore_errors=True)
+    if remove_folder and not any(output_dir.iterdir()):
+        output_dir.rmdir()

@@ -493,13 +493,20 @@ def _train_steps(
         untrained = evaluate(model, f"{run_name} (untrained)", config, staging / "eval_untrained", command)
 
     checkpoints = config.checkpoints_path
+    checkpoints_existed = checkpoints.exists()
     arguments = training_arguments(config, checkpoints)
-    trainer = ObliqueTrainer(
-        model=model, args=arguments, train_dataset=train_data.dataset, loss=loss,
-        callbacks=[_config_saving_callback(config)],
-    )
-    train_started = time.monotonic()
-    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    try:
+        trainer = ObliqueTrainer(
+            model=model, args=arguments, train_dataset=train_data.dataset, loss=loss,
+            callbacks=[_config_saving_callback(config)],
+        )
+        train_started = time.monotonic()
+        trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    except BaseException:
+        # An interrupted or failed run leaves no empty checkpoint folder (ObliqueTrainer removes half-written ones).
+        if not checkpoints_existed and checkpoints.is_dir() and not any(checkpoints.iterdir()):
+            checkpoints.rmdir()
+        raise
     train_seconds = time.monotonic() - train_started
     if staging is None:
         return None

@@ -41,7 +41,10 @@ def load_model(
     modules_path = load_file_path(path, "modules.json", revision=revision)
     uses_st_oblique = False
     if modules_path is not None:
-        with open(modules_path, encoding="utf-8") as handle:
-            uses_st_oblique = any(str(entry.get("type", "")).startswith("st_oblique.") for entry in json.load(handle))
+        try:
+            with open(modules_path, encoding="utf-8") as handle:
+                uses_st_oblique = any(str(entry.get("type", "")).startswith("st_oblique.") for entry in json.load(handle))
+        except (ValueError, AttributeError, TypeError):  # a damaged modules.json: st-oblique's loader explains it
+            uses_st_oblique = True
     model_class = ObliqueSentenceTransformer if uses_st_oblique else SentenceTransformer
     return model_class(path, device=device, trust_remote_code=trust_remote_code, revision=revision)

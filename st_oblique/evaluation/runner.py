@@ -40,6 +40,7 @@ import torch
 from sentence_transformers import SentenceTransformer
 
 from st_oblique import __version__
+from st_oblique.errors import ObliqueLoadError
 from st_oblique.evaluation.classification import zeroshot_classification
 from st_oblique.evaluation.datasets import ClassificationDataset, RetrievalDataset, load_dataset
 from st_oblique.evaluation.encoding import embedding_num_tokens
@@ -49,6 +50,8 @@ from st_oblique.evaluation.mteb_runner import resolve_mteb_tasks, run_mteb
 from st_oblique.evaluation.report import markdown_table, plot_results
 from st_oblique.evaluation.retrieval import zeroshot_retrieval
 from st_oblique.evaluation.templates import DEFAULT_TEMPLATES, Templates, load_classnames, load_templates
+from st_oblique.model_files import check_model_folder, find_damaged_file
+from st_oblique.output_folder import staged_output_dir
 from st_oblique.result_records import RECORDS_DIR, EvaluationResult, read_results, write_result
 
 logger = logging.getLogger(__name__)
@@ -167,9 +170,40 @@ def run_evaluation(
     }
     tasks = resolve_mteb_tasks(mteb_tasks, benchmarks=mteb_benchmarks, data_root=data_root, max_samples=max_samples)
     specs = [_split_spec(spec) for spec in models]
-    for _, source in specs:
+    for _, source in specs:  # every model is checked before the first forward pass
         _check_model_source(source)
+    named = [name for name, _ in specs if name]
+    if len(set(named)) < len(named):
+        raise ValueError(f"Two models are named alike in {named}; give each a different NAME (NAME=PATH).")
 
+    # Records, MTEB results and the report are written into a staging folder and moved into output_dir only when
+    # every model has been evaluated: a failure leaves output_dir as it was (no records without a summary).
+    # An MTEB cache that output_dir already has is used in place (it only ever holds complete task results).
+    with staged_output_dir(output_dir, merge=True) as staging:
+        mteb_cache = output_dir / "mteb" if (output_dir / "mteb").is_dir() else staging / "mteb"
+        return _evaluate_models(
+            specs, loaded, tasks, chosen_templates, staging, mteb_cache,
+            device=device, trust_remote_code=trust_remote_code, batch_size=batch_size, num_workers=num_workers,
+            show_progress_bar=show_progress_bar, max_samples=max_samples, mteb_overwrite_strategy=mteb_overwrite_strategy,
+            run_settings={
+                "command": command,
+                "models": [name for name, _ in specs],
+                "datasets": list(datasets),
+                "mteb_tasks": list(mteb_tasks),
+                "mteb_benchmarks": list(mteb_benchmarks),
+                "max_samples": max_samples,
+                "batch_size": batch_size,
+                "device": device,
+            },
+            title=title,
+        )
+
+
+def _evaluate_models(
+    specs, loaded, tasks, chosen_templates, output_dir: Path, mteb_cache: Path, *, device, trust_remote_code,
+    batch_size, num_workers, show_progress_bar, max_samples, mteb_overwrite_strategy, run_settings, title,
+) -> list[EvaluationResult]:
+    """The evaluation loop of :func:`run_evaluation`, writing into ``output_dir`` (its staging folder)."""
     results: list[EvaluationResult] = []
     for name, source in specs:
         model = (
@@ -216,7 +250,7 @@ def run_evaluation(
                 tasks,
                 name=name,
                 revision=revision,
-                cache_dir=output_dir / "mteb",
+                cache_dir=mteb_cache,
                 overwrite_strategy=mteb_overwrite_strategy,
                 batch_size=batch_size,
                 show_progress_bar=bool(show_progress_bar),
@@ -226,17 +260,7 @@ def run_evaluation(
         if not isinstance(source, SentenceTransformer):
             del model
             gc.collect()
-    settings = {
-        "command": command,
-        "models": [name for name, _ in specs],
-        "datasets": list(datasets),
-        "mteb_tasks": list(mteb_tasks),
-        "mteb_benchmarks": list(mteb_benchmarks),
-        "max_samples": max_samples,
-        "batch_size": batch_size,
-        "device": device,
-    }
-    write_report(results, output_dir, title=title, settings=settings)
+    write_report(results, output_dir, title=title, settings=run_settings)
     return results
 
 
@@ -279,8 +303,15 @@ def write_report(
 
 
 def _check_model_source(source: str | SentenceTransformer) -> None:
-    """Fail early on a model path that is neither a local folder nor shaped like a Hub id (``org/name``)."""
-    if isinstance(source, SentenceTransformer) or Path(source).exists():
+    """Fail early on a model path that is neither a local folder nor shaped like a Hub id (``org/name``), and on a
+    local model folder with a missing or damaged file (:func:`st_oblique.model_files.find_damaged_file`)."""
+    if isinstance(source, SentenceTransformer):
+        return
+    if Path(source).exists():
+        check_model_folder(source)
+        problem = find_damaged_file(source)
+        if problem:
+            raise ObliqueLoadError(f"Cannot evaluate the model {source}: {problem}")
         return
     if source.count("/") > 1 or source.startswith((".", "/", "~")):
         raise FileNotFoundError(f"Model not found: {source} is not a folder (nor a Hub id like 'org/name').")

@@ -33,8 +33,16 @@ def hub_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
 
 
 def describe_location(model_name_or_path: str, subfolder: str, filename: str) -> str:
-    """Human-readable location of a module file, e.g. ``/models/x/1_ObliquePooling/config.json``."""
-    return "/".join(part.strip("/") for part in (model_name_or_path, subfolder, filename) if part)
+    """Human-readable location of a module file, e.g. ``/models/x/1_ObliquePooling/config.json``.
+
+    The model's own path is kept as given (an absolute path keeps its leading ``/``); only the separators between
+    the parts are normalised.
+    """
+    head = str(model_name_or_path).rstrip("/") or str(model_name_or_path)
+    tail = [part.strip("/") for part in (subfolder, filename) if part and part.strip("/")]
+    if not head:
+        return "/".join(tail)
+    return head + "".join("/" + part for part in tail) if head != "/" else "/" + "/".join(tail)
 
 
 def with_version(config: dict[str, Any]) -> dict[str, Any]:
@@ -82,7 +90,9 @@ def load_module_config(
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ObliqueLoadError(f"Cannot load {name}: {location} is not valid JSON ({error}).") from error
     if not isinstance(config, dict):
-        raise ObliqueLoadError(f"Cannot load {name}: {location} must hold a JSON object, found {type(config).__name__}.")
+        raise ObliqueLoadError(
+            f"Cannot load {name}: {location} must hold a JSON object, found {type(config).__name__}."
+        )
 
     config = check_config_keys(name, location, config, config_keys)
     missing = sorted(set(required_keys) - set(config))
@@ -104,7 +114,9 @@ def check_config_keys(name: str, location: str, config: dict[str, Any], known_ke
     saved_version = config.pop(VERSION_KEY, None)
     unknown = sorted(set(config) - set(known_keys))
     if unknown:
-        raise ObliqueLoadError(f"Cannot load {name}: {location} has unknown key(s) {unknown}. " + _version_hint(saved_version))
+        raise ObliqueLoadError(
+            f"Cannot load {name}: {location} has unknown key(s) {unknown}. " + _version_hint(saved_version)
+        )
     return config
 
 
@@ -143,13 +155,55 @@ def load_module_weights(module: nn.Module, model_name_or_path: str, **kwargs: An
                 "according to the config"
             )
     if problems:
+        defaulted = _defaulted_keys(module, model_name_or_path, kwargs)
+        if defaulted:
+            raise ObliqueLoadError(
+                f"Cannot load {name}: {defaulted}, so the weights in {location} do not fit ({'; '.join(problems)}). "
+                "Add the key(s) with the values the model was trained with, or save the model again."
+            )
         raise ObliqueLoadError(
             f"Cannot load {name}: {location} does not match its config ({'; '.join(problems)}). The config and "
             "the weights come from different models, or one of them was edited; save the model again."
         )
+    check_finite_tensors(state, location)
     with torch.no_grad():
         module.load_state_dict(state, strict=True)
     return module
+
+
+def check_finite_tensors(state: dict[str, torch.Tensor], location: str) -> None:
+    """Raise :class:`ObliqueLoadError` naming ``location`` and the first tensor of ``state`` holding NaN or inf.
+
+    A model with such weights loads and then embeds every input as NaN; refusing it at load time names the file.
+    """
+    for key in sorted(state):
+        tensor = state[key]
+        if not tensor.is_floating_point() or bool(torch.isfinite(tensor).all()):
+            continue
+        nan, inf = int(torch.isnan(tensor).sum()), int(torch.isinf(tensor).sum())
+        raise ObliqueLoadError(
+            f"Cannot load {location}: its tensor {key!r} {tuple(tensor.shape)} holds {nan} NaN and {inf} infinite "
+            "value(s), so every embedding would be NaN. The file is damaged or comes from a diverged training run; "
+            "download it again or use an earlier checkpoint."
+        )
+
+
+def _defaulted_keys(module: nn.Module, model_name_or_path: str, kwargs: dict[str, Any]) -> str:
+    """The phrase "<config file> lacks 'num_tokens' (the default 16 was used)" when the module's config file omits keys of its
+    class (the usual cause of weights that do not fit their config); empty otherwise."""
+    filename = getattr(module, "config_file_name", "config.json")
+    try:
+        path = load_file_path(model_name_or_path, filename, **hub_kwargs(kwargs))
+        with open(path, encoding="utf-8") as handle:
+            saved = json.load(handle)
+    except (OSError, TypeError, ValueError):
+        return ""
+    config = module.get_config_dict() if hasattr(module, "get_config_dict") else {}
+    keys = [key for key in getattr(module, "config_keys", []) if key not in saved and key in config]
+    if not keys:
+        return ""
+    location = describe_location(model_name_or_path, kwargs.get("subfolder", ""), filename)
+    return f"{location} lacks " + ", ".join(f"{key!r} (the default {config[key]!r} was used)" for key in keys)
 
 
 def _version_hint(saved_version: str | None) -> str:
@@ -167,4 +221,3 @@ def _version_hint(saved_version: str | None) -> str:
         f"It was saved by st-oblique {saved_version or 'of an unknown release'} and the installed release is "
         f"{__version__}; the file may have been edited by hand."
     )
-
