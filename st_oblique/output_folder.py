@@ -80,11 +80,12 @@ def staged_output_dir(
                     _merge_into(staging, target)
                 else:
                     _move_into_place(staging, target)
-            except OSError as error:
-                if error.errno in DISK_FULL:
+            except Exception as error:
+                if _is_disk_full(error):
                     raise OutputDirError(
-                        f"The disk is full ({error.strerror}) while writing {target}: nothing was written there and "
-                        "the partial files were removed. Free some space or choose an output folder on another disk."
+                        f"The disk is full (No space left on device) while writing {target}: nothing was written there "
+                        "and the partial files were removed. Free some space or choose an output folder on another "
+                        "disk."
                     ) from error
                 raise
             finally:
@@ -156,6 +157,18 @@ def check_writable(target: str | os.PathLike) -> None:
         ) from error
     finally:
         _remove_empty(created)
+
+
+def _is_disk_full(error: BaseException) -> bool:
+    """ENOSPC/EDQUOT, also when a library reports it in its own error type (safetensors' "os error 28")."""
+    while error is not None:
+        if isinstance(error, OSError) and error.errno in DISK_FULL:
+            return True
+        text = str(error)
+        if "No space left on device" in text or "Disk quota exceeded" in text:
+            return True
+        error = error.__cause__ or error.__context__
+    return False
 
 
 def _umask() -> int:

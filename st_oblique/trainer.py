@@ -65,6 +65,10 @@ class ObliqueTrainer(SentenceTransformerTrainer):
         for name in ("train_dataset", "eval_dataset"):
             if given.get(name) is not None:
                 check_training_dataset(given[name], name=name, loss=given.get("loss"))
+        training_args = given.get("args")
+        output_dir = getattr(training_args, "output_dir", None)
+        # The trainer may create its output folder at once; a failed run removes it again only if it was new.
+        self._st_oblique_new_output_dir = output_dir is not None and not Path(output_dir).exists()
         super().__init__(*args, **kwargs)
         losses = self.loss.values() if isinstance(self.loss, dict) else [self.loss]
         if any(oblique_losses(loss) for loss in losses):
@@ -91,13 +95,13 @@ class ObliqueTrainer(SentenceTransformerTrainer):
             resume_from_checkpoint = last
         if resume_from_checkpoint:
             check_checkpoint(resume_from_checkpoint, self.model)
-        existed = output_dir.is_dir()
-        before = set(output_dir.iterdir()) if existed else set()
+        new_folder = self._st_oblique_new_output_dir or not output_dir.exists()
+        before = set(output_dir.iterdir()) if output_dir.is_dir() else set()
         try:
             return super().train(resume_from_checkpoint, *args, **kwargs)
         except BaseException:
             if self.is_world_process_zero():
-                _remove_half_written_checkpoints(output_dir, before, remove_folder=not existed)
+                _remove_half_written_checkpoints(output_dir, before, remove_folder=new_folder)
             raise
 
 

@@ -7,7 +7,7 @@ from typing import NamedTuple
 
 import pytest
 import torch
-from reliability.reliability_helpers import K, D
+from reliability.reliability_helpers import D, K
 from tiny_models import SENTENCES, tiny_clip, tiny_oblique_clip, tiny_open_clip
 
 import st_oblique
