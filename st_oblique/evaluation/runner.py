@@ -29,6 +29,7 @@ import gc
 import json
 import logging
 import platform
+import shutil
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -178,9 +179,11 @@ def run_evaluation(
 
     # Records, MTEB results and the report are written into a staging folder and moved into output_dir only when
     # every model has been evaluated: a failure leaves output_dir as it was (no records without a summary).
-    # An MTEB cache that output_dir already has is used in place (it only ever holds complete task results).
+    # An MTEB cache that output_dir already has is copied into the staging folder and used from there.
     with staged_output_dir(output_dir, merge=True) as staging:
-        mteb_cache = output_dir / "mteb" if (output_dir / "mteb").is_dir() else staging / "mteb"
+        mteb_cache = staging / "mteb"
+        if (output_dir / "mteb").is_dir():
+            shutil.copytree(output_dir / "mteb", mteb_cache)
         return _evaluate_models(
             specs, loaded, tasks, chosen_templates, staging, mteb_cache,
             device=device, trust_remote_code=trust_remote_code, batch_size=batch_size, num_workers=num_workers,

@@ -32,7 +32,7 @@ def bad_datasets(tmp_path_factory):
     root = tmp_path_factory.mktemp("bad_datasets")
     pairs = {"anchor": SENTENCES, "positive": SENTENCES[1:] + SENTENCES[:1]}
     made = {
-        "none": {"anchor": SENTENCES[:5] + [None] + SENTENCES[6:], "positive": pairs["positive"]},
+        "none": {"anchor": [*SENTENCES[:5], None, *SENTENCES[6:]], "positive": pairs["positive"]},
         "idx": {**pairs, "idx": list(range(8))},
     }
     for name, columns in made.items():

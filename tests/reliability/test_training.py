@@ -37,10 +37,10 @@ def trainer(model, dataset, output_dir, **extra):
 BAD = {
     "empty dataset": (Dataset.from_dict({"anchor": [], "positive": []}), "train_dataset has no rows"),
     "None in a column": (
-        Dataset.from_dict({"anchor": SENTENCES[:3] + [None] + SENTENCES[4:], "positive": PAIRS["positive"]}),
+        Dataset.from_dict({"anchor": [*SENTENCES[:3], None, *SENTENCES[4:]], "positive": PAIRS["positive"]}),
         "Row 3 of train_dataset has no value (None) in column 'anchor'"),
     "None in the last row of the positives": (
-        Dataset.from_dict({"anchor": SENTENCES, "positive": PAIRS["positive"][:7] + [None]}),
+        Dataset.from_dict({"anchor": SENTENCES, "positive": [*PAIRS["positive"][:7], None]}),
         "Row 7 of train_dataset has no value (None) in column 'positive'"),
     "an extra integer column": (
         Dataset.from_dict({**PAIRS, "idx": list(range(8))}),
