@@ -19,6 +19,15 @@ logger = logging.getLogger(__name__)
 Reduction = Literal["sum", "mean"]
 REDUCTIONS: tuple[str, ...] = ("sum", "mean")
 
+SPARO_CITATION = """@inproceedings{vani2024sparo,
+    title={Sparo: Selective Attention for Robust and Compositional Transformer Encodings for Vision},
+    author={Vani, Ankit and Nguyen, Bac and Lavoie, Samuel and Krishna, Ranjay and Courville, Aaron},
+    booktitle={European Conference on Computer Vision (ECCV)},
+    year={2024}
+}"""
+"""Sparo (Vani et al., ECCV 2024, arXiv 2404.15721), whose similarity is the mean of the slot cosines: cited by the
+losses with ``reduction="mean"``, next to their own citation."""
+
 LOW_PRECISION_ATOL = 1e-2
 """Tolerance on per-token norms for float16/bfloat16 embeddings (bfloat16 keeps 8 bits of mantissa)."""
 
@@ -68,6 +77,10 @@ class ObliqueLoss(nn.Module):
         """The multiplier on the flat dot product (the sum of K cosines): ``scale``, or ``scale / K`` for
         ``reduction="mean"``; a 0-d tensor in the autograd graph when the scale is learnable."""
         return self.scale_from(self.logit_scale())
+
+    def with_reduction_citation(self, citation: str) -> str:
+        """``citation``, followed by Sparo's for ``reduction="mean"`` (Sparo's similarity, the mean of the cosines)."""
+        return f"{citation}\n\n{SPARO_CITATION}" if self.reduction == "mean" else citation
 
     def scale_from(self, scale: Tensor | float) -> Tensor | float:
         """``scale`` as the multiplier on the flat dot product (divided by K for ``reduction="mean"``)."""

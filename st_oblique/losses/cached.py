@@ -146,4 +146,4 @@ class CachedObliqueContrastiveLoss(CachedLossMixin, ObliqueContrastiveLoss):
     def citation(self) -> str:
         # What this loss adds, as ST's CachedMultipleNegativesRankingLoss does; the model card of an oblique model
         # (ObliqueModelCardData) always cites the paper.
-        return GRADCACHE_CITATION
+        return self.with_reduction_citation(GRADCACHE_CITATION)

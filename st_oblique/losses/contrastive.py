@@ -136,7 +136,7 @@ class ObliqueContrastiveLoss(ObliqueLoss):
 
     @property
     def citation(self) -> str:
-        return CITATION
+        return self.with_reduction_citation(CITATION)
 
 
 def info_nce_row_losses(

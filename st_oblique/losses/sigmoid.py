@@ -126,4 +126,4 @@ class ObliqueSigmoidLoss(ObliqueLoss):
     def citation(self) -> str:
         # The sigmoid loss's paper; the model card of an oblique model (ObliqueModelCardData) always cites the
         # oblique paper too.
-        return SIGLIP_CITATION
+        return self.with_reduction_citation(SIGLIP_CITATION)
