@@ -37,6 +37,7 @@ _PUBLIC: dict[str, str] = {
     "ObliqueContrastiveLoss": "st_oblique.losses.contrastive",
     "CachedObliqueContrastiveLoss": "st_oblique.losses.cached",
     "ObliqueSigmoidLoss": "st_oblique.losses.sigmoid",
+    "ObliqueMatryoshkaLoss": "st_oblique.losses.matryoshka",
     "LogitScaleCallback": "st_oblique.losses.logit_scale_callback",
     "ObliqueTrainer": "st_oblique.trainer",
     "ObliqueShape": "st_oblique.shape",
@@ -85,6 +86,7 @@ if TYPE_CHECKING:
     from st_oblique.losses.cached import CachedObliqueContrastiveLoss
     from st_oblique.losses.contrastive import ObliqueContrastiveLoss
     from st_oblique.losses.logit_scale_callback import LogitScaleCallback
+    from st_oblique.losses.matryoshka import ObliqueMatryoshkaLoss
     from st_oblique.losses.sigmoid import ObliqueSigmoidLoss
     from st_oblique.model import ObliqueSentenceTransformer, load
     from st_oblique.model_card import ObliqueModelCardData

@@ -36,6 +36,7 @@ from st_oblique._compat import loaded_model_card, model_id_placeholder, set_load
 from st_oblique.description import ObliqueModelDescription, describe_model
 from st_oblique.hub_ids import is_hub_model_id
 from st_oblique.losses.contrastive import CITATION as PAPER_CITATION
+from st_oblique.losses.matryoshka import check_no_sentence_transformers_matryoshka
 from st_oblique.result_records import MAIN_METRICS
 
 if TYPE_CHECKING:
@@ -123,6 +124,14 @@ class ObliqueModelCardData(SentenceTransformerModelCardData):
         routers = [module for module in model.children() if isinstance(module, Router)]
         if routers and set(routers[0].sub_modules) <= MODALITY_ROUTES and not any(model.prompts.values()):
             self.ir_model = False
+
+    def set_losses(self, losses: list) -> None:
+        """Sentence Transformers' card callback calls this when any trainer (or ``model.fit``) is built: refuse
+        its ``MatryoshkaLoss`` on this oblique model first (see
+        :func:`~st_oblique.losses.matryoshka.check_no_sentence_transformers_matryoshka`)."""
+        if self.model is not None:
+            check_no_sentence_transformers_matryoshka(losses, self.model)
+        super().set_losses(losses)
 
     @property
     def is_image_text(self) -> bool:

@@ -22,11 +22,13 @@ import pyarrow.compute as pc
 from datasets import Dataset, DatasetDict, Value
 from safetensors import SafetensorError, safe_open
 from sentence_transformers import SentenceTransformerTrainer
+from sentence_transformers.base.model_card import get_losses
 from torch import nn
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 
 from st_oblique.errors import CheckpointError, TrainingDataError
 from st_oblique.losses.logit_scale_callback import LogitScaleCallback, oblique_losses
+from st_oblique.losses.matryoshka import check_no_sentence_transformers_matryoshka
 from st_oblique.model_files import module_folders
 
 __all__ = ["LABEL_COLUMNS", "ObliqueTrainer", "check_checkpoint", "check_training_dataset"]
@@ -65,6 +67,10 @@ class ObliqueTrainer(SentenceTransformerTrainer):
         for name in ("train_dataset", "eval_dataset"):
             if given.get(name) is not None:
                 check_training_dataset(given[name], name=name, loss=given.get("loss"))
+        if given.get("loss") is not None and given.get("model") is not None:
+            # Also for oblique models whose card data is Sentence Transformers' own (which does not check).
+            losses = given["loss"].values() if isinstance(given["loss"], dict) else [given["loss"]]
+            check_no_sentence_transformers_matryoshka([f for loss in losses for f in get_losses(loss)], given["model"])
         training_args = given.get("args")
         output_dir = getattr(training_args, "output_dir", None)
         # The trainer may create its output folder at once; a failed run removes it again only if it was new.

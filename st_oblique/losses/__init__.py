@@ -1,8 +1,9 @@
-"""Losses for oblique models: contrastive (InfoNCE), its GradCache variant, and SigLIP's sigmoid loss."""
+"""Losses for oblique models: contrastive (InfoNCE), its GradCache variant, SigLIP's sigmoid loss, and their nested-token (Matryoshka) wrapper."""
 
 from st_oblique.losses.cached import CachedObliqueContrastiveLoss
 from st_oblique.losses.contrastive import ObliqueContrastiveLoss
 from st_oblique.losses.logit_scale_callback import LogitScaleCallback
+from st_oblique.losses.matryoshka import ObliqueMatryoshkaLoss
 from st_oblique.losses.scale import LogitScale
 from st_oblique.losses.sigmoid import ObliqueSigmoidLoss
 
@@ -11,5 +12,6 @@ __all__ = [
     "LogitScale",
     "LogitScaleCallback",
     "ObliqueContrastiveLoss",
+    "ObliqueMatryoshkaLoss",
     "ObliqueSigmoidLoss",
 ]

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Literal
 
 import torch
@@ -83,8 +84,28 @@ class ObliqueLoss(nn.Module):
         return f"{citation}\n\n{SPARO_CITATION}" if self.reduction == "mean" else citation
 
     def scale_from(self, scale: Tensor | float) -> Tensor | float:
-        """``scale`` as the multiplier on the flat dot product (divided by K for ``reduction="mean"``)."""
-        return scale / self.num_tokens if self.reduction == "mean" else scale
+        """``scale`` as the multiplier on the flat dot product (divided by K for ``reduction="mean"``), times
+        :attr:`prefix_logit_factor`."""
+        scale = scale / self.num_tokens if self.reduction == "mean" else scale
+        return scale if self.prefix_logit_factor == 1.0 else scale * self.prefix_logit_factor
+
+    prefix_logit_factor: float = 1.0
+    """An extra multiplier on the logits, 1 except while :meth:`at_token_prefix` is active."""
+
+    @contextmanager
+    def at_token_prefix(self, keep_tokens: int, logit_factor: float = 1.0) -> Iterator[None]:
+        """While active, this loss takes the first ``keep_tokens`` tokens as its embeddings (``(B, keep_tokens*d)``
+        columns, checked like full ones) and multiplies its logits by ``logit_factor``; used by
+        :class:`~st_oblique.ObliqueMatryoshkaLoss` to evaluate a loss at nested token prefixes.
+        """
+        saved = self.num_tokens, self.prefix_logit_factor
+        if not 1 <= keep_tokens <= saved[0]:
+            raise ValueError(f"keep_tokens must be between 1 and K={saved[0]}, got {keep_tokens}.")
+        self.num_tokens, self.prefix_logit_factor = keep_tokens, float(logit_factor)
+        try:
+            yield
+        finally:
+            self.num_tokens, self.prefix_logit_factor = saved
 
     def record_in_model(self) -> None:
         """Make the model's ObliquePooling modules record this loss's current scale (and bias) whenever saved.
