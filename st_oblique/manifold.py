@@ -40,6 +40,7 @@ __all__ = [
     "assert_on_manifold",
     "is_on_manifold",
     "pairwise_similarity",
+    "per_token_similarity",
     "project",
     "similarity",
     "to_flat",
@@ -112,6 +113,26 @@ def similarity(a: Tensor, b: Tensor) -> Tensor:
     """
     _check_pair(a, b)
     return torch.einsum("ikd,jkd->ij", a, b)
+
+
+def per_token_similarity(a: Tensor, b: Tensor, num_tokens: int | None = None) -> Tensor:
+    """All-pairs per-token cosines ``c[i, j, k] = <a[i, k], b[j, k]>``: the K contributions of every score.
+
+    ``c.sum(-1)`` is :func:`similarity` (and ``model.similarity`` of an oblique model): each score decomposes
+    exactly into what each token contributes.
+
+    Args:
+        a: ``(N, K*d)`` flat with ``num_tokens`` given, or the token view ``(N, K, d)``.
+        b: ``(M, K*d)`` or ``(M, K, d)``, like ``a``.
+        num_tokens: K when the inputs are flat.
+
+    Returns:
+        ``(N, M, K)``.
+    """
+    if num_tokens is not None:
+        a, b = to_tokens(a, num_tokens), to_tokens(b, num_tokens)
+    _check_pair(a, b)
+    return torch.einsum("ikd,jkd->ijk", a, b)
 
 
 def pairwise_similarity(a: Tensor, b: Tensor) -> Tensor:

@@ -1,0 +1,207 @@
+"""Per-token explanations of oblique scores: which token matched, and where each image token looks.
+
+The oblique similarity is a sum of K per-token cosines, so every score decomposes exactly into K contributions
+(:func:`explain_pair`, from :func:`st_oblique.manifold.per_token_similarity`). When the image tokens come from
+attention, as in the LiT dual encoder's attention pooling over a CNN's feature map (``token_source="attention"``),
+each token also has its own attention over the image's patches (:func:`token_attention_maps`), drawn as a grid of K
+heatmaps over the photo by :func:`save_attention_figure`.
+
+Example::
+
+    from st_oblique.explanations import explain_pair, save_attention_figure, token_attention_maps
+
+    explanation = explain_pair(model, photo, "a dog runs on the beach")
+    explanation.contributions        # (K,) cosines, summing to model.similarity(photo, text)
+    maps = token_attention_maps(model, photo)                 # (K, h, w), each map sums to 1
+    save_attention_figure(photo, maps, "explain.png", explanation.contributions)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from st_oblique import manifold
+from st_oblique.images import load_image
+from st_oblique.modules.pooling import SINGLE_HEAD, ObliquePooling
+from st_oblique.shape import oblique_poolings, oblique_shape
+
+__all__ = [
+    "Explanation",
+    "attention_figure",
+    "attention_grid",
+    "explain_pair",
+    "save_attention_figure",
+    "token_attention_maps",
+]
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """The K contributions of one score.
+
+    Attributes:
+        similarity: ``model.similarity(a, b)``, the sum of the K cosines.
+        contributions: ``(K,)`` the cosine of each token pair, in token order.
+    """
+
+    similarity: float
+    contributions: list[float]
+
+    @property
+    def ranking(self) -> list[int]:
+        """Token indices from the largest contribution to the smallest."""
+        return sorted(range(len(self.contributions)), key=lambda k: -self.contributions[k])
+
+    def to_text(self) -> str:
+        total = self.similarity
+        lines = [f"similarity {total:.4f} = sum of {len(self.contributions)} token cosines"]
+        for k in self.ranking:
+            value = self.contributions[k]
+            bar = "#" * max(0, round(20 * max(value, 0.0)))
+            lines.append(f"  token {k:>2}  {value:+.4f}  {bar}")
+        return "\n".join(lines)
+
+
+def explain_pair(model: nn.Module, a: Any, b: Any) -> Explanation:
+    """The per-token contributions of ``model.similarity(encode(a), encode(b))`` for two inputs (texts or images).
+
+    Raises:
+        ValueError: the model is not oblique.
+    """
+    shape = oblique_shape(model, required_by="explain_pair")
+    first = model.encode([a], convert_to_tensor=True, show_progress_bar=False).cpu()
+    second = model.encode([b], convert_to_tensor=True, show_progress_bar=False).cpu()
+    contributions = manifold.per_token_similarity(first, second, shape.num_tokens)[0, 0]
+    similarity = float(model.similarity(first, second)[0, 0])
+    return Explanation(similarity=similarity, contributions=[float(value) for value in contributions])
+
+
+def token_attention_maps(model: nn.Module, image: Any) -> Tensor | None:
+    """Each image token's attention over the image's patches, ``(K, h, w)``, each map summing to 1.
+
+    Available when the model's image head pools with K attention queries (``token_source="attention"``, the LiT
+    dual encoder on a CNN): the weights are those of its attention pooler (averaged over its heads), on the
+    ``h x w`` feature map. None for other heads: class tokens (``"first"``/``"last"``; their attention is spread over
+    the backbone's layers) or ``"split"``.
+    """
+    pooling, captured = _capture_pooling_inputs(model, image)
+    modality = captured.get("modality", "image")
+    head = pooling.heads[SINGLE_HEAD] if SINGLE_HEAD in pooling.heads else pooling.heads[str(modality)]
+    if head.token_source != "attention":
+        return None
+    tokens = captured["token_embeddings"]
+    mask = captured.get("attention_mask")
+    with torch.inference_mode():
+        queries = head.queries.to(tokens.dtype).expand(tokens.shape[0], -1, -1)
+        context = head.context_norm(tokens)
+        padding = None if mask is None else mask == 0
+        _, weights = head.attention(
+            queries, context, context, key_padding_mask=padding, need_weights=True, average_attn_weights=True
+        )  # (1, K, L)
+    height, width = attention_grid(weights.shape[-1], captured.get("pixel_values"))
+    return weights[0].float().reshape(-1, height, width).cpu()
+
+
+def attention_grid(num_patches: int, pixel_values: Tensor | None = None) -> tuple[int, int]:
+    """The ``(h, w)`` feature-map shape of ``num_patches`` tokens: the factorization closest to the input's aspect."""
+    aspect = 1.0 if pixel_values is None else pixel_values.shape[-2] / pixel_values.shape[-1]
+    pairs = [(h, num_patches // h) for h in range(1, num_patches + 1) if num_patches % h == 0]
+    return min(pairs, key=lambda pair: abs(math.log(pair[0] / pair[1]) - math.log(aspect)))
+
+
+def _capture_pooling_inputs(model: nn.Module, image: Any) -> tuple[ObliquePooling, dict[str, Any]]:
+    """Run ``model`` on one image and return its ObliquePooling with the features that pooling received."""
+    poolings = oblique_poolings(model)
+    if not poolings:
+        oblique_shape(model, required_by="token_attention_maps")  # raises the usual message
+    pooling = poolings[0]
+    captured: dict[str, Any] = {}
+
+    def keep(module: nn.Module, args: tuple, output: Any) -> None:
+        captured.update(args[0])
+
+    handle = pooling.register_forward_hook(keep)
+    try:
+        features = model.preprocess([image])
+        pixel_values = features.get("pixel_values")
+        device = next(model.parameters()).device
+        features = {key: value.to(device) if isinstance(value, Tensor) else value for key, value in features.items()}
+        with torch.inference_mode():
+            model(features)
+    finally:
+        handle.remove()
+    if pixel_values is not None:
+        captured.setdefault("pixel_values", pixel_values)
+    return pooling, captured
+
+
+def attention_figure(
+    image: Any,
+    maps: Tensor,
+    contributions: list[float] | None = None,
+    title: str | None = None,
+    columns: int = 4,
+):
+    """A matplotlib figure: a grid of the K attention maps (one panel per token), each over the photo, with each
+    token's contribution in its title.
+
+    Args:
+        image: the photo (a PIL image or anything :func:`st_oblique.images.load_image` reads).
+        maps: ``(K, h, w)`` from :func:`token_attention_maps`.
+        contributions: the K cosines of an :class:`Explanation`, shown in the panel titles.
+        title: the figure title (e.g. the text the image was compared with).
+        columns: panels per row.
+    """
+    import matplotlib  # optional heavy dependency, only for the figure
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    photo = load_image(image).convert("RGB")
+    photo.thumbnail((160, 160))
+    num_tokens = maps.shape[0]
+    columns = min(columns, num_tokens)
+    rows = math.ceil(num_tokens / columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(2.1 * columns, 2.3 * rows + (0.4 if title else 0)))
+    axes = np.atleast_1d(axes).reshape(-1)
+    extent = (0, photo.width, photo.height, 0)
+    for k, axis in enumerate(axes):
+        axis.axis("off")
+        if k >= num_tokens:
+            figure.delaxes(axis)
+            continue
+        axis.imshow(photo, extent=extent)
+        axis.imshow(maps[k].numpy(), cmap="inferno", alpha=0.55, extent=extent, interpolation="bilinear")
+        label = f"token {k}"
+        if contributions is not None:
+            label += f": {contributions[k]:+.3f}"
+        axis.set_title(label, fontsize=8)
+    if title:
+        figure.suptitle(title, fontsize=9)
+    figure.tight_layout()
+    return figure
+
+
+def save_attention_figure(
+    image: Any,
+    maps: Tensor,
+    path: str | Path,
+    contributions: list[float] | None = None,
+    title: str | None = None,
+    columns: int = 4,
+) -> Path:
+    """Write :func:`attention_figure` to the PNG ``path`` (72 dpi, a few tens of kB for K=16)."""
+    import matplotlib.pyplot as plt  # optional heavy dependency, only for the figure
+
+    figure = attention_figure(image, maps, contributions, title, columns)
+    path = Path(path)
+    figure.savefig(path, dpi=72)
+    plt.close(figure)
+    return path

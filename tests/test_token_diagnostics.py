@@ -1,0 +1,97 @@
+"""Per-token contributions, token-collapse diagnostics and per-token attention maps."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from tiny_models import SENTENCES, tiny_images, tiny_timm
+
+import st_oblique
+from st_oblique import manifold
+from st_oblique.explanations import attention_figure, attention_grid, explain_pair, token_attention_maps
+from st_oblique.token_diagnostics import collapse_diagnostics, effective_rank, token_collapse
+
+K, D = 4, 8
+
+
+def test_per_token_similarity_sums_to_model_similarity(tiny_bert_dir):
+    torch.manual_seed(0)
+    model = st_oblique.oblique_text_model(tiny_bert_dir, num_tokens=K, token_dim=D)
+    embeddings = model.encode(SENTENCES, convert_to_tensor=True)
+    contributions = manifold.per_token_similarity(embeddings[:3], embeddings, K)
+    assert contributions.shape == (3, len(SENTENCES), K)
+    torch.testing.assert_close(contributions.sum(-1), model.similarity(embeddings[:3], embeddings), atol=1e-5, rtol=0)
+    # float64 reference from the token view
+    a = manifold.to_tokens(embeddings[:3].double(), K)
+    b = manifold.to_tokens(embeddings.double(), K)
+    reference = torch.stack([(a[:, None, k] * b[None, :, k]).sum(-1) for k in range(K)], dim=-1)
+    torch.testing.assert_close(contributions.double(), reference, atol=1e-6, rtol=0)
+    explanation = explain_pair(model, SENTENCES[0], SENTENCES[1])
+    assert len(explanation.contributions) == K
+    assert sum(explanation.contributions) == pytest.approx(explanation.similarity, abs=1e-5)
+    assert "token" in explanation.to_text()
+
+
+def test_collapsed_model_gives_cosine_one_and_rank_one(tiny_bert_dir):
+    """A collapsed model: every token the same mean state ("split") through K copies of one projection."""
+    torch.manual_seed(0)
+    collapsed = st_oblique.oblique_text_model(tiny_bert_dir, num_tokens=K, token_dim=D, token_source="split")
+    projection = collapsed[-1].heads["default"].projection  # (K, in, d)
+    with torch.no_grad():
+        projection.copy_(projection[:1].expand_as(projection))
+    stats = collapse_diagnostics(collapsed, SENTENCES)
+    assert stats.mean_pairwise_cosine == pytest.approx(1.0, abs=1e-6)
+    assert stats.max_pairwise_cosine == pytest.approx(1.0, abs=1e-6)
+    assert stats.effective_rank == pytest.approx(1.0, abs=1e-4)
+    assert stats.num_inputs == len(SENTENCES) and stats.num_tokens == K
+
+    torch.manual_seed(0)
+    diverse = st_oblique.oblique_text_model(tiny_bert_dir, num_tokens=K, token_dim=D)
+    stats = collapse_diagnostics(diverse, SENTENCES)
+    assert stats.mean_pairwise_cosine < 0.9 and stats.effective_rank > 1.5
+    assert "collapsed" in stats.to_text() and "pairwise_cosine" not in stats.to_dict()
+
+
+def test_collapse_statistics_against_constructed_tokens():
+    # orthogonal tokens: cosine 0, effective rank K
+    eye = torch.eye(D)[:K]
+    stats = token_collapse(manifold.to_flat(eye.expand(3, K, D)), K)
+    assert stats.mean_pairwise_cosine == pytest.approx(0.0, abs=1e-12)
+    assert stats.effective_rank == pytest.approx(K, abs=1e-9)
+    assert stats.dataset_effective_rank == pytest.approx(K, abs=1e-9)
+    # two copies of one token and two of another, orthogonal: cosine (2 pairs of 1 among 6) = 1/3, rank 2
+    tokens = torch.stack([eye[0], eye[0], eye[1], eye[1]])
+    stats = token_collapse(manifold.to_flat(tokens[None]), K)
+    assert stats.mean_pairwise_cosine == pytest.approx(1 / 3)
+    assert stats.effective_rank == pytest.approx(2.0)
+    assert float(effective_rank(torch.ones(3, 5))) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="K >= 2"):
+        token_collapse(torch.ones(2, 4) / 2, 1)
+    with pytest.raises(ValueError, match="not on the oblique manifold"):
+        token_collapse(torch.ones(2, K * D), K)
+
+
+@pytest.fixture(scope="module")
+def lit_model(tiny_bert_dir, tmp_path_factory):
+    cnn_dir = tiny_timm(tmp_path_factory.mktemp("cnn"), architecture="test_efficientnet", image_size=64)
+    torch.manual_seed(0)
+    return st_oblique.oblique_dual_encoder(tiny_bert_dir, cnn_dir, num_tokens=K, token_dim=D, device="cpu")
+
+
+def test_attention_maps_one_panel_per_token_each_summing_to_one(lit_model, tmp_path):
+    image = tiny_images(1, size=(64, 64))[0]
+    maps = token_attention_maps(lit_model, image)
+    assert maps is not None and maps.shape[0] == K and maps.ndim == 3
+    torch.testing.assert_close(maps.sum(dim=(1, 2)), torch.ones(K), atol=1e-5, rtol=0)
+    assert (maps >= 0).all()
+    # the maps are the pooler's weights: re-weighting the token states with them gives the head's attention output
+    explanation = explain_pair(lit_model, image, SENTENCES[0])
+    figure = attention_figure(image, maps, explanation.contributions, title=SENTENCES[0])
+    panels = [axis for axis in figure.axes if axis.images]
+    assert len(panels) == K
+    assert [axis.get_title() for axis in panels] == [
+        f"token {k}: {value:+.3f}" for k, value in enumerate(explanation.contributions)
+    ]
+    # no attention pooling in a text-only class-token model: no maps
+    assert attention_grid(12, torch.zeros(1, 3, 30, 40)) == (3, 4)
+    assert attention_grid(49) == (7, 7)
