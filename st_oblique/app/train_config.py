@@ -121,6 +121,10 @@ class TrainConfig:
     gather_across_devices: bool = _option(
         False, LOSS, "with several processes: every row sees the whole global batch as negatives",
     )
+    nested_tokens: str | None = _option(
+        None, LOSS, "train every token prefix with ObliqueMatryoshkaLoss: comma-separated token counts, e.g. "
+        "1,2,4,8,16, or 'default' (1, 2, 4, ... and K)", metavar="COUNTS",
+    )
 
     # -- data -------------------------------------------------------------------------------------------------------
     dataset: str | None = _option(None, DATA, "Hugging Face dataset id (online) or local dataset folder")
@@ -272,6 +276,8 @@ class TrainConfig:
             _check_positive("scale_learning_rate", self.scale_learning_rate)
         if self.loss not in ("contrastive", "cached", "sigmoid"):
             raise ObliqueConfigError(f"Unknown loss {self.loss!r}; choose contrastive, cached or sigmoid.")
+        if self.nested_tokens is not None:
+            _check_token_counts(self.nested_tokens, self.num_tokens)
         if self.scale_mode not in (None, "fixed", "learnable"):
             raise ObliqueConfigError(f"Unknown scale mode {self.scale_mode!r}; choose fixed or learnable.")
         if self.batch_size < 2:
@@ -315,3 +321,18 @@ def _check_positive(name: str, value: Any, integer: bool = False) -> None:
     if isinstance(value, bool) or not valid or value <= 0:
         kind = "a positive integer" if integer else "a positive number"
         raise ObliqueConfigError(f"--{name.replace('_', '-')} must be {kind}, got {value!r}.")
+
+
+def _check_token_counts(text: str, num_tokens: int) -> None:
+    """``--nested-tokens``: 'default' or comma-separated whole token counts in 1..K (checked before any import of
+    torch; ObliqueMatryoshkaLoss checks them again)."""
+    if text.strip().lower() == "default":
+        return
+    parts = [part for part in text.replace(" ", "").split(",") if part]
+    if not parts or not all(part.isdigit() and 1 <= int(part) <= num_tokens for part in parts):
+        raise ObliqueConfigError(
+            f"--nested-tokens takes comma-separated whole numbers of tokens between 1 and --num-tokens={num_tokens} "
+            f"(e.g. 1,2,4,{num_tokens}) or 'default'; got {text!r}."
+        )
+    if len(set(parts)) != len(parts):
+        raise ObliqueConfigError(f"--nested-tokens repeats a token count: {text!r}.")

@@ -67,6 +67,7 @@ from st_oblique.errors import CheckpointError, ObliqueConfigError, ObliqueLoadEr
 from st_oblique.evaluation import ClassificationDataset, load_dataset, run_evaluation
 from st_oblique.evaluation.mteb_runner import resolve_mteb_tasks
 from st_oblique.hub import push_to_hub
+from st_oblique.losses.matryoshka import parse_token_counts
 from st_oblique.model_card import set_evaluation_results
 from st_oblique.modules.tower_lock import lock_tower
 from st_oblique.trainer import ObliqueTrainer
@@ -241,7 +242,8 @@ def freeze_parameters(
 
 
 def build_loss(model: ObliqueSentenceTransformer, config: TrainConfig) -> nn.Module:
-    """The loss named by ``config.loss`` with the scale options of ``config``."""
+    """The loss named by ``config.loss`` with the scale options of ``config``, inside ObliqueMatryoshkaLoss with
+    ``--nested-tokens``."""
 
     options = {
         "scale": config.scale,
@@ -250,10 +252,15 @@ def build_loss(model: ObliqueSentenceTransformer, config: TrainConfig) -> nn.Mod
         "gather_across_devices": config.gather_across_devices,
     }
     if config.loss == "sigmoid":
-        return st_oblique.ObliqueSigmoidLoss(model, **options)
-    if config.loss == "cached":
-        return st_oblique.CachedObliqueContrastiveLoss(model, mini_batch_size=config.mini_batch_size, **options)
-    return st_oblique.ObliqueContrastiveLoss(model, **options)
+        loss = st_oblique.ObliqueSigmoidLoss(model, **options)
+    elif config.loss == "cached":
+        loss = st_oblique.CachedObliqueContrastiveLoss(model, mini_batch_size=config.mini_batch_size, **options)
+    else:
+        loss = st_oblique.ObliqueContrastiveLoss(model, **options)
+    if config.nested_tokens is None:
+        return loss
+    counts = parse_token_counts(config.nested_tokens, config.num_tokens)
+    return st_oblique.ObliqueMatryoshkaLoss(model, loss, token_counts=counts)
 
 
 def resolve_checkpoint(config: TrainConfig) -> Path | None:

@@ -140,6 +140,15 @@ class ObliqueMatryoshkaLoss(CachedLossMixin, nn.Module):
         self.uses_gradient_cache = isinstance(loss, CachedLossMixin)
         self._log_scale_grad: Tensor | None = None
 
+    @property
+    def scale(self) -> float:
+        """The wrapped loss's logit scale (shared by every prefix)."""
+        return self.loss.scale
+
+    @property
+    def learnable_scale(self) -> bool:
+        return self.loss.learnable_scale
+
     # What CachedLossMixin reads: the wrapped cached loss's settings.
     @property
     def mini_batch_size(self) -> int:
