@@ -136,6 +136,12 @@ class TrainConfig:
     )
     images: str | None = _option(None, DATA, "folder or tar archive of the images named in --captions", metavar="PATH")
     pairs: str | None = _option(None, DATA, "table of text pairs (.tsv/.csv with a header row)", metavar="FILE")
+    shards: str | None = _option(
+        None, DATA, "WebDataset tar shards ({key}.jpg + {key}.txt, as img2dataset writes them): a brace pattern like "
+        "'data/{00000..00009}.tar' (several joined by ::), streamed; each process of a run reads its own shards",
+        metavar="PATTERN",
+    )
+    streaming: bool = _option(False, DATA, "stream --dataset instead of loading it into memory (needs --max-steps)")
     columns: list[str] = _option(
         [], DATA, "the loss's input columns in order: anchor positive [negatives...] (with --captions: the table's "
         "image and caption columns)",
@@ -286,8 +292,15 @@ class TrainConfig:
             raise ObliqueConfigError(f"--epochs must be positive (or give --max-steps), got {self.epochs!r}.")
         if not (isinstance(self.warmup, (int, float)) and self.warmup >= 0):
             raise ObliqueConfigError(f"--warmup must be a fraction (< 1) or a number of steps (>= 1), got {self.warmup!r}.")
-        if not has_data and not (self.dataset or self.captions or self.pairs):
-            raise ObliqueConfigError("Give training data: --dataset ID_OR_FOLDER, --captions FILE --images PATH, or --pairs FILE.")
+        if not has_data and not (self.dataset or self.captions or self.pairs or self.shards):
+            raise ObliqueConfigError(
+                "Give training data: --dataset ID_OR_FOLDER, --shards PATTERN, --captions FILE --images PATH, or --pairs FILE."
+            )
+        if (self.shards or self.streaming) and self.max_steps is None:
+            raise ObliqueConfigError(
+                "Streamed data (--shards, --streaming) has no length, so the run cannot count epochs: give --max-steps "
+                "(e.g. rows per epoch / (--batch-size x processes) x epochs)."
+            )
         for entry in self.eval_dataset_paths:
             if "=" not in entry:
                 raise ObliqueConfigError(f"--eval-dataset-path takes NAME=PATH, got {entry!r}.")

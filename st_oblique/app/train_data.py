@@ -1,6 +1,7 @@
-"""Training data for ``st-oblique train``: a Hugging Face dataset, a caption table with an image folder or tar,
-or a table of text pairs, turned into a ``datasets.Dataset`` whose columns are the loss's inputs in order
-(anchor, positive[, negatives...]).
+"""Training data for ``st-oblique train``: a Hugging Face dataset (also streamed), WebDataset tar shards, a caption
+table with an image folder or tar, or a table of text pairs, turned into a ``datasets.Dataset`` (or, streamed, a
+``datasets.IterableDataset`` read shard by shard, never held in memory) whose columns are the loss's inputs in
+order (anchor, positive[, negatives...]).
 
 Problems are found before training starts and reported in one sentence each (:class:`TrainingDataError`):
 missing columns, an empty dataset, images that cannot be read, images for a model that only embeds text.
@@ -12,6 +13,9 @@ Example::
     data = load_training_data(captions="flickr8k_1k/captions.tsv", images="flickr8k_1k/flickr8k_1k_images_256.tar")
     data.dataset            # Dataset({features: ['image', 'caption'], num_rows: 5000})
     data.description        # "flickr8k_1k/captions.tsv + flickr8k_1k/flickr8k_1k_images_256.tar: 5000 pairs"
+
+    shards = load_training_data(shards="data/{00000..00009}.tar")  # img2dataset / open_clip layout, streamed
+    shards.dataset          # IterableDataset({features: ['jpg', 'txt'], num_shards: 10})
 """
 
 from __future__ import annotations
@@ -19,13 +23,15 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import braceexpand
 import datasets
-from datasets import Dataset, Features, Value
+from datasets import Dataset, Features, IterableDataset, Value
 from datasets import Image as ImageFeature
 from PIL import Image
 from tqdm.auto import tqdm
@@ -38,9 +44,11 @@ __all__ = [
     "TrainingData",
     "TrainingDataError",
     "check_modalities",
+    "expand_shards",
     "load_training_data",
     "read_caption_pairs",
     "read_text_pairs",
+    "read_webdataset_shards",
     "select_columns",
 ]
 
@@ -58,13 +66,18 @@ DEFAULT_COLUMN_PAIRS: tuple[tuple[str, str], ...] = (
 IMAGE_CHECK_SAMPLE = 64
 """Rows of a Hugging Face dataset whose images are decoded before training (local images are all checked)."""
 
+WEBDATASET_IMAGE_KEYS = ("jpg", "jpeg", "png", "webp")
+"""File extensions of a WebDataset sample's image, in the order they are looked for (img2dataset writes ``jpg``)."""
+WEBDATASET_TEXT_KEYS = ("txt", "caption", "text")
+
 
 @dataclass
 class TrainingData:
     """The loss's input columns, in order, and where they came from.
 
     Attributes:
-        dataset: a ``datasets.Dataset`` holding exactly the loss's input columns (anchor first).
+        dataset: a ``datasets.Dataset`` (or, streamed, a ``datasets.IterableDataset``) holding exactly the loss's
+            input columns (anchor first).
         description: one line for logs and the training report.
         image_columns: the columns that hold images.
     """
@@ -77,6 +90,21 @@ class TrainingData:
     def columns(self) -> list[str]:
         return list(self.dataset.column_names)
 
+    @property
+    def streaming(self) -> bool:
+        """Whether the data is read as it is used (no length: training needs ``max_steps``)."""
+        return isinstance(self.dataset, IterableDataset)
+
+    @property
+    def num_rows(self) -> int | None:
+        """The number of rows, or None for streamed data."""
+        return None if self.streaming else len(self.dataset)
+
+    @property
+    def num_shards(self) -> int:
+        """How many shards the data is read from (1 for data in memory): the processes of a run read different ones."""
+        return self.dataset.n_shards if self.streaming else 1
+
 
 def load_training_data(
     *,
@@ -86,6 +114,8 @@ def load_training_data(
     captions: str | Path | None = None,
     images: str | Path | None = None,
     pairs: str | Path | None = None,
+    shards: str | Sequence[str] | None = None,
+    streaming: bool = False,
     columns: Sequence[str] = (),
     max_samples: int | None = None,
     show_progress_bar: bool = True,
@@ -95,6 +125,10 @@ def load_training_data(
     Args:
         dataset: a Hugging Face dataset id, a local dataset folder (``Dataset.save_to_disk`` or files
             ``datasets.load_dataset`` reads), used with ``dataset_config`` and ``split``.
+        shards: WebDataset tar shards (the img2dataset / open_clip layout: ``{key}.jpg`` + ``{key}.txt`` per sample),
+            as a brace pattern (``"data/{00000..00009}.tar"``, several patterns separated by ``::`` as open_clip
+            takes them) or a list of paths or URLs. Always streamed.
+        streaming: stream ``dataset`` (``datasets.load_dataset(..., streaming=True)``) instead of loading it.
         captions, images: a caption table (``.tsv``/``.csv`` with a header; Flickr8k layout ``image``,
             ``caption_idx``, ``caption``) and the folder or tar archive holding its images. Every caption of an
             image becomes one (image, caption) pair.
@@ -108,16 +142,22 @@ def load_training_data(
     Raises:
         TrainingDataError: no or several sources, missing files or columns, no rows, unreadable images.
     """
-    given = [name for name, value in (("dataset", dataset), ("captions", captions), ("pairs", pairs)) if value]
+    sources = (("dataset", dataset), ("captions", captions), ("pairs", pairs), ("shards", shards))
+    given = [name for name, value in sources if value]
     if len(given) != 1:
         raise TrainingDataError(
-            "Give the training data in one way: --dataset (a Hugging Face dataset id or folder), --captions with "
-            f"--images (a caption table and its images) or --pairs (a table of text pairs); got {given or 'none'}."
+            "Give the training data in one way: --dataset (a Hugging Face dataset id or folder), --shards (WebDataset "
+            "tar shards), --captions with --images (a caption table and its images) or --pairs (a table of text "
+            f"pairs); got {given or 'none'}."
         )
     if images and not captions:
         raise TrainingDataError("--images needs --captions (the table that names the images and their captions).")
-    if dataset:
-        data = _read_dataset(dataset, dataset_config, split)
+    if streaming and not (dataset or shards):
+        raise TrainingDataError("--streaming applies to --dataset (shards are always streamed); drop it or use --dataset.")
+    if shards:
+        data, source = read_webdataset_shards(shards, columns=columns)
+    elif dataset:
+        data = _read_dataset(dataset, dataset_config, split, streaming=streaming)
         source = f"{dataset}{f' ({dataset_config})' if dataset_config else ''} [{split}]"
         data = select_columns(data, columns, source)
     elif captions:
@@ -131,6 +171,8 @@ def load_training_data(
     else:
         data = select_columns(read_text_pairs(pairs), columns, str(pairs))
         source = str(pairs)
+    if isinstance(data, IterableDataset):
+        return _streamed(data, source, max_samples)
     if max_samples is not None:
         data = data.select(range(min(max_samples, len(data))))
     if len(data) == 0:
@@ -139,6 +181,82 @@ def load_training_data(
     if dataset and image_columns:
         _check_decodable(data, image_columns, source)
     return TrainingData(data, f"{source}: {len(data)} rows, columns {data.column_names}", image_columns)
+
+
+def expand_shards(shards: str | Sequence[str]) -> list[str]:
+    """The shard paths or URLs of a brace pattern (``"data/{00000..00009}.tar"``; ``::`` joins several patterns,
+    as open_clip's ``--train-data`` does) or of a list of patterns.
+
+    Raises:
+        TrainingDataError: no shard, or a local shard that does not exist (the first missing one is named).
+    """
+    patterns = shards.split("::") if isinstance(shards, str) else list(shards)
+    expanded = [path for pattern in patterns for path in braceexpand.braceexpand(str(pattern))]
+    if not expanded:
+        raise TrainingDataError(f"--shards {shards!r} names no shard; give e.g. 'data/{{00000..00009}}.tar'.")
+    local = [path for path in expanded if "://" not in path]
+    missing = [path for path in local if not os.path.isfile(path)]
+    if missing:
+        raise TrainingDataError(
+            f"{len(missing)} of the {len(expanded)} shards of --shards {shards!r} do not exist, e.g. {missing[0]}; "
+            "check the pattern (brace ranges are inclusive: {00000..00009} is 10 shards)."
+        )
+    return expanded
+
+
+def read_webdataset_shards(shards: str | Sequence[str], *, columns: Sequence[str] = ()) -> tuple[IterableDataset, str]:
+    """WebDataset tar shards as a ``datasets.IterableDataset`` of (image, caption), read shard by shard.
+
+    Each sample of a shard is the files sharing a key (``0000012.jpg``, ``0000012.txt``, ...); the image is the first
+    of :data:`WEBDATASET_IMAGE_KEYS` present and the caption the first of :data:`WEBDATASET_TEXT_KEYS`, unless
+    ``columns`` names the two extensions (``--columns png caption``). Hugging Face ``datasets``' ``webdataset``
+    builder reads the shards; a multi-process run gives each process its own shards (see
+    :func:`st_oblique.app.train_pipeline.training_arguments`).
+
+    Returns:
+        The dataset (columns: image extension, text extension) and a description of its source.
+
+    Raises:
+        TrainingDataError: missing shards, or shards without an image or a caption per sample.
+    """
+    paths = expand_shards(shards)
+    source = f"{len(paths)} WebDataset shard(s) {shards if isinstance(shards, str) else paths[0] + ', ...'}"
+    try:
+        data = datasets.load_dataset("webdataset", data_files={"train": paths}, split="train", streaming=True)
+    except (ValueError, OSError) as error:
+        raise TrainingDataError(f"Cannot read {source}: {_first_line(error)}") from error
+    available = list(data.column_names or [])
+    if columns:
+        chosen = list(columns)
+    else:
+        image = next((key for key in WEBDATASET_IMAGE_KEYS if key in available), None)
+        text = next((key for key in WEBDATASET_TEXT_KEYS if key in available), None)
+        if image is None or text is None:
+            raise TrainingDataError(
+                f"The samples of {source} have the files {[key for key in available if not key.startswith('__')]}; "
+                f"training needs an image ({', '.join(WEBDATASET_IMAGE_KEYS)}) and a caption "
+                f"({', '.join(WEBDATASET_TEXT_KEYS)}) per key, or name them with --columns IMAGE_EXT TEXT_EXT."
+            )
+        chosen = [image, text]
+    return select_columns(data, chosen, source), source
+
+
+def _streamed(data: IterableDataset, source: str, max_samples: int | None) -> TrainingData:
+    """Streamed training data, its first row read (and its images decoded) so that an empty or broken source fails
+    before training."""
+    if max_samples is not None:
+        data = data.take(max_samples)
+    try:
+        first = next(iter(data), None)
+    except Exception as error:  # whatever the builder or the decoder raises on a broken first shard
+        raise TrainingDataError(f"Cannot read the first row of {source}: {_first_line(error)}") from error
+    if first is None:
+        raise TrainingDataError(f"The training data {source} has no rows; check the shards, the split or --max-train-samples.")
+    empty = [column for column, value in first.items() if value is None or value == ""]
+    if empty:
+        raise TrainingDataError(f"The first row of {source} has no value in {empty}; check the shards' files.")
+    description = f"{source}: streamed from {data.n_shards} shard(s), columns {data.column_names}"
+    return TrainingData(data, description, _image_columns(data))
 
 
 def check_modalities(data: TrainingData, modalities: Sequence[str]) -> None:
@@ -190,8 +308,6 @@ def read_caption_pairs(
     Raises:
         TrainingDataError: the table or the images are missing, the table lacks the columns, or images cannot be read.
     """
-
-
     try:
         table = read_captions(captions, images, image_column=image_column, caption_column=caption_column)
     except FileNotFoundError as error:
@@ -247,8 +363,7 @@ def _caption_columns(columns: Sequence[str]) -> tuple[str, str]:
     return columns[0], columns[1]
 
 
-def _read_dataset(name: str, config: str | None, split: str) -> Any:
-
+def _read_dataset(name: str, config: str | None, split: str, *, streaming: bool = False) -> Any:
     path = Path(name).expanduser()
     try:
         if path.is_dir() and ((path / "state.json").is_file() or (path / "dataset_dict.json").is_file()):
@@ -257,8 +372,8 @@ def _read_dataset(name: str, config: str | None, split: str) -> Any:
                 if split not in loaded:
                     raise TrainingDataError(f"{name} has no split {split!r}; its splits are {list(loaded)} (--split).")
                 loaded = loaded[split]
-            return loaded
-        return datasets.load_dataset(name, config, split=split)
+            return loaded.to_iterable_dataset(num_shards=max(1, loaded.num_rows // 1000)) if streaming else loaded
+        return datasets.load_dataset(name, config, split=split, streaming=streaming)
     except TrainingDataError:
         raise
     except FileNotFoundError as error:
@@ -271,7 +386,6 @@ def _read_dataset(name: str, config: str | None, split: str) -> Any:
 
 
 def _image_columns(data: Any) -> list[str]:
-
     return [name for name, feature in data.features.items() if isinstance(feature, ImageFeature)]
 
 

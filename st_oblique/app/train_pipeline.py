@@ -322,8 +322,15 @@ def check_resume_checkpoint(checkpoint: Path, model: ObliqueSentenceTransformer,
         )
 
 
-def training_arguments(config: TrainConfig, output_dir: Path) -> Any:
-    """The ``SentenceTransformerTrainingArguments`` of a run (``config.training_arguments`` override them)."""
+def training_arguments(config: TrainConfig, output_dir: Path, train_data: TrainingData | None = None) -> Any:
+    """The ``SentenceTransformerTrainingArguments`` of a run (``config.training_arguments`` override them).
+
+    For streamed data (``train_data.streaming``), every process of a multi-process run reads its own shards:
+    ``dispatch_batches=False`` makes accelerate shard a ``datasets.IterableDataset`` with at least as many shards
+    as processes by shard (``dataset.shard(num_processes, rank)``) instead of reading it in the main process and
+    sending each process its batches. With fewer shards than processes, accelerate makes every process read every
+    shard and keep its own slice of each batch (correct, but each process decodes everything): a warning says so.
+    """
 
     # Without an accelerator, use_cpu=True is also what makes `accelerate launch`/`torchrun` processes train
     # together (gloo); otherwise transformers sees a distributed launch on CPU as single-process training.
@@ -350,6 +357,15 @@ def training_arguments(config: TrainConfig, output_dir: Path) -> Any:
         "use_cpu": use_cpu,
         "dataloader_pin_memory": torch.cuda.is_available() and not use_cpu,
     }
+    if train_data is not None and train_data.streaming:
+        arguments["accelerator_config"] = {"dispatch_batches": False}
+        processes = int(os.environ.get("WORLD_SIZE", "1"))
+        if train_data.num_shards < processes:
+            logger.warning(
+                "The training data has %d shard(s) for %d processes: every process reads all of them. Write at least "
+                "one shard per process (e.g. img2dataset's --number_sample_per_shard) so that each reads its own.",
+                train_data.num_shards, processes,
+            )
     if config.scale_learning_rate is not None:
         arguments["learning_rate_mapping"] = {r"logit_scale": config.scale_learning_rate}
     arguments.update(config.training_arguments or {})
@@ -480,8 +496,9 @@ def _train_steps(
     if train_data is None:
         train_data = load_training_data(
             dataset=config.dataset, dataset_config=config.dataset_config, split=config.split,
-            captions=config.captions, images=config.images, pairs=config.pairs, columns=config.columns,
-            max_samples=config.max_train_samples, show_progress_bar=config.progress,
+            captions=config.captions, images=config.images, pairs=config.pairs, shards=config.shards,
+            streaming=config.streaming, columns=config.columns, max_samples=config.max_train_samples,
+            show_progress_bar=config.progress,
         )
     logger.info("Training data: %s", train_data.description)
     set_seed(config.seed)
@@ -501,7 +518,7 @@ def _train_steps(
 
     checkpoints = config.checkpoints_path
     checkpoints_existed = checkpoints.exists()
-    arguments = training_arguments(config, checkpoints)
+    arguments = training_arguments(config, checkpoints, train_data)
     try:
         trainer = ObliqueTrainer(
             model=model, args=arguments, train_dataset=train_data.dataset, loss=loss,
@@ -606,7 +623,7 @@ def _report(config, model, trainer, train_data, loss, *, frozen, untrained, trai
         "config": config.to_dict(),
         "model": describe_model(model).to_dict(),
         "parameters": frozen,
-        "data": {"description": train_data.description, "rows": len(train_data.dataset), "columns": train_data.columns},
+        "data": {"description": train_data.description, "rows": train_data.num_rows, "columns": train_data.columns},
         "training": {
             "steps": trainer.state.global_step,
             "processes": trainer.args.world_size,
