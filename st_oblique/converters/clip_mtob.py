@@ -424,6 +424,20 @@ def _sha256(path: Path) -> str:
 # ---- writing the Hugging Face backbones --------------------------------------------------------------------------
 
 
+def _map_layer(
+    state: dict[str, Tensor], weights: dict[str, Tensor], in_proj: str, qkv: list[str], renames: dict[str, str]
+) -> None:
+    """One transformer layer's tensors into ``weights``: torch's packed ``{in_proj}_weight``/``_bias`` split into the
+    three ``qkv`` projections, and each ``renames`` module's weight and bias under its new name."""
+    for name, weight, bias in zip(
+        qkv, state[in_proj + "_weight"].chunk(3), state[in_proj + "_bias"].chunk(3), strict=True
+    ):
+        weights[f"{name}.weight"], weights[f"{name}.bias"] = weight, bias
+    for official, hf in renames.items():
+        for kind in ("weight", "bias"):
+            weights[f"{hf}.{kind}"] = state[f"{official}.{kind}"]
+
+
 def _write_backbone(model_class: type, config: Any, weights: dict[str, Tensor], folder: Path) -> None:
     """Save ``weights`` as ``model_class``'s checkpoint, after checking they are exactly its persistent tensors."""
     with torch.device("meta"):
@@ -470,23 +484,16 @@ def _write_text_backbone(state: dict[str, Tensor], sizes: dict[str, int], vocab_
     }
     for index in range(sizes["text_layers"]):
         source, target = f"transformer.encoder.layers.{index}.", f"encoder.layer.{index}."
-        for name, weight, bias in zip(
-            ("query", "key", "value"),
-            state[source + "self_attn.in_proj_weight"].chunk(3),
-            state[source + "self_attn.in_proj_bias"].chunk(3),
-            strict=True,
-        ):
-            weights[f"{target}attention.self.{name}.weight"] = weight
-            weights[f"{target}attention.self.{name}.bias"] = bias
-        for official, hf in (
-            ("self_attn.out_proj", "attention.output.dense"),
-            ("norm1", "attention.output.LayerNorm"),
-            ("linear1", "intermediate.dense"),
-            ("linear2", "output.dense"),
-            ("norm2", "output.LayerNorm"),
-        ):
-            for kind in ("weight", "bias"):
-                weights[f"{target}{hf}.{kind}"] = state[f"{source}{official}.{kind}"]
+        _map_layer(
+            state, weights, source + "self_attn.in_proj", [f"{target}attention.self.{name}" for name in ("query", "key", "value")],
+            {
+                source + "self_attn.out_proj": target + "attention.output.dense",
+                source + "norm1": target + "attention.output.LayerNorm",
+                source + "linear1": target + "intermediate.dense",
+                source + "linear2": target + "output.dense",
+                source + "norm2": target + "output.LayerNorm",
+            },
+        )
     _write_backbone(BertModel, config, weights, folder)
     # Special tokens count only as whole words, as in the official tokenizer (its `never_split`): "x[SEP]y" is text.
     specials = {
@@ -532,23 +539,16 @@ def _write_image_backbone(state: dict[str, Tensor], sizes: dict[str, int], folde
     }
     for index in range(sizes["vision_layers"]):
         source, target = f"visual.transformer.resblocks.{index}.", f"{prefix}encoder.layers.{index}."
-        for name, weight, bias in zip(
-            "qkv",
-            state[source + "attn.in_proj_weight"].chunk(3),
-            state[source + "attn.in_proj_bias"].chunk(3),
-            strict=True,
-        ):
-            weights[f"{target}self_attn.{name}_proj.weight"] = weight
-            weights[f"{target}self_attn.{name}_proj.bias"] = bias
-        for official, hf in (
-            ("attn.out_proj", "self_attn.out_proj"),
-            ("ln_1", "layer_norm1"),
-            ("ln_2", "layer_norm2"),
-            ("mlp.c_fc", "mlp.fc1"),
-            ("mlp.c_proj", "mlp.fc2"),
-        ):
-            for kind in ("weight", "bias"):
-                weights[f"{target}{hf}.{kind}"] = state[f"{source}{official}.{kind}"]
+        _map_layer(
+            state, weights, source + "attn.in_proj", [f"{target}self_attn.{name}_proj" for name in "qkv"],
+            {
+                source + "attn.out_proj": target + "self_attn.out_proj",
+                source + "ln_1": target + "layer_norm1",
+                source + "ln_2": target + "layer_norm2",
+                source + "mlp.c_fc": target + "mlp.fc1",
+                source + "mlp.c_proj": target + "mlp.fc2",
+            },
+        )
     _write_backbone(CLIPVisionModel, config, weights, folder)
     size = sizes["image_size"]
     CLIPImageProcessor(

@@ -12,13 +12,7 @@ from torch import Tensor, nn
 
 from st_oblique import manifold
 from st_oblique._compat import similarity_fn_name_if_set
-from st_oblique.errors import ObliqueLoadError
-from st_oblique.modules.serialization import (
-    describe_location,
-    load_module_config,
-    load_module_weights,
-    with_version,
-)
+from st_oblique.modules.serialization import load_safetensors_module, save_safetensors_module, with_version
 
 if TYPE_CHECKING:
     from sentence_transformers.base.model import BaseModel
@@ -358,10 +352,7 @@ class ObliquePooling(Module):
         return with_version(super().get_config_dict())
 
     def save(self, output_path: str, *args, safe_serialization: bool = True, **kwargs) -> None:
-        if not safe_serialization:
-            raise ValueError("ObliquePooling saves its weights as safetensors only; use safe_serialization=True.")
-        self.save_config(output_path)
-        self.save_torch_weights(output_path, safe_serialization=True)
+        save_safetensors_module(self, output_path, safe_serialization=safe_serialization)
 
     @classmethod
     def load(cls, model_name_or_path: str, **kwargs) -> ObliquePooling:
@@ -370,15 +361,7 @@ class ObliquePooling(Module):
         Raises:
             ObliqueLoadError: a missing, unreadable or inconsistent ``config.json`` / ``model.safetensors``.
         """
-        config = load_module_config(
-            cls, model_name_or_path, config_keys=cls.config_keys, required_keys=["in_features"], **kwargs
-        )
-        try:
-            module = cls(**config)
-        except (TypeError, ValueError) as error:
-            location = describe_location(model_name_or_path, kwargs.get("subfolder", ""), cls.config_file_name)
-            raise ObliqueLoadError(f"Cannot load ObliquePooling: {location} holds an invalid config: {error}") from error
-        return load_module_weights(module, model_name_or_path, **kwargs)
+        return load_safetensors_module(cls, model_name_or_path, required_keys=["in_features"], **kwargs)
 
     def _head_for(self, modality: Any) -> ObliqueHead:
         if SINGLE_HEAD in self.heads:

@@ -171,6 +171,38 @@ def load_module_weights(module: nn.Module, model_name_or_path: str, **kwargs: An
     return module
 
 
+def save_safetensors_module(module: nn.Module, output_path: str, *, safe_serialization: bool = True) -> None:
+    """Save an st-oblique module's ``config.json`` and its weights, always as ``model.safetensors``.
+
+    Raises:
+        ValueError: ``safe_serialization=False`` (pickled weights are never written).
+    """
+    if not safe_serialization:
+        raise ValueError(f"{type(module).__name__} saves its weights as safetensors only; use safe_serialization=True.")
+    module.save_config(output_path)
+    module.save_torch_weights(output_path, safe_serialization=True)
+
+
+def load_safetensors_module(
+    cls: type, model_name_or_path: str, *, required_keys: list[str], **kwargs: Any
+) -> nn.Module:
+    """Build ``cls`` from its saved ``config.json`` and load its ``model.safetensors`` (what ``save_safetensors_module``
+    wrote), ``subfolder`` and hub arguments as for any ST module.
+
+    Raises:
+        ObliqueLoadError: a missing, unreadable or inconsistent ``config.json`` / ``model.safetensors``.
+    """
+    config = load_module_config(
+        cls, model_name_or_path, config_keys=cls.config_keys, required_keys=required_keys, **kwargs
+    )
+    try:
+        module = cls(**config)
+    except (TypeError, ValueError) as error:
+        location = describe_location(model_name_or_path, kwargs.get("subfolder", ""), cls.config_file_name)
+        raise ObliqueLoadError(f"Cannot load {cls.__name__}: {location} holds an invalid config: {error}") from error
+    return load_module_weights(module, model_name_or_path, **kwargs)
+
+
 def check_finite_tensors(state: dict[str, torch.Tensor], location: str) -> None:
     """Raise :class:`ObliqueLoadError` naming ``location`` and the first tensor of ``state`` holding NaN or inf.
 

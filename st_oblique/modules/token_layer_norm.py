@@ -7,8 +7,7 @@ from typing import Any
 from sentence_transformers.base.modules import Module
 from torch import nn
 
-from st_oblique.errors import ObliqueLoadError
-from st_oblique.modules.serialization import describe_location, load_module_config, load_module_weights, with_version
+from st_oblique.modules.serialization import load_safetensors_module, save_safetensors_module, with_version
 
 __all__ = ["TokenLayerNorm"]
 
@@ -72,10 +71,7 @@ class TokenLayerNorm(Module):
         return with_version(super().get_config_dict())
 
     def save(self, output_path: str, *args, safe_serialization: bool = True, **kwargs) -> None:
-        if not safe_serialization:
-            raise ValueError("TokenLayerNorm saves its weights as safetensors only; use safe_serialization=True.")
-        self.save_config(output_path)
-        self.save_torch_weights(output_path, safe_serialization=True)
+        save_safetensors_module(self, output_path, safe_serialization=safe_serialization)
 
     @classmethod
     def load(cls, model_name_or_path: str, **kwargs) -> TokenLayerNorm:
@@ -84,14 +80,4 @@ class TokenLayerNorm(Module):
         Raises:
             ObliqueLoadError: a missing, unreadable or inconsistent ``config.json`` / ``model.safetensors``.
         """
-        config = load_module_config(
-            cls, model_name_or_path, config_keys=cls.config_keys, required_keys=["in_features"], **kwargs
-        )
-        try:
-            module = cls(**config)
-        except (TypeError, ValueError) as error:
-            location = describe_location(model_name_or_path, kwargs.get("subfolder", ""), cls.config_file_name)
-            raise ObliqueLoadError(
-                f"Cannot load TokenLayerNorm: {location} holds an invalid config: {error}"
-            ) from error
-        return load_module_weights(module, model_name_or_path, **kwargs)
+        return load_safetensors_module(cls, model_name_or_path, required_keys=["in_features"], **kwargs)
