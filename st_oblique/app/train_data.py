@@ -411,7 +411,7 @@ def _image_names(images: Sequence[Any]) -> list[str]:
 
 
 def _read_and_check_images(images: Sequence[Any], names: list[str], table: str, show_progress_bar: bool) -> list[bytes]:
-    """The encoded bytes of every image, each verified to be a readable image file."""
+    """The encoded bytes of every image, each decoded once (so truncated files are caught)."""
 
     encoded, broken = [], []
     for index in tqdm(range(len(images)), desc="Checking images", disable=not show_progress_bar, unit="image"):
@@ -419,7 +419,7 @@ def _read_and_check_images(images: Sequence[Any], names: list[str], table: str, 
         try:
             data = Path(item).read_bytes() if isinstance(item, (str, Path)) else bytes(item)
             with Image.open(io.BytesIO(data)) as image:
-                image.verify()
+                image.load()  # a full decode: verify() passes truncated JPEGs, which then fail mid-training
         except Exception as error:
             reason = "not an image file PIL can read" if type(error).__name__ == "UnidentifiedImageError" else _first_line(error)
             broken.append(f"{names[index]} ({reason})")

@@ -82,3 +82,18 @@ def test_streamed_runs_let_each_process_read_its_own_shards(tmp_path):
     assert arguments.accelerator_config.dispatch_batches is False
     in_memory = training_arguments(config, tmp_path / "checkpoints")
     assert in_memory.accelerator_config.dispatch_batches is None  # accelerate's default for data in memory
+
+
+def test_a_truncated_jpeg_in_a_caption_tar_is_refused_before_training(tmp_path):
+    """PIL's verify() passes a JPEG cut short; the caption reader decodes every image."""
+    buffer = io.BytesIO()
+    Image.effect_noise((64, 64), 40).convert("RGB").save(buffer, "JPEG")
+    whole = buffer.getvalue()
+    with tarfile.open(tmp_path / "images.tar", "w") as archive:
+        for name, payload in (("a.jpg", whole), ("b.jpg", whole[: len(whole) // 2])):
+            info = tarfile.TarInfo(name)
+            info.size = len(payload)
+            archive.addfile(info, io.BytesIO(payload))
+    (tmp_path / "captions.tsv").write_text("image\tcaption\na.jpg\ta dog\nb.jpg\ta cat\n", encoding="utf-8")
+    with pytest.raises(TrainingDataError, match=r"1 of 2 images .* cannot be read, e\.g\. b\.jpg"):
+        load_training_data(captions=tmp_path / "captions.tsv", images=tmp_path / "images.tar", show_progress_bar=False)
