@@ -8,8 +8,8 @@ import json
 import shutil
 from collections.abc import Callable
 from pathlib import Path
-from typing import NamedTuple
 
+from cli.cli_helpers import CliResult
 from safetensors.torch import load_file, save_file
 
 from st_oblique.app.cli import main
@@ -18,14 +18,6 @@ K, D = 4, 8
 TINY = ["--num-tokens", str(K), "--token-dim", str(D), "--batch-size", "4", "--no-progress"]
 
 
-class CliResult(NamedTuple):
-    code: int
-    out: str
-    err: str
-
-    @property
-    def error_lines(self) -> list[str]:
-        return [line for line in self.err.splitlines() if line.startswith("st-oblique")]
 
 
 def digest(path: Path) -> dict[str, str]:
