@@ -30,7 +30,6 @@ import argparse
 import json
 import logging
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -47,7 +46,7 @@ from usearch.index import Index
 
 from evaluation.studies.lit_heads import Arm, TrainConfig, apply_pca, build_head, build_loss, embed, fit_pca, train_head
 from evaluation.studies.splits import noisy_caption_table
-from evaluation.studies.topology import prepare_lit_data
+from evaluation.studies.topology import environment, prepare_lit_data
 from evaluation.studies.tower_cache import TowerCache
 
 logger = logging.getLogger("evaluation.benchmarks.quantized_retrieval")
@@ -401,20 +400,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _environment() -> dict[str, Any]:
-    cpu = ""
-    if os.path.isfile("/proc/cpuinfo"):
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            cpu = next((line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")), "")
+    """The topology study's record of the machine, plus the index library's version."""
     import usearch
 
-    return {
-        "python": platform.python_version(),
-        "cpu": cpu,
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "usearch": usearch.VERSION if hasattr(usearch, "VERSION") else getattr(usearch, "__version__", ""),
-        "load_average_at_end": os.getloadavg(),
-    }
+    version = usearch.VERSION if hasattr(usearch, "VERSION") else getattr(usearch, "__version__", "")
+    return {**environment(), "usearch": version}
 
 
 if __name__ == "__main__":
