@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -210,18 +210,29 @@ def train_head(
     seed: int,
     learning_rate: float,
     scale_learning_rate: float | None = None,
+    *,
+    objective_for: Callable[[ObliquePooling], tuple[Callable[[Tensor, Tensor], Tensor], Any]] | None = None,
 ) -> tuple[ObliquePooling, ObliqueContrastiveLoss, list[dict[str, float]]]:
     """Train the arm's head on the training images of ``table`` (AdamW, linear warmup then cosine decay).
 
     The learnable scale, if any, gets no weight decay (as st-oblique's trainer integration does) and the learning
     rate ``scale_learning_rate`` (default: the heads' ``learning_rate``, as in CLIP).
 
+    ``objective_for(head) -> (objective, loss)`` replaces the arm's loss by another objective of the image and text
+    embeddings (e.g. a nested-token one); ``loss`` holds the scale that is logged and trained.
+
     Returns:
         The trained head, its loss (holding the learned scale) and the training history (step, loss, scale).
     """
     torch.manual_seed(seed)
     head = build_head(arm, data.widths)
-    loss = build_loss(head, arm)
+    if objective_for is None:
+        loss = build_loss(head, arm)
+
+        def objective(images: Tensor, texts: Tensor) -> Tensor:
+            return loss.compute_loss_from_embeddings([images, texts])
+    else:
+        objective, loss = objective_for(head)
     train_images = np.array(sorted(table.caption_ids))
     steps_per_epoch = len(train_images) // config.batch_size
     if steps_per_epoch == 0:
@@ -248,7 +259,7 @@ def train_head(
             texts = head(_features("text", data.text_tokens[caption_ids], data.text_mask[caption_ids]))[
                 "sentence_embedding"
             ]
-            value = loss.compute_loss_from_embeddings([images, texts])
+            value = objective(images, texts)
             optimizer.zero_grad(set_to_none=True)
             value.backward()
             optimizer.step()

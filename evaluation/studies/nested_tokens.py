@@ -51,12 +51,9 @@ from evaluation.studies.lit_heads import (
     Arm,
     LitData,
     TrainConfig,
-    _features,
-    _lr_factor,
-    build_head,
     build_loss,
     embed,
-    epoch_batches,
+    train_head,
 )
 from evaluation.studies.run_store import RunStore
 from evaluation.studies.splits import CaptionTable, noisy_caption_table
@@ -108,40 +105,11 @@ def make_objective(arm: Arm, training: str, head) -> tuple[Callable[[Tensor, Ten
 
 
 def train(arm: Arm, training: str, data: LitData, table: CaptionTable, config: TrainConfig, seed: int, lr: float):
-    """lit_heads.train_head's loop (AdamW, warmup + cosine, the same batches for every arm of a seed) with the
-    arm's objective."""
-    torch.manual_seed(seed)
-    head = build_head(arm, data.widths)
-    objective, loss = make_objective(arm, training, head)
-    train_images = np.array(sorted(table.caption_ids))
-    total_steps = (len(train_images) // config.batch_size) * config.epochs
-    groups = [
-        {"params": [p for p in head.parameters() if p.ndim >= 2], "weight_decay": config.weight_decay},
-        {"params": [p for p in head.parameters() if p.ndim < 2], "weight_decay": 0.0},
-    ]
-    if loss.temperature_parameters():
-        groups.append({"params": list(loss.temperature_parameters().values()), "weight_decay": 0.0})
-    optimizer = torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.98), eps=1e-6)
-    warmup = max(1, round(config.warmup_fraction * total_steps))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: _lr_factor(step, warmup, total_steps))
-    history, step = [], 0
-    head.train()
-    for epoch in range(config.epochs):
-        for image_ids, caption_ids in epoch_batches(train_images, table, config.batch_size, seed, epoch):
-            images = head(_features("image", data.image_tokens[image_ids], None))["sentence_embedding"]
-            texts = head(_features("text", data.text_tokens[caption_ids], data.text_mask[caption_ids]))[
-                "sentence_embedding"
-            ]
-            value = objective(images, texts)
-            optimizer.zero_grad(set_to_none=True)
-            value.backward()
-            optimizer.step()
-            scheduler.step()
-            step += 1
-            if step % config.log_every == 0 or step == total_steps:
-                history.append({"step": step, "loss": value.item(), "scale": loss.scale})
-    loss.logit_scale.apply_cap()
-    return head, loss, history
+    """lit_heads.train_head (AdamW, warmup + cosine, the same batches for every arm of a seed) with the arm's
+    objective."""
+    return train_head(
+        arm, data, table, config, seed, lr, objective_for=lambda head: make_objective(arm, training, head)
+    )
 
 
 def evaluate_at_k(head, data: LitData, split: str = "test") -> dict[str, dict[str, float]]:
