@@ -35,6 +35,17 @@ A_COLUMNS = (
     ("acc1", "Imagenette acc@1"),
 )
 A_DIFF_COLUMNS = ("mean_recall", "image_retrieval_recall@1", "text_retrieval_recall@1", "acc1")
+C_COLUMNS = (
+    ("mean_recall", "mean R"),
+    ("image_retrieval_recall@1", "T→I R@1"),
+    ("text_retrieval_recall@1", "I→T R@1"),
+    ("zs_shape_acc1", "zs shape"),
+    ("zs_colour_acc1", "zs colour"),
+    ("zs_relation_acc1", "zs relation"),
+    ("zs_mean_acc1", "zs mean"),
+)
+C_DIFF_COLUMNS = ("mean_recall", "image_retrieval_recall@1", "zs_shape_acc1", "zs_colour_acc1", "zs_relation_acc1",
+                  "zs_mean_acc1")
 B_TASKS = (("LocalSTSBenchmark", "STSBenchmark"), ("LocalSICK-R", "SICK-R"), ("LocalSciFact", "SciFact nDCG@10"))
 
 
@@ -252,6 +263,219 @@ def noise_meter_section(config: dict, main: list[dict], plots_dir: Path) -> list
     ]
 
 
+def _describe_c_arm(arm: dict) -> str:
+    from evaluation.studies.scratch_towers import ScratchArm
+
+    geometry = "sphere" if arm["num_tokens"] == 1 else f"oblique K={arm['num_tokens']}"
+    head = "Sparo attention slots" if arm["head"] == "sparo" else f"{arm['num_tokens']} class token(s) in both towers"
+    if arm["learnable_scale"]:
+        scale = f"learnable, init {arm['scale']:.3g}, cap {arm['max_scale']:.3g}"
+    else:
+        scale = f"fixed {arm['scale']:.3g}"
+    logit = ScratchArm(**arm).logit_range
+    return f"{geometry}, d={arm['token_dim']}, {head}, {arm['reduction']} of cosines, scale {scale} (logits ≤ {logit:.3g})"
+
+
+def regime_c_sections(config: dict, records: list[dict], plots_dir: Path) -> list[str]:
+    """Markdown sections and the plot of regime C (from scratch, synthetic scenes)."""
+    main = [r for r in records if r["spec"]["phase"] == "main"]
+    arms = list(config["arms"])
+    arm_specs = {r["spec"]["arm"]: r["spec"]["arm_config"] for r in records}
+    seeds = config["seeds"]
+    group: dict[tuple, list[dict]] = defaultdict(list)
+    for record in main:
+        if record["spec"]["seed"] in seeds:
+            group[(record["spec"]["arm"], record["spec"]["noise_fraction"])].append(record)
+    chosen = {r["spec"]["arm"]: r["spec"]["learning_rate"] for r in main}
+    sections = [
+        "## Regime C: from scratch, K class tokens inside both towers (synthetic compositional scenes)",
+        "",
+        f"Data: `{json.dumps(config['data'])}`; towers `{json.dumps(config['towers'])}`; train "
+        f"`{json.dumps(config['train'])}`. Retrieval: held-out test images (distinct scenes, 3 captions each); "
+        "zero-shot: held-out shape–colour compositions, prompt templates never seen in training.",
+        "",
+    ]
+    headline = config.get("headline") or {}
+    reference, controls = headline.get("reference"), headline.get("controls", {})
+    for fraction in config["conditions"]:
+        rows = []
+        for name in arms:
+            runs = group.get((name, fraction), [])
+            row = [f"`{name}`", f"`{controls[name]}`" if name in controls else "–", str(len(runs))]
+            for key in ("mean_recall", "zs_mean_acc1"):
+                row.append(fmt_mean_sd([_metric(r, key) for r in runs]))
+                for other in (reference, controls.get(name)):
+                    if other is None or other == name:
+                        row.append("–")
+                        continue
+                    diff = paired_difference(_by_seed(runs, key), _by_seed(group.get((other, fraction), []), key))
+                    row.append(fmt_difference(diff))
+            rows.append(row)
+        header = ["arm", "temperature control", "n"]
+        header += [f"{label}{suffix}" for label in ("mean R", "zs mean") for suffix in ("", " Δ ref", " Δ control")]
+        sections += [
+            f"### Headline, {condition_name(fraction)}: test mean R and zero-shot mean accuracy (%, mean ± sd; Δ: "
+            f"paired difference [95% t-interval], bold: excludes 0) vs `{reference}` and the temperature control",
+            "",
+            markdown_table(header, rows),
+            "",
+        ]
+    sections.append("Arms:\n")
+    sections += [
+        f"- `{name}`: {_describe_c_arm(arm_specs[name])}; learning rate {chosen.get(name, float('nan')):g}"
+        for name in arms
+        if name in arm_specs
+    ]
+    sections.append("")
+    for fraction in config["conditions"]:
+        rows = []
+        for name in arms:
+            runs = group.get((name, fraction), [])
+            rows.append(
+                [f"`{name}`", str(len(runs))]
+                + [fmt_mean_sd([_metric(r, key) for r in runs]) for key, _ in C_COLUMNS]
+                + [fmt_mean_sd([r["final_scale"] for r in runs], scale=1.0, digits=2)]
+                + [fmt_mean_sd([r["cpu_seconds"] for r in runs], scale=1.0, digits=0)]
+            )
+        sections += [
+            f"### {condition_name(fraction).capitalize()}: test metrics (%, mean ± sd over seeds {seeds})",
+            "",
+            markdown_table(["arm", "n", *[label for _, label in C_COLUMNS], "final scale", "CPU s"], rows),
+            "",
+        ]
+    diff_rows = []
+    for a, b in config.get("comparisons", []):
+        for fraction in config["conditions"]:
+            runs_a, runs_b = group.get((a, fraction), []), group.get((b, fraction), [])
+            cells = [
+                fmt_difference(paired_difference(_by_seed(runs_a, key), _by_seed(runs_b, key)))
+                for key in C_DIFF_COLUMNS
+            ]
+            diff_rows.append([f"`{a}` − `{b}`", condition_name(fraction), *cells])
+    sections += [
+        "### Paired differences (percentage points, mean over seeds [95% t-interval]; bold: interval excludes 0)",
+        "",
+        markdown_table(["comparison", "condition", *[dict(C_COLUMNS)[key] for key in C_DIFF_COLUMNS]], diff_rows),
+        "",
+    ]
+    selection = [r for r in records if r["spec"]["phase"] == "select"]
+    grid = config["lr_selection"]["grid"]
+    rows = []
+    for name in arms:
+        cells = []
+        for lr in grid:
+            value = next(
+                (
+                    r["metrics"]["val"]["mean_recall"]
+                    for r in selection
+                    if r["spec"]["arm"] == name and r["spec"]["learning_rate"] == lr
+                ),
+                math.nan,
+            )
+            text = f"{100 * value:.1f}"
+            cells.append(f"**{text}**" if chosen.get(name) == lr else text)
+        rows.append([f"`{name}`", *cells])
+    sections += [
+        f"### Learning-rate selection (validation mean R %, clean captions, seed {config['lr_selection']['seed']}; "
+        "bold: chosen)",
+        "",
+        markdown_table(["arm", *[f"lr {lr:g}" for lr in grid]], rows),
+        "",
+    ]
+    sections += token_sections(config, group)
+    values = {
+        condition_name(f): {n: [_metric(r, "mean_recall") for r in group.get((n, f), [])] for n in arms}
+        for f in config["conditions"]
+    }
+    bar_plot(plots_dir / "regime_c_retrieval.png", values, "test mean recall (%)", "Regime C: held-out image retrieval")
+    values = {
+        condition_name(f): {n: [_metric(r, "zs_mean_acc1") for r in group.get((n, f), [])] for n in arms}
+        for f in config["conditions"]
+    }
+    bar_plot(
+        plots_dir / "regime_c_zeroshot.png", values, "zero-shot mean acc@1 (%)", "Regime C: held-out compositions"
+    )
+    sections += ["![regime C retrieval](regime_c_retrieval.png)", "", "![regime C zero-shot](regime_c_zeroshot.png)", ""]
+    return sections
+
+
+def token_sections(config: dict, group: dict[tuple, list[dict]]) -> list[str]:
+    """Collapse diagnostics and per-token probes of every arm (K=1: the vector cut into 16 chunks)."""
+    from evaluation.studies.from_scratch import PROBE_ATTRIBUTES
+
+    rows, probe_rows, points = [], [], []
+    for fraction in config["conditions"]:
+        for name in config["arms"]:
+            runs = [r for r in group.get((name, fraction), []) if r.get("probes")]
+            if not runs:
+                continue
+            k = runs[0]["spec"]["arm_config"]["num_tokens"]
+            if k > 1:
+                cells = []
+                for modality in ("image", "text"):
+                    cells.append(
+                        fmt_mean_sd([r["collapse"][modality]["mean_pairwise_cosine"] for r in runs], 1.0, 3)
+                    )
+                    cells.append(fmt_mean_sd([r["collapse"][modality]["effective_rank"] for r in runs], 1.0, 2))
+                rows.append([f"`{name}`", condition_name(fraction), *cells])
+            probe_cells = []
+            for attribute in PROBE_ATTRIBUTES:
+                mean_token = [float(np.mean(r["probes"]["accuracy"][attribute])) for r in runs]
+                best_token = [float(np.max(r["probes"]["accuracy"][attribute])) for r in runs]
+                full = [r["probes"]["full_embedding_accuracy"][attribute] for r in runs]
+                probe_cells.append(f"{fmt_mean_sd(mean_token, 100, 0)} / {fmt_mean_sd(best_token, 100, 0)} / "
+                                   f"{fmt_mean_sd(full, 100, 0)}")
+            counts: dict[str, int] = defaultdict(int)
+            for r in runs:
+                for attribute, count in r["probes"]["specialization"]["best_attribute_counts"].items():
+                    counts[attribute] += count
+            spread = [r["probes"]["specialization"]["mean_spread"] for r in runs]
+            distinct = [r["probes"]["specialization"]["distinct_best"] for r in runs]
+            probe_rows.append(
+                [f"`{name}`", condition_name(fraction), runs[0]["probes"]["views"], *probe_cells,
+                 fmt_mean_sd(spread, 1.0, 3), fmt_mean_sd(distinct, 1.0, 1),
+                 ", ".join(f"{a} {c}" for a, c in sorted(counts.items(), key=lambda item: -item[1]))]
+            )
+            if k > 1:
+                points += [
+                    (r["probes"]["specialization"]["mean_spread"], r["metrics"]["test"]["zs_mean_acc1"],
+                     r["metrics"]["test"]["mean_recall"])
+                    for r in runs
+                ]
+    sections = [
+        "### What the tokens learn: token collapse (test images and their first captions)",
+        "",
+        "Mean pairwise cosine between the K tokens of an input (1 = copies) and effective rank per input "
+        "(1 = collapsed, K = orthogonal).",
+        "",
+        markdown_table(["arm", "condition", "image cos", "image eff. rank", "text cos", "text eff. rank"], rows),
+        "",
+        "### Per-token linear probes (image tokens; ridge classifier, half the probe set fits, half scores)",
+        "",
+        "Accuracy % per attribute as *mean over tokens / best token / whole embedding* (chance: shape 25, colour 20, "
+        "size 50, position 11, background 33, relation 25). Spread: per attribute max − min normalized accuracy over "
+        "tokens, averaged over attributes (0 = every token encodes every attribute alike); distinct: how many "
+        "different attributes are some token's relative best; last column: which attribute the tokens are "
+        "relatively best at, summed over seeds. K=1 arms: the 512-d vector cut into 16 chunks of 32 (a reference "
+        "for what a chunk of an unstructured vector shows).",
+        "",
+        markdown_table(
+            ["arm", "condition", "views", *PROBE_ATTRIBUTES, "spread", "distinct", "relative best (counts)"],
+            probe_rows,
+        ),
+        "",
+    ]
+    if len(points) >= 3:
+        spread, zs, recall = (np.array(values) for values in zip(*points, strict=True))
+        sections += [
+            f"Across the {len(points)} runs of the K > 1 arms, the correlation of the probe spread with zero-shot mean "
+            f"accuracy is r = {np.corrcoef(spread, zs)[0, 1]:+.2f} and with test mean R r = "
+            f"{np.corrcoef(spread, recall)[0, 1]:+.2f} (Pearson; arms and conditions pooled).",
+            "",
+        ]
+    return sections
+
+
 def regime_b_sections(config: dict, records: list[dict], plots_dir: Path) -> list[str]:
     arms = list(config["arms"])
     by_arm: dict[str, list[dict]] = defaultdict(list)
@@ -319,7 +543,7 @@ def write_report(output_dir: Path, config: dict, records: dict[str, list[dict]],
     """``results.md``, ``summary.json`` and the plots in ``output_dir``."""
     output_dir.mkdir(parents=True, exist_ok=True)
     sections = ["# Topology study: oblique manifold vs sphere", "", f"Command: `{summary['command']}`", ""]
-    all_records = records["A"] + records["B"]
+    all_records = records["A"] + records["B"] + records.get("C", [])
     if all_records:
         loads = [value for record in all_records for value in record["load_average_1min"]]
         compute = sum(record["wall_seconds"] for record in all_records)
@@ -333,8 +557,8 @@ def write_report(output_dir: Path, config: dict, records: dict[str, list[dict]],
             + ", ".join(f"{k} {v:.0f}" for k, v in summary["timings"].items() if isinstance(v, (int, float))),
             "",
         ]
-        for regime in ("A", "B"):
-            if records[regime]:
+        for regime in ("A", "B", "C"):
+            if records.get(regime):
                 seconds = sum(record["wall_seconds"] for record in records[regime])
                 cpu = sum(record.get("cpu_seconds", math.nan) for record in records[regime])
                 load = np.mean([value for record in records[regime] for value in record["load_average_1min"]])
@@ -350,6 +574,11 @@ def write_report(output_dir: Path, config: dict, records: dict[str, list[dict]],
         sections += regime_a_sections(config["regime_a"], records["A"], output_dir)
     if records["B"]:
         sections += regime_b_sections(config["regime_b"], records["B"], output_dir)
+    if records.get("C"):
+        notes = summary["timings"].get("regime_c_data_notes", {})
+        if notes:
+            sections += [f"Regime C data: `{json.dumps(notes)}`", ""]
+        sections += regime_c_sections(config["regime_c"], records["C"], output_dir)
     (output_dir / "results.md").write_text("\n".join(sections) + "\n", encoding="utf-8")
     with open(output_dir / "summary.json", "w", encoding="utf-8") as handle:
         json.dump(summary, handle, indent=1, default=str)

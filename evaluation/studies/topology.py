@@ -1,6 +1,7 @@
 """The topology study: does the oblique manifold beat the sphere? One command, every arm, error bars.
 
-    python -m evaluation.studies.topology --config evaluation/studies/topology.yaml            # both regimes
+    python -m evaluation.studies.topology --config evaluation/studies/topology.yaml            # regimes A, B and C
+    python -m evaluation.studies.topology --config evaluation/studies/topology.yaml --regime C # one regime
     python -m evaluation.studies.topology --config evaluation/studies/topology.yaml --smoke    # CI-sized
 
 - Regime A (:mod:`evaluation.studies.lit_heads`): LiT-style heads (st-oblique's ObliquePooling, K=1 for the
@@ -10,6 +11,13 @@
   temperature as a noise meter (learned scale vs caption noise, with and without a separate scale learning rate).
 - Regime B (:mod:`evaluation.studies.text_finetune`): all-MiniLM-L6-v2 fine-tuned on text pairs with mean
   pooling + MultipleNegativesRankingLoss vs oblique heads; STSBenchmark, SICK-R, SciFact via the MTEB harness.
+- Regime C (:mod:`evaluation.studies.from_scratch`): tiny dual encoders trained from scratch with K class tokens
+  inside both towers (st-oblique's ClassTokenTransformer / ImageClassTokenTransformer + ObliquePooling, or the
+  SPARO preset) on synthetic compositional scenes (:mod:`evaluation.studies.synthetic_scenes`, generated from a
+  seed: no data files); retrieval on held-out images, zero-shot shape / colour / relation on held-out compositions,
+  token-collapse diagnostics and per-token probes. Needs no shared data; ``workers`` runs in parallel processes.
+
+``--regime all`` (the default) runs A, B and C; a regime not run is reported from its stored records.
 
 Writes to the output folder: ``runs/*.json`` (one per run, reused when the command is run again; the tower outputs
 are computed only for runs not stored), ``runs/derived/*.json`` (the data statistics the report quotes),
@@ -77,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m evaluation.studies.topology", description=__doc__.split("\n")[0])
     parser.add_argument("--config", default=str(DEFAULT_CONFIG), help="YAML config (default: %(default)s)")
     parser.add_argument("--smoke", action="store_true", help="tiny subsets, 1 seed, a few steps (CI)")
-    parser.add_argument("--regime", choices=["A", "B", "all"], default="all")
+    parser.add_argument("--regime", choices=["A", "B", "C", "all"], default="all", help="all: A, B and C")
     parser.add_argument("--output-dir", help="override the config's output_dir")
     parser.add_argument("--shared-dir", help="folder with data/ and weights/ (default: the config's, ../shared)")
     parser.add_argument("--cache-dir", help="tower-output cache (default: ~/.cache/st_oblique/topology)")
@@ -90,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
 
     config = load_config(args.config, smoke=args.smoke)
     shared = Path(args.shared_dir or config.get("shared_dir", "../shared"))
-    if not (shared / "data").is_dir() or not (shared / "weights").is_dir():
+    if args.regime != "C" and (not (shared / "data").is_dir() or not (shared / "weights").is_dir()):
         parser.error(f"{shared} has no data/ and weights/ folders; pass --shared-dir (the study needs the real data).")
     output_dir = Path(args.output_dir or config["output_dir"])
     threads = args.threads or config.get("threads")
@@ -98,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(int(threads))
     store = RunStore(output_dir / "runs", rerun=args.rerun)
     timings: dict[str, Any] = {}
-    records: dict[str, list[dict]] = {"A": [], "B": []}
+    records: dict[str, list[dict]] = {"A": [], "B": [], "C": []}
     start = time.monotonic()
     if args.regime in ("A", "all"):
         regime_start = time.monotonic()
@@ -110,9 +118,20 @@ def main(argv: list[str] | None = None) -> int:
         regime_start = time.monotonic()
         records["B"] = run_regime_b(config["regime_b"], shared, store)
         timings["regime_b_wall_seconds"] = time.monotonic() - regime_start
+    if args.regime in ("C", "all") and "regime_c" in config:
+        regime_start, cpu_start = time.monotonic(), time.process_time()
+        timings["regime_c_load_average_at_start"] = os.getloadavg()
+        records["C"] = run_regime_c(config["regime_c"], store, timings)
+        timings["regime_c_wall_seconds"] = time.monotonic() - regime_start
+        timings["regime_c_main_process_cpu_seconds"] = time.process_time() - cpu_start
+        timings["regime_c_load_average_at_end"] = os.getloadavg()
     # A regime not run now is reported from its stored records of the same config (regimes can run in parallel).
-    for regime, budget, section in (("A", regime_a_budget, "regime_a"), ("B", regime_b_budget, "regime_b")):
-        if not records[regime]:
+    for regime, budget, section in (
+        ("A", regime_a_budget, "regime_a"),
+        ("B", regime_b_budget, "regime_b"),
+        ("C", regime_c_budget, "regime_c"),
+    ):
+        if not records[regime] and section in config:
             wanted = json.loads(json.dumps(budget(config[section]), default=str))
             arms = set(config[section]["arms"])
             records[regime] = store.stored(
@@ -374,7 +393,112 @@ def run_regime_b(config: dict[str, Any], shared: Path, store: RunStore) -> list[
     return records
 
 
-__all__ = ["load_config", "main", "prepare_lit_data", "run_regime_a", "run_regime_b", "text_pairs"]
+# ---------------------------------------------------------------------------------------------------------------
+# Regime C
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def regime_c_budget(config: dict[str, Any]) -> dict[str, Any]:
+    """What every regime-C run shares (part of each run's specification)."""
+    return {key: config.get(key) for key in ("train", "towers", "world", "data")}
+
+
+def run_regime_c(config: dict[str, Any], store: RunStore, timings: dict) -> list[dict]:
+    """Learning-rate selection (validation split, clean captions) and the main grid, ``workers`` runs at a time.
+
+    Each run is one process-local job (:func:`evaluation.studies.from_scratch.run_stored`): the worker renders the
+    scenes once, trains the model from scratch and writes the run record; stored records are reused.
+    """
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    from evaluation.studies.from_scratch import run_stored
+    from evaluation.studies.scratch_towers import ScratchArm
+
+    arms = {name: ScratchArm.from_config(name, spec) for name, spec in config["arms"].items()}
+    base = {"regime": "C", "budget": regime_c_budget(config)}
+    section_json = json.dumps({key: config[key] for key in ("world", "data", "towers", "train")}, sort_keys=True)
+    noise_seed = config["noise_seed"]
+    workers = int(config.get("workers", 1))
+    folder = str(store.folder)
+
+    def data_notes() -> dict:
+        from evaluation.studies.from_scratch import prepare_data
+
+        return prepare_data({key: config[key] for key in ("world", "data")}).notes
+
+    timings["regime_c_data_notes"] = store.get_or_compute("regime_c_data_notes", base, data_notes)
+
+    def spec(phase: str, arm: ScratchArm, fraction: float, seed: int, lr: float, splits) -> dict:
+        return {
+            **base,
+            "phase": phase,
+            "arm": arm.name,
+            "arm_config": arm.__dict__,
+            "condition": f"noise{round(fraction * 100)}",
+            "noise_fraction": fraction,
+            "noise_seed": noise_seed,
+            "seed": seed,
+            "learning_rate": lr,
+            "eval_splits": list(splits),
+        }
+
+    def run_all(specs: list[dict]) -> list[dict]:
+        specs = json.loads(json.dumps(specs, default=str))
+        if workers <= 1:
+            results = [run_stored(section_json, one, folder) for one in specs]
+        else:
+            with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+                results = list(pool.map(run_stored, [section_json] * len(specs), specs, [folder] * len(specs)))
+        for record, ran in results:
+            store.ran += ran
+            store.reused += not ran
+            metrics = record["metrics"]
+            logger.info(
+                "C %s %s %s seed=%d lr=%g: val R=%.3f%s scale=%.3g (%.0fs wall, %.0fs CPU)",
+                record["spec"]["phase"],
+                record["spec"]["arm"],
+                record["spec"]["condition"],
+                record["spec"]["seed"],
+                record["spec"]["learning_rate"],
+                metrics["val"]["mean_recall"],
+                f" test R={metrics['test']['mean_recall']:.3f} zs={metrics['test']['zs_mean_acc1']:.3f}"
+                if "test" in metrics
+                else "",
+                record["final_scale"],
+                record["wall_seconds"],
+                record["cpu_seconds"],
+            )
+        return [record for record, _ in results]
+
+    selection = config["lr_selection"]
+    trials = run_all(
+        [spec("select", arm, 0.0, selection["seed"], lr, ("val",)) for arm in arms.values() for lr in selection["grid"]]
+    )
+    chosen_lr = {}
+    for name in arms:
+        mine = [record for record in trials if record["spec"]["arm"] == name]
+        chosen_lr[name] = max(mine, key=lambda record: record["metrics"]["val"]["mean_recall"])["spec"]["learning_rate"]
+    timings["regime_c_chosen_lr"] = chosen_lr
+    main_specs = [
+        spec("main", arm, fraction, seed, chosen_lr[arm.name], ("val", "test"))
+        for fraction in config["conditions"]
+        for seed in config["seeds"]
+        for arm in arms.values()
+    ]
+    return trials + run_all(main_specs)
+
+
+__all__ = [
+    "load_config",
+    "main",
+    "prepare_lit_data",
+    "regime_c_budget",
+    "run_regime_a",
+    "run_regime_b",
+    "run_regime_c",
+    "text_pairs",
+]
 
 
 if __name__ == "__main__":
