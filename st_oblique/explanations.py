@@ -2,8 +2,9 @@
 
 The oblique similarity is a sum of K per-token cosines, so every score decomposes exactly into K contributions
 (:func:`explain_pair`, from :func:`st_oblique.manifold.per_token_similarity`). When the image tokens come from
-attention, as in the LiT dual encoder's attention pooling over a CNN's feature map (``token_source="attention"``),
-each token also has its own attention over the image's patches (:func:`token_attention_maps`), drawn as a grid of K
+attention, each token also has its own attention over the image's patches (:func:`token_attention_maps`): the
+last-block attention of each of K class tokens inside a ViT, or the attention pooling over a CNN's feature map of
+the LiT dual encoder (``token_source="attention"``), drawn as a grid of K
 heatmaps over the photo by :func:`save_attention_figure`.
 
 Example::
@@ -30,6 +31,7 @@ from torch import Tensor, nn
 from st_oblique import manifold
 from st_oblique.images import load_image
 from st_oblique.modules.pooling import SINGLE_HEAD, ObliquePooling
+from st_oblique.modules.vit_towers import vit_tower
 from st_oblique.shape import oblique_poolings, oblique_shape
 
 __all__ = [
@@ -86,14 +88,19 @@ def explain_pair(model: nn.Module, a: Any, b: Any) -> Explanation:
 def token_attention_maps(model: nn.Module, image: Any) -> Tensor | None:
     """Each image token's attention over the image's patches, ``(K, h, w)``, each map summing to 1.
 
-    Available when the model's image head pools with K attention queries (``token_source="attention"``, the LiT
-    dual encoder on a CNN): the weights are those of its attention pooler (averaged over its heads), on the
-    ``h x w`` feature map. None for other heads: class tokens (``"first"``/``"last"``; their attention is spread over
-    the backbone's layers) or ``"split"``.
+    - Class tokens inside a ViT (``token_source="first"`` on a tower built by st-oblique with K class tokens: HF
+      CLIP, timm and open_clip ViTs): the last block's attention of each class token over the patches, averaged
+      over its heads and renormalized over the patches (:meth:`~st_oblique.modules.vit_towers.ViTTower.class_token_attention`).
+    - Attention pooling (``token_source="attention"``, the LiT dual encoder on a CNN): the weights of its K
+      attention queries (averaged over its heads) on the ``h x w`` feature map.
+
+    None for heads with neither (``"split"``, ``"last"``, class tokens of a tower st-oblique does not run itself).
     """
     pooling, captured = _capture_pooling_inputs(model, image)
     modality = captured.get("modality", "image")
     head = pooling.heads[SINGLE_HEAD] if SINGLE_HEAD in pooling.heads else pooling.heads[str(modality)]
+    if head.token_source == "first":
+        return _class_token_maps(model, captured.get("pixel_values"), head.num_tokens)
     if head.token_source != "attention":
         return None
     tokens = captured["token_embeddings"]
@@ -107,6 +114,28 @@ def token_attention_maps(model: nn.Module, image: Any) -> Tensor | None:
         )  # (1, K, L)
     height, width = attention_grid(weights.shape[-1], captured.get("pixel_values"))
     return weights[0].float().reshape(-1, height, width).cpu()
+
+
+def _class_token_maps(model: nn.Module, pixel_values: Tensor | None, num_tokens: int) -> Tensor | None:
+    """``(K, h, w)`` last-block attention of the K class tokens of the model's ViT image tower, or None."""
+    if pixel_values is None:
+        return None
+    for module in model.modules():
+        backbone = getattr(module, "model", None)
+        if not hasattr(module, "extra_class_tokens") or not isinstance(backbone, nn.Module):
+            continue
+        tower = vit_tower(backbone)
+        if tower is None:
+            continue
+        device = next(tower.module.parameters()).device
+        dtype = next(tower.module.parameters()).dtype
+        with torch.inference_mode():
+            maps = tower.class_token_attention(pixel_values.to(device, dtype), module.extra_class_tokens)[0]
+        if maps.shape[0] != num_tokens:
+            return None  # the pooling reads fewer or more positions than the tower has class tokens
+        height, width = attention_grid(maps.shape[-1], pixel_values)
+        return maps.reshape(num_tokens, height, width).cpu()
+    return None
 
 
 def attention_grid(num_patches: int, pixel_values: Tensor | None = None) -> tuple[int, int]:

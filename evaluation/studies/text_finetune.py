@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -79,13 +79,19 @@ def build_text_model(arm: TextArm, model_path: str):
 
 
 def finetune(
-    arm: TextArm, model_path: str, pairs: Sequence[tuple[str, str]], config: TextTrainConfig, seed: int
+    arm: TextArm,
+    model_path: str,
+    pairs: Sequence[tuple[str, str]],
+    config: TextTrainConfig,
+    seed: int,
+    wrap_loss: Callable[[Any, Any], Any] | None = None,
 ) -> tuple[Any, dict[str, Any]]:
     """Build the arm's model (head initialised from ``seed``) and train it for one epoch over ``pairs``.
 
     Batches come from the trainer's sampler seeded with ``seed``, so the arms of a seed see the same batches. A new
     oblique head learns at ``head_learning_rate`` (``learning_rate_mapping``), the pretrained encoder at
-    ``learning_rate``; the mean-pooling baseline has no head.
+    ``learning_rate``; the mean-pooling baseline has no head. ``wrap_loss(model, loss)`` returns the loss actually
+    trained (e.g. a Matryoshka wrapper around the arm's loss; the nested-tokens study uses it).
     """
     from datasets import Dataset
     from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
@@ -95,6 +101,8 @@ def finetune(
     model, loss = build_text_model(arm, model_path)
     if arm.kind == "untouched":
         return model, {"train_seconds": 0.0, "steps": 0}
+    if wrap_loss is not None:
+        loss = wrap_loss(model, loss)
     dataset = Dataset.from_dict({"anchor": [a for a, _ in pairs], "positive": [p for _, p in pairs]})
     with tempfile.TemporaryDirectory(prefix="topology-b-") as output_dir:
         args = SentenceTransformerTrainingArguments(

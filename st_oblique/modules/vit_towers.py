@@ -146,6 +146,51 @@ class ViTTower:
         """Final token states ``(B, K + N, width)`` (after the tower's final LayerNorm); class tokens first."""
         raise NotImplementedError
 
+    def last_attention(self) -> nn.Module:
+        """The self-attention module of the tower's last block."""
+        raise NotImplementedError
+
+    def attention_probabilities(self, attention: nn.Module, hidden: Tensor) -> Tensor:
+        """``(B, heads, L, L)`` softmax weights of ``attention`` on its input ``hidden`` ``(B, L, width)``."""
+        raise NotImplementedError
+
+    @property
+    def tokens_between_class_and_patches(self) -> int:
+        """Prefix tokens of the family other than the class token (timm's register tokens), before the patches."""
+        return 0
+
+    def class_token_attention(self, pixel_values: Tensor, extra: ExtraClassTokens | None) -> Tensor:
+        """Each class token's attention over the patches in the last block, ``(B, K, N)``, each row summing to 1.
+
+        The weights are the last block's softmax attention (what DINO and CLIP attention maps show), averaged over
+        its heads, restricted to the N patch columns and renormalized over them (the share a class token gives to
+        the other class tokens is left out). The block's input is read by a forward pre-hook during one ordinary
+        forward pass; the weights are computed from it with the block's own projections
+        (tests/modules/test_vit_attention_maps.py checks them against the library's own attention output).
+        """
+        attention = self.last_attention()
+        inputs: list[Tensor] = []
+
+        def keep(module: nn.Module, args: tuple, kwargs: dict) -> None:
+            inputs.append(args[0] if args else next(iter(kwargs.values())))
+
+        handle = attention.register_forward_pre_hook(keep, with_kwargs=True)
+        try:
+            self.token_states(pixel_values, extra)
+        finally:
+            handle.remove()
+        if len(inputs) != 1:
+            raise RuntimeError(
+                f"st-oblique reads the last block's attention input of this {type(self.module).__name__}, but the "
+                f"forward pass called {type(attention).__name__} {len(inputs)} times instead of once: the installed "
+                "library changed how it runs this ViT."
+            )
+        weights = self.attention_probabilities(attention, inputs[0]).float().mean(dim=1)  # (B, L, L)
+        num_class_tokens = 1 + (0 if extra is None else extra.tokens.shape[0])
+        first_patch = num_class_tokens + self.tokens_between_class_and_patches
+        rows = weights[:, :num_class_tokens, first_patch:]
+        return rows / rows.sum(dim=-1, keepdim=True)
+
 
 class HFCLIPVisionTower(ViTTower):
     """transformers' CLIP vision tower (``CLIPModel.vision_model`` or a ``CLIPVisionModel``).
@@ -168,6 +213,16 @@ class HFCLIPVisionTower(ViTTower):
         with inserted_before(tower.pre_layrnorm, extra, "CLIPVisionModel.pre_layrnorm"):
             hidden = tower(pixel_values=pixel_values).last_hidden_state
         return tower.post_layernorm(hidden)
+
+    def last_attention(self) -> nn.Module:
+        return self.module.encoder.layers[-1].self_attn
+
+    def attention_probabilities(self, attention: nn.Module, hidden: Tensor) -> Tensor:
+        # CLIPAttention's eager path; the configured one (sdpa) returns no weights
+        shape = (*hidden.shape[:-1], -1, attention.head_dim)
+        queries = attention.q_proj(hidden).view(shape).transpose(1, 2)
+        keys = attention.k_proj(hidden).view(shape).transpose(1, 2)
+        return torch.softmax(queries @ keys.transpose(-1, -2) * attention.scale, dim=-1)
 
 
 class TimmViTTower(ViTTower):
@@ -192,6 +247,21 @@ class TimmViTTower(ViTTower):
         vit = self.module
         with inserted_before(vit.norm_pre, extra, "timm VisionTransformer.norm_pre"):
             return vit.forward_features(pixel_values)
+
+    def last_attention(self) -> nn.Module:
+        return self.module.blocks[-1].attn
+
+    def attention_probabilities(self, attention: nn.Module, hidden: Tensor) -> Tensor:
+        # timm Attention's non-fused path (the fused one returns no weights)
+        batch, length, _ = hidden.shape
+        qkv = attention.qkv(hidden).reshape(batch, length, 3, attention.num_heads, attention.head_dim)
+        queries, keys, _ = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+        queries, keys = attention.q_norm(queries), attention.k_norm(keys)
+        return torch.softmax(queries * attention.scale @ keys.transpose(-2, -1), dim=-1)
+
+    @property
+    def tokens_between_class_and_patches(self) -> int:
+        return self.module.num_prefix_tokens - 1  # register tokens come after the class token
 
 
 class OpenCLIPViTTower(ViTTower):
@@ -225,6 +295,19 @@ class OpenCLIPViTTower(ViTTower):
                 f"forward pass called it {len(states)} times: the installed open_clip changed how it runs the ViT."
             )
         return visual.ln_post(states[0])
+
+    def last_attention(self) -> nn.Module:
+        return self.module.transformer.resblocks[-1].attn
+
+    def attention_probabilities(self, attention: nn.Module, hidden: Tensor) -> Tensor:
+        if not isinstance(attention, nn.MultiheadAttention):
+            raise ValueError(
+                f"Attention maps of open_clip ViTs need torch's nn.MultiheadAttention blocks; this tower's last block "
+                f"uses {type(attention).__name__} (open_clip's custom blocks). Use the token contributions instead."
+            )
+        # torch's public API returns the per-head weights; open_clip itself asks for none
+        _, weights = attention(hidden, hidden, hidden, need_weights=True, average_attn_weights=False)
+        return weights
 
 
 def vit_tower(model: nn.Module) -> ViTTower | None:
