@@ -204,6 +204,11 @@ class TrainConfig:
     )
     hub_private: bool = _option(False, OUTPUT, "create the Hub repository as private")
     progress: bool = _option(True, OUTPUT, "show progress bars")
+    record_samples: str | None = _option(
+        None, OUTPUT, "write the text of every training row each process reads, one row per line, to FILE.rank<N> "
+        "(audits what a multi-process run trained on: every row once per epoch)",
+        metavar="FILE",
+    )
 
     @classmethod
     def field_names(cls) -> list[str]:

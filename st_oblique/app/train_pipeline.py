@@ -366,6 +366,13 @@ def training_arguments(config: TrainConfig, output_dir: Path, train_data: Traini
                 "one shard per process (e.g. img2dataset's --number_sample_per_shard) so that each reads its own.",
                 train_data.num_shards, processes,
             )
+    if train_data is not None and train_data.image_columns:
+        # Image-text batches run the model twice per step (images, then captions), each call through other
+        # parameters. With find_unused_parameters (transformers' default for models that are not PreTrainedModels)
+        # DDP marks the parameters the second call does not reach (the image tower and head) ready at that forward
+        # and again when the loss's backward reaches them: "marked as ready twice". Every trainable parameter gets
+        # a gradient in each image-text step, so the search is not needed (and costs a graph traversal per call).
+        arguments["ddp_find_unused_parameters"] = False
     if config.scale_learning_rate is not None:
         arguments["learning_rate_mapping"] = {r"logit_scale": config.scale_learning_rate}
     arguments.update(config.training_arguments or {})
@@ -524,6 +531,8 @@ def _train_steps(
             model=model, args=arguments, train_dataset=train_data.dataset, loss=loss,
             callbacks=[_config_saving_callback(config)],
         )
+        if config.record_samples:
+            trainer.data_collator = SampleRecorder(trainer.data_collator, config.record_samples)
         train_started = time.monotonic()
         trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     except BaseException:
@@ -564,6 +573,35 @@ def _train_steps(
     report["files"] = {key: path.name if path != staging else "." for key, path in files.items()}
     files["report"].write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
     return TrainResult(output_dir=staging, model=model, report=report, files=files)
+
+
+class SampleRecorder:
+    """``--record-samples FILE``: a data collator that appends the text columns of every row it collates to
+    ``FILE.rank<N>`` (N: this process's ``RANK``), one row per line (columns tab-separated, line breaks escaped),
+    then collates with ``collator``. It runs where the collator runs (in the data-loader workers, if any), so the file
+    lists exactly the rows this process trained on, in the order it read them."""
+
+    def __init__(self, collator: Callable[[list[dict]], dict], path: str | Path) -> None:
+        self.collator = collator
+        self.path = Path(f"{Path(path).expanduser()}.rank{int(os.environ.get('RANK', '0'))}")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.write_text("", encoding="utf-8")
+
+    def __call__(self, features: list[dict]) -> dict:
+        lines = [
+            "\t".join(value.replace("\\", "\\\\").replace("\n", "\\n").replace("\t", "\\t")
+                      for value in row.values() if isinstance(value, str))
+            for row in features
+        ]
+        with open(self.path, "a", encoding="utf-8") as handle:
+            handle.writelines(line + "\n" for line in lines)
+        return self.collator(features)
+
+    def __getattr__(self, name: str) -> Any:
+        # The trainer reads the collator's settings (valid_label_columns, ...): those of the wrapped one.
+        if name == "collator":  # not yet set (unpickling in a data-loader worker)
+            raise AttributeError(name)
+        return getattr(self.collator, name)
 
 
 def _name_for_card(model: ObliqueSentenceTransformer, config: TrainConfig, data: TrainingData, run_name: str) -> None:
