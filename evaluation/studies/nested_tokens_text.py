@@ -175,8 +175,10 @@ def write_report(summary: dict[str, Any], records: list[dict], folder: Path, com
         lines.append("")
     wall = sum(r["wall_seconds"] for r in records)
     cpu = sum(r["cpu_seconds"] for r in records)
+    load = np.mean([np.mean(r["load_average_1min"]) for r in records]) if records else float("nan")
     lines += [
-        f"Runs: {len(records)}; summed wall time {wall / 60:.1f} min, summed process CPU time {cpu / 60:.1f} min.",
+        f"Runs: {len(records)}; summed wall time {wall / 60:.1f} min, summed process CPU time {cpu / 60:.1f} min, "
+        f"mean 1-minute load average {load:.1f} (other jobs shared the 2 cores).",
         "",
     ]
     (folder / "results.md").write_text("\n".join(lines), encoding="utf-8")
