@@ -57,6 +57,12 @@ ARCHITECTURE = {
     "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
 }
 """A small random open_clip CLIP: ViT-B/16's 197 image positions at a fraction of its width and depth."""
+TINY_ARCHITECTURE = {
+    "embed_dim": 16,
+    "vision_cfg": {"image_size": 32, "patch_size": 8, "width": 32, "layers": 1, "head_width": 16, "mlp_ratio": 2.0},
+    "text_cfg": {"context_length": 32, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
+}
+"""``--tiny``: for the CI smoke test (it checks that the numbers are produced, not their values)."""
 
 INITIAL_SCALE = 1 / 0.07  # open_clip's initial logit scale
 OPEN_CLIP_STEP = re.compile(r"Train Epoch: \d+ \[\s*(\d+)/")
@@ -77,11 +83,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--num-tokens", type=int, default=16, help="K of the oblique run")
     parser.add_argument("--quick", action="store_true", help="12 steps, 1 repeat (about 3 minutes on 2 cores)")
     parser.add_argument("--output", type=Path, default=RESULTS, help="the JSON file")
+    parser.add_argument("--tiny", action="store_true", help="a tiny architecture (smoke tests)")
     args = parser.parse_args(argv)
     if args.quick:
         args.steps, args.repeats, args.warmup_steps = min(args.steps, 12), 1, min(args.warmup_steps, 3)
     if args.steps <= args.warmup_steps + 1:
         parser.error("--steps must exceed --warmup-steps + 1")
+    args.architecture = TINY_ARCHITECTURE if args.tiny else ARCHITECTURE
     if not (args.data / "captions.tsv").is_file():
         raise SystemExit(f"No Flickr8k-1k at {args.data} (captions.tsv + image tar); pass --data.")
 
@@ -140,8 +148,8 @@ def prepare(args: argparse.Namespace, work: Path) -> dict[str, str]:
         inputs["shards"] = write_shards(rows, payloads, work / "shards", per_shard=max(args.batch_size, 100))
     model = work / "model"
     model.mkdir()
-    (model / "open_clip_config.json").write_text(json.dumps({"model_cfg": ARCHITECTURE, "preprocess_cfg": {}}))
-    (work / "tiny_vit.json").write_text(json.dumps(ARCHITECTURE))
+    (model / "open_clip_config.json").write_text(json.dumps({"model_cfg": args.architecture, "preprocess_cfg": {}}))
+    (work / "tiny_vit.json").write_text(json.dumps(args.architecture))
     inputs.update(model=str(model), config=str(work / "tiny_vit.json"), rows=str(rows_needed))
     return inputs
 
@@ -181,7 +189,7 @@ def st_oblique_command(args: argparse.Namespace, inputs: dict[str, str], output:
     return [
         str(Path(sys.executable).with_name("st-oblique")), "train", "--backbone", "open_clip",
         "--open-clip-config", inputs["config"], "--num-tokens", str(num_tokens),
-        "--token-dim", str(ARCHITECTURE["embed_dim"] // num_tokens), *data,
+        "--token-dim", str(args.architecture["embed_dim"] // num_tokens), *data,
         "--batch-size", str(args.batch_size), "--max-steps", str(args.steps), "--learning-rate", "5e-4",
         "--warmup", "2", "--weight-decay", "0.1", "--scale", str(INITIAL_SCALE), "--scale-mode", "learnable",
         "--max-scale", "100", "--dataloader-num-workers", str(args.workers), "--logging-steps", "1", "--device", "cpu",
@@ -224,7 +232,8 @@ def summarize(args: argparse.Namespace, runs: dict[str, list[dict]], load_before
 
     reference = median("open_clip_train", "steady_samples_per_second")
     k1, k16 = median("st_oblique_k1", "steady_samples_per_second"), median("st_oblique_k16", "steady_samples_per_second")
-    patches = (ARCHITECTURE["vision_cfg"]["image_size"] // ARCHITECTURE["vision_cfg"]["patch_size"]) ** 2
+    vision = args.architecture["vision_cfg"]
+    patches = (vision["image_size"] // vision["patch_size"]) ** 2
     import open_clip
     import torch
 
@@ -235,7 +244,7 @@ def summarize(args: argparse.Namespace, runs: dict[str, list[dict]], load_before
                     "load_average_before": load_before, "load_average_after": os.getloadavg()},
         "settings": {"format": args.format, "batch_size": args.batch_size, "steps": args.steps,
                      "warmup_steps_excluded": args.warmup_steps, "repeats": args.repeats, "threads": args.threads,
-                     "workers": args.workers, "precision": "fp32", "architecture": ARCHITECTURE,
+                     "workers": args.workers, "precision": "fp32", "architecture": args.architecture,
                      "num_tokens": args.num_tokens, "data": str(args.data)},
         "ratio_samples_per_second": k1 / reference,
         "ratio_samples_per_second_k16": k16 / reference,

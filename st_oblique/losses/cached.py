@@ -105,7 +105,7 @@ class CachedObliqueContrastiveLoss(CachedLossMixin, ObliqueContrastiveLoss):
         With ``with_backward``, back-propagates it to ``reps`` (and keeps the scale's gradient for ``forward``) and
         returns the detached total.
         """
-        embeddings = [torch.cat(column) for column in reps]
+        embeddings = [column[0] if len(column) == 1 else torch.cat(column) for column in reps]
         self.check_embeddings(embeddings)
         self.warn_if_no_negatives(embeddings)
         batch_size = embeddings[0].shape[0]
@@ -116,10 +116,12 @@ class CachedObliqueContrastiveLoss(CachedLossMixin, ObliqueContrastiveLoss):
         else:
             scale = self.similarity_scale()
         columns, offset = self.gather(embeddings)
+        gathered = any(column is not embedding for column, embedding in zip(columns, embeddings, strict=True))
         # Chunks back-propagate into detached copies; one final backward carries their gradients through the
         # gather (one collective per column, not one per chunk) and the concatenation to the mini-batch embeddings.
         leaves = [column.detach().requires_grad_() for column in columns] if with_backward else columns
-        anchors, candidates = leaves[0], torch.cat(leaves[1:])
+        # One candidate column (pairs) is used as it is: a concatenation would copy (B, K*d) and its gradient.
+        anchors, candidates = leaves[0], leaves[1] if len(leaves) == 2 else torch.cat(leaves[1:])
         chunks = []
         for begin in range(0, batch_size, self.mini_batch_size):
             rows = torch.arange(offset + begin, offset + min(begin + self.mini_batch_size, batch_size), device=anchors.device)
@@ -131,7 +133,15 @@ class CachedObliqueContrastiveLoss(CachedLossMixin, ObliqueContrastiveLoss):
                 chunk = chunk.detach()
             chunks.append(chunk)
         if with_backward:
-            torch.autograd.backward(columns, [leaf.grad for leaf in leaves])
+            if gathered:
+                torch.autograd.backward(columns, [leaf.grad for leaf in leaves])
+            else:
+                # One process: a column's gradient is its leaf's, and each mini-batch's is a slice of it. Views of
+                # the slices, rather than a backward through the concatenation, which would allocate every
+                # gradient a second time (2 x (B, K*d) per column at the peak).
+                for column_reps, leaf in zip(reps, leaves, strict=True):
+                    for rep, gradient in zip(column_reps, leaf.grad.split([len(rep) for rep in column_reps]), strict=True):
+                        rep.grad = gradient if rep.grad is None else rep.grad + gradient
             self._log_scale_grad = None if log_leaf is None else log_leaf.grad
         return torch.stack(chunks).sum()
 
