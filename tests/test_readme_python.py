@@ -23,9 +23,9 @@ def run_snippet(code: str, namespace: dict, replacements: dict[str, str]) -> Non
 
 
 def test_readme_has_the_quickstart_training_and_evaluation_snippets():
-    assert len(SNIPPETS) == 3
+    assert len(SNIPPETS) == 4
     assert "oblique_text_model" in SNIPPETS[0] and "SentenceTransformerTrainer" in SNIPPETS[1]
-    assert "zeroshot_classification" in SNIPPETS[2]
+    assert "zeroshot_classification" in SNIPPETS[2] and "ObliqueMatryoshkaLoss" in SNIPPETS[3]
 
 
 def test_quickstart_and_training_snippets(tiny_bert_dir, tmp_path, monkeypatch, capsys):
@@ -54,3 +54,13 @@ def test_evaluation_snippet(tmp_path, monkeypatch, capsys):
     assert "acc1" in printed and "mean_per_class_recall" in printed
     meta = namespace["wrapped"].mteb_model_meta
     assert meta.name == "my-org/oblique-clip" and set(meta.modalities) == {"image", "text"}
+
+
+def test_fewer_tokens_and_explanations_snippet(tiny_bert_dir, tmp_path, capsys):
+    st_oblique.oblique_text_model(tiny_bert_dir, num_tokens=16, token_dim=32).save(str(tmp_path / "oblique"))
+    namespace: dict = {"st_oblique": st_oblique}  # imported by the quickstart snippet before this one
+    run_snippet(SNIPPETS[3], namespace, {'"oblique-minilm"': repr(str(tmp_path / "oblique"))})
+    assert namespace["short"].shape == (1, 4 * 32)
+    assert namespace["loss"].token_counts == [1, 2, 4, 8, 16]
+    printed = capsys.readouterr().out
+    assert "sum of 16 token cosines" in printed and "effective rank" in printed.lower()
