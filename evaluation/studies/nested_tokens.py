@@ -280,25 +280,44 @@ def plot(summary: dict[str, Any], path: Path) -> None:
             sds = [100 * summary["arms"][name][str(k)][metric]["sd"] for k in TOKEN_COUNTS]
             axis.errorbar(TOKEN_COUNTS, means, yerr=sds, marker="o", capsize=3, label=name)
     for axis, title in zip(axes, ("Flickr8k-1k test: mean recall (%)", "Imagenette zero-shot top-1 (%)"), strict=True):
-        axis.set_xscale("log", base=2)
-        axis.set_xticks(TOKEN_COUNTS, [f"{k}\n({k * TOKEN_DIM})" for k in TOKEN_COUNTS])
-        axis.set_xlabel("tokens k (embedding size)")
-        axis.set_title(title)
-        axis.grid(alpha=0.3)
-    axes[0].legend()
+        token_count_axis(axis, title, TOKEN_DIM)
+    save_figure(figure, axes[0], path)
+
+
+def token_count_axis(axis, title: str, token_dim: int) -> None:
+    """An x axis of token counts k (log 2), labelled with the embedding size k * token_dim."""
+    axis.set_xscale("log", base=2)
+    axis.set_xticks(TOKEN_COUNTS, [f"{k}\n({k * token_dim})" for k in TOKEN_COUNTS])
+    axis.set_xlabel("tokens k (embedding size)")
+    axis.set_title(title)
+    axis.grid(alpha=0.3)
+
+
+def save_figure(figure, legend_axis, path: Path) -> None:
+    import matplotlib.pyplot as plt  # optional heavy dependency, only for the figure
+
+    legend_axis.legend()
     figure.tight_layout()
     figure.savefig(path, dpi=90)
     plt.close(figure)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default=str(ROOT / "evaluation/studies/topology.yaml"), help="regime A settings")
-    parser.add_argument("--output-dir", default=str(ROOT / "evaluation/results/nested_tokens"))
+def study_parser(doc: str, regime: str, output_dir: str, arms: list[str], smoke_help: str) -> argparse.ArgumentParser:
+    """The options both nested-tokens studies take (images: regime A settings; text: regime B settings)."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--config", default=str(ROOT / "evaluation/studies/topology.yaml"), help=f"{regime} settings")
+    parser.add_argument("--output-dir", default=str(ROOT / output_dir))
     parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--arms", default=",".join(ARMS))
-    parser.add_argument("--smoke", action="store_true", help="1 seed, 2 epochs (checks the pipeline)")
+    parser.add_argument("--arms", default=",".join(arms))
+    parser.add_argument("--smoke", action="store_true", help=smoke_help)
     parser.add_argument("--threads", type=int, default=1)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = study_parser(
+        __doc__, "regime A", "evaluation/results/nested_tokens", list(ARMS), "1 seed, 2 epochs (checks the pipeline)"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)

@@ -25,7 +25,6 @@ Writes ``evaluation/results/nested_tokens/text/``: ``runs/*.json`` (one per arm 
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -37,6 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from evaluation.studies.nested_tokens import save_figure, study_parser, t_interval, token_count_axis
 from evaluation.studies.run_store import RunStore
 from evaluation.studies.text_finetune import TextArm, TextTrainConfig, evaluate_text_model, finetune, text_tasks
 from evaluation.studies.topology import load_config, text_pairs
@@ -88,8 +88,6 @@ def evaluate_at_k(model, name: str, tasks) -> dict[str, dict[str, float]]:
 
 def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
     """Mean and sd over seeds per arm, k and task, and the paired differences (same seeds) of the nested arm."""
-    from evaluation.studies.nested_tokens import t_interval
-
     by_arm: dict[str, dict[int, dict]] = {}
     for record in records:
         by_arm.setdefault(record["spec"]["arm"], {})[record["spec"]["seed"]] = record
@@ -203,25 +201,18 @@ def plot(summary: dict[str, Any], path: Path) -> None:
                 capsize=3,
                 label=name,
             )
-        axis.set_xscale("log", base=2)
-        axis.set_xticks(TOKEN_COUNTS, [f"{k}\n({k * TOKEN_DIM})" for k in TOKEN_COUNTS])
-        axis.set_xlabel("tokens k (embedding size)")
-        axis.set_title(f"{task.removeprefix('Local')} (%)")
-        axis.grid(alpha=0.3)
-    axes[0][0].legend()
-    figure.tight_layout()
-    figure.savefig(path, dpi=90)
-    plt.close(figure)
+        token_count_axis(axis, f"{task.removeprefix('Local')} (%)", TOKEN_DIM)
+    save_figure(figure, axes[0][0], path)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default=str(ROOT / "evaluation/studies/topology.yaml"), help="regime B settings")
-    parser.add_argument("--output-dir", default=str(ROOT / "evaluation/results/nested_tokens/text"))
-    parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--arms", default=",".join(ARMS))
-    parser.add_argument("--smoke", action="store_true", help="tiny pairs and tasks, 1 seed (checks the pipeline)")
-    parser.add_argument("--threads", type=int, default=1)
+    parser = study_parser(
+        __doc__,
+        "regime B",
+        "evaluation/results/nested_tokens/text",
+        list(ARMS),
+        "tiny pairs and tasks, 1 seed (checks the pipeline)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
