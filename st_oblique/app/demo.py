@@ -239,6 +239,8 @@ def run_demo(
     """
 
     started = time.monotonic()
+    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
+        raise ValueError(f"steps (--steps) must be a positive whole number, got {steps!r}.")  # 0 is not "the default"
     steps = steps or (QUICK_STEPS if quick else STEPS)
     output_dir = Path(output_dir).expanduser()
     earlier_demo = (output_dir / "demo_report.json").is_file()

@@ -32,6 +32,8 @@ from st_oblique.errors import ObliqueConfigError
 
 __all__ = [
     "add_dataclass_options",
+    "non_negative_int",
+    "positive_int",
     "apply_config_file",
     "option_flag",
     "parse_args_with_config",
@@ -80,6 +82,29 @@ def write_config_file(values: dict[str, Any], path: str | Path, header: str | No
 def add_repeatable_option(parser: argparse.ArgumentParser, flag: str, *, dest: str, metavar: str, help: str) -> None:
     """A flag that may be given several times; its value is the list of what was given (None when never given)."""
     parser.add_argument(flag, action="append", dest=dest, default=None, metavar=metavar, help=help)
+
+
+def positive_int(value: str) -> int:
+    """An argparse ``type``: a whole number >= 1 (argparse names the option in its message)."""
+    number = _whole_number(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive whole number, got {value}")
+    return number
+
+
+def non_negative_int(value: str) -> int:
+    """An argparse ``type``: a whole number >= 0."""
+    number = _whole_number(value)
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or a positive whole number, got {value}")
+    return number
+
+
+def _whole_number(value: str) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {value!r}") from None
 
 
 def option_flag(name: str) -> str:

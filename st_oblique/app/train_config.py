@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from st_oblique.app.options import read_config_file
+from st_oblique.app.options import option_flag, read_config_file
+from st_oblique.devices import check_device
 from st_oblique.errors import ObliqueConfigError
 
 __all__ = ["MODEL_DEFINING_OPTIONS", "TrainConfig"]
@@ -210,14 +212,29 @@ class TrainConfig:
         metavar="FILE",
     )
 
+    def __post_init__(self) -> None:
+        # A list option given one value (`freeze: heads` in a config file, freeze="heads" in Python) is a one-item
+        # list; list("heads") would silently be five one-letter options.
+        for name in self.list_field_names():
+            setattr(self, name, _as_list(name, getattr(self, name)))
+
     @classmethod
     def field_names(cls) -> list[str]:
         return [item.name for item in dataclasses.fields(cls)]
 
     @classmethod
+    def list_field_names(cls) -> list[str]:
+        """The options that hold a list (repeatable, or several values after one flag)."""
+        hints = typing.get_type_hints(cls)
+        return [name for name in cls.field_names() if typing.get_origin(hints[name]) is list]
+
+    @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
-        """A config from a mapping of field names (dashes allowed); unknown keys are an error."""
-        values = {key.replace("-", "_"): value for key, value in values.items()}
+        """A config from a mapping of field names or option names (dashes allowed: ``eval-dataset`` is
+        ``eval_datasets``); unknown keys are an error."""
+        flags = {item.metadata["flag"].lstrip("-").replace("-", "_"): item.name
+                 for item in dataclasses.fields(cls) if "flag" in item.metadata}
+        values = {flags.get(key.replace("-", "_"), key.replace("-", "_")): value for key, value in values.items()}
         unknown = sorted(set(values) - set(cls.field_names()))
         if unknown:
             raise ObliqueConfigError(f"Unknown training option(s) {unknown}; see `st-oblique train --help`.")
@@ -311,6 +328,14 @@ class TrainConfig:
                 raise ObliqueConfigError(f"--eval-dataset-path takes NAME=PATH, got {entry!r}.")
         if not self.output_dir:
             raise ObliqueConfigError("Give --output-dir: where the trained model, its card and report go.")
+        if not (isinstance(self.dataloader_num_workers, int) and self.dataloader_num_workers >= 0):
+            raise ObliqueConfigError(
+                f"--dataloader-num-workers must be 0 (load in the training process) or more, got {self.dataloader_num_workers!r}."
+            )
+        if not (isinstance(self.seed, int) and 0 <= self.seed < 2**32):
+            raise ObliqueConfigError(f"--seed must be a whole number from 0 to 2**32 - 1, got {self.seed!r}.")
+        if self.device is not None:
+            check_device(self.device, name="--device")  # else the backbone's build fails and seems to be at fault
 
     @property
     def checkpoints_path(self) -> Path:
@@ -325,6 +350,9 @@ class TrainConfig:
         return dict(entry.split("=", 1) for entry in self.eval_dataset_paths)
 
 
+_FLAGS = {item.name: item.metadata["flag"] for item in dataclasses.fields(TrainConfig) if "flag" in item.metadata}
+"""Fields whose option name is not the field name (``eval_datasets`` -> ``--eval-dataset``)."""
+
 MODEL_DEFINING_OPTIONS = (
     "backbone", "model", "pretrained", "open_clip_config", "open_clip_model_kwargs", "text_model", "image_model",
     "num_tokens", "token_dim", "token_source", "image_token_source", "per_token_projection", "layer_norm",
@@ -332,6 +360,22 @@ MODEL_DEFINING_OPTIONS = (
 )
 """Options a resumed run must share with the run that wrote the checkpoint (model shape, trainable parameters,
 the loss's learnable parameters: everything the checkpoint's model and optimizer state depend on)."""
+
+
+def _as_list(name: str, value: Any) -> list[str]:
+    """A list option's value as a list of strings: one string (or number) is a one-item list, None an empty one."""
+    if value is None:
+        return []
+    if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+        return [str(value)]
+    if isinstance(value, (list, tuple)) and all(isinstance(item, (str, int, float)) and not isinstance(item, bool)
+                                                for item in value):
+        return [str(item) for item in value]
+    flag = option_flag(name) if name not in _FLAGS else _FLAGS[name]
+    raise ObliqueConfigError(
+        f"{flag} ({name} in a config file) takes a list of strings, got {value!r}; write `{name}: [a, b]` or "
+        f"`{name}: a`."
+    )
 
 
 def _check_positive(name: str, value: Any, integer: bool = False) -> None:

@@ -38,6 +38,7 @@ from tqdm.auto import tqdm
 
 from st_oblique.errors import TrainingDataError
 from st_oblique.evaluation.datasets import read_captions
+from st_oblique.evaluation.datasets.captions import CaptionTableColumnsError, header_looks_like_data
 
 __all__ = [
     "DEFAULT_COLUMN_PAIRS",
@@ -312,8 +313,12 @@ def read_caption_pairs(
         table = read_captions(captions, images, image_column=image_column, caption_column=caption_column)
     except FileNotFoundError as error:
         raise TrainingDataError(str(error)) from error
+    except CaptionTableColumnsError as error:
+        # A header with other names can be chosen with --columns; a missing header cannot.
+        hint = "" if error.header_is_data else " Or name them with --columns IMAGE_COLUMN CAPTION_COLUMN."
+        raise TrainingDataError(f"{error}{hint}") from error
     except ValueError as error:
-        raise TrainingDataError(f"{error} Name them with --columns IMAGE_COLUMN CAPTION_COLUMN." if "columns" in str(error) else str(error)) from error
+        raise TrainingDataError(str(error)) from error
     names = _image_names(table.images)
     encoded = _read_and_check_images(table.images, names, str(captions), show_progress_bar)
     rows_images, rows_captions = [], []
@@ -341,6 +346,14 @@ def read_text_pairs(path: str | Path) -> Any:
         header = next(reader, None)
         if not header:
             raise TrainingDataError(f"{path} is empty; it needs a header row naming its columns, then one pair per row.")
+        reason = header_looks_like_data(header)
+        if reason:  # else its first pair would silently become the column names
+            separator = "<TAB>" if delimiter == "\t" else ","
+            names = ["anchor", "positive", *(f"negative_{index}" for index in range(1, len(header) - 1))]
+            raise TrainingDataError(
+                f"The first row of {path} looks like data, not a header ({reason}): add a header "
+                f"row `{separator.join(names[: len(header)])}` as its first line."
+            )
         rows = []
         for line_number, row in enumerate(reader, start=2):
             if not row:

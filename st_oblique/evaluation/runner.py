@@ -41,6 +41,7 @@ import torch
 from sentence_transformers import SentenceTransformer
 
 from st_oblique import __version__
+from st_oblique.devices import check_device
 from st_oblique.errors import ObliqueLoadError
 from st_oblique.evaluation.classification import zeroshot_classification
 from st_oblique.evaluation.datasets import ClassificationDataset, RetrievalDataset, load_dataset
@@ -151,6 +152,7 @@ def run_evaluation(
     """
     if not models:
         raise ValueError("Give at least one model to evaluate.")
+    check_device(device, name="device")
     if not (datasets or mteb_tasks or mteb_benchmarks):
         raise ValueError("Nothing to evaluate: give datasets and/or MTEB tasks or benchmarks.")
     output_dir = Path(output_dir)

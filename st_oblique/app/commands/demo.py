@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from st_oblique.app.options import non_negative_int, positive_int
+
 NAME = "demo"
 HELP = "train, evaluate, save and reload a small oblique image-text model offline (a few minutes on a CPU)"
 DESCRIPTION = (
@@ -16,9 +18,9 @@ SHOW_DEFAULTS = True
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output-dir", default="st-oblique-demo", help="where the demo's model and reports go")
-    parser.add_argument("--steps", type=int, default=None, help="training steps (default: 60, or 6 with --quick)")
+    parser.add_argument("--steps", type=positive_int, default=None, help="training steps (default: 60, or 6 with --quick)")
     parser.add_argument("--quick", action="store_true", help="a fast smoke run (accuracy stays near chance)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed")
+    parser.add_argument("--seed", type=non_negative_int, default=0, help="random seed")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
     parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="show progress bars")
 

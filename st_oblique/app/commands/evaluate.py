@@ -15,8 +15,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from st_oblique.app.model_location import check_model_location
-from st_oblique.app.options import add_repeatable_option, write_config_file
+from st_oblique.app.options import add_repeatable_option, non_negative_int, positive_int, write_config_file
 from st_oblique.app.output_dir import check_writable
+from st_oblique.devices import check_device
 from st_oblique.errors import ObliqueConfigError
 from st_oblique.result_records import EvaluationResult
 
@@ -55,10 +56,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="MTEB benchmark, e.g. 'MTEB(eng, v2)' or 'MIEB(lite)' (online)",
     )
     parser.add_argument("--output-dir", type=Path, default=Path("evaluation_results"), help="results folder")
-    parser.add_argument("--max-samples", type=int, help="evaluate random subsets of this size (quick checks)")
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--max-samples", type=positive_int, help="evaluate random subsets of this size (quick checks)")
+    parser.add_argument("--batch-size", type=positive_int, default=64)
     parser.add_argument("--device", help="cpu, cuda, cuda:1, mps... (default: the model's)")
-    parser.add_argument("--num-workers", type=int, default=0, help="image decoding/preprocessing workers")
+    parser.add_argument("--num-workers", type=non_negative_int, default=0, help="image decoding/preprocessing workers")
     add_repeatable_option(
         parser, "--template", dest="templates", metavar="TEMPLATE",
         help="prompt template with {c}, e.g. 'a photo of a {c}.' (repeatable; overrides the defaults)",
@@ -87,6 +88,7 @@ def run(args: argparse.Namespace) -> list[EvaluationResult]:
         raise ObliqueConfigError("Give at least one model: --model PATH or --model NAME=PATH (repeat to compare).")
     for spec in args.models:
         check_model_location(parse_model_spec(spec)[1])
+    check_device(args.device, name="--device")
     check_writable(args.output_dir)
     register_demo_eval_set()
     datasets = args.datasets or []

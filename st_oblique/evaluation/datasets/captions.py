@@ -17,10 +17,44 @@ import csv
 import tarfile
 from pathlib import Path, PurePosixPath
 
+from st_oblique.errors import ObliqueInputError
 from st_oblique.evaluation.datasets.base import RetrievalDataset
 from st_oblique.evaluation.datasets.image_folder import IMAGE_EXTENSIONS, TarMembers
 
-__all__ = ["read_captions"]
+__all__ = ["CaptionTableColumnsError", "header_looks_like_data", "read_captions"]
+
+
+class CaptionTableColumnsError(ObliqueInputError):
+    """A caption table without the image and caption columns; ``header_is_data`` when its first row is a data row
+    (a file name, a sentence), so that the fix is a header row, not other column names."""
+
+    def __init__(self, path: Path, columns: list[str], image_column: str, caption_column: str, delimiter: str) -> None:
+        reason = header_looks_like_data(columns)
+        self.header_is_data = reason is not None
+        if reason:
+            separator = "<TAB>" if delimiter == "\t" else ","
+            layout = separator.join(["image", "caption_idx", "caption"] if len(columns) == 3 else ["image", "caption"])
+            message = (
+                f"The first row of {path} looks like data, not a header ({reason}): add a header "
+                f"row `{layout}` as its first line."
+            )
+        else:
+            message = (
+                f"{path} needs columns {image_column!r} and {caption_column!r}, found {columns}; rename them in its "
+                "header row."
+            )
+        super().__init__(message)
+
+
+def header_looks_like_data(columns: list[str]) -> str | None:
+    """Why a table's header row looks like a data row (``"'1000268201.jpg' is a file name"``, ``"'a dog runs' is a
+    sentence"``), or None: a column name has neither an image extension nor several words."""
+    for cell in columns:
+        if PurePosixPath(cell.strip()).suffix.lower() in IMAGE_EXTENSIONS:
+            return f"{cell!r} is a file name"
+        if len(cell.split()) >= 3:
+            return f"{cell!r} is a sentence"
+    return None
 
 
 def read_captions(
@@ -41,7 +75,8 @@ def read_captions(
         image_column, caption_column: the table's column names.
 
     Raises:
-        ValueError: missing columns, or images named in the table that are not in ``images_path``.
+        CaptionTableColumnsError: the table lacks the columns (or has no header row).
+        ValueError: images named in the table that are not in ``images_path``.
     """
     captions_path, images_path = Path(captions_path), Path(images_path)
     groups = _read_table(captions_path, image_column, caption_column)
@@ -75,7 +110,7 @@ def _read_table(path: Path, image_column: str, caption_column: str) -> dict[str,
         )
         columns = reader.fieldnames or []
         if image_column not in columns or caption_column not in columns:
-            raise ValueError(f"{path} needs columns {image_column!r} and {caption_column!r}, found {columns}.")
+            raise CaptionTableColumnsError(path, columns, image_column, caption_column, delimiter)
         rows = list(reader)
     order_column = "caption_idx" if "caption_idx" in columns else None
     groups: dict[str, list[tuple[int, str]]] = {}

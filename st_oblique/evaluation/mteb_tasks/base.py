@@ -88,8 +88,8 @@ class LocalTaskMixin:
             root = Path(data_root) if data_root else default_data_root()
             if root is None:
                 raise FileNotFoundError(
-                    f"Where is the data of {self.metadata.name}? Pass path= (its {self.default_path}) or data_root= "
-                    "(or set $ST_OBLIQUE_DATA)."
+                    f"Where is the data of {self.metadata.name}? Give a data root holding {self.default_path} "
+                    "(--data-root, data_root= in Python, or $ST_OBLIQUE_DATA), or path= (the folder itself) in Python."
                 )
             path = root / self.default_path
         path = Path(path)
