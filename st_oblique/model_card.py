@@ -38,6 +38,7 @@ from st_oblique.hub_ids import is_hub_model_id
 from st_oblique.losses.contrastive import CITATION as PAPER_CITATION
 from st_oblique.losses.matryoshka import check_no_sentence_transformers_matryoshka
 from st_oblique.result_records import MAIN_METRICS
+from st_oblique.training_data_checks import already_checked, check_training_dataset
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -132,6 +133,15 @@ class ObliqueModelCardData(SentenceTransformerModelCardData):
         if self.model is not None:
             check_no_sentence_transformers_matryoshka(losses, self.model)
         super().set_losses(losses)
+
+    def extract_dataset_metadata(self, dataset, dataset_metadata, loss, dataset_type, router_mapping=None):
+        """Sentence Transformers' card callback calls this with the datasets when any trainer is built (a plain
+        ``SentenceTransformerTrainer`` too): check them first, so that a ``None``, a number column or a single
+        input column is reported naming the column and row before the first step (see
+        :func:`~st_oblique.training_data_checks.check_training_dataset`)."""
+        if not already_checked():
+            check_training_dataset(dataset, name=f"{dataset_type}_dataset", loss=loss)
+        return super().extract_dataset_metadata(dataset, dataset_metadata, loss, dataset_type, router_mapping)
 
     @property
     def is_image_text(self) -> bool:

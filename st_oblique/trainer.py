@@ -18,25 +18,22 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import pyarrow.compute as pc
-from datasets import Dataset, DatasetDict, Value
 from safetensors import SafetensorError, safe_open
 from sentence_transformers import SentenceTransformerTrainer
 from sentence_transformers.base.model_card import get_losses
 from torch import nn
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 
-from st_oblique.errors import CheckpointError, TrainingDataError
+from st_oblique.errors import CheckpointError
 from st_oblique.losses.logit_scale_callback import LogitScaleCallback, oblique_losses
 from st_oblique.losses.matryoshka import check_no_sentence_transformers_matryoshka
 from st_oblique.model_files import module_folders
+from st_oblique.training_data_checks import LABEL_COLUMNS, check_training_dataset, datasets_checked
 
 __all__ = ["LABEL_COLUMNS", "ObliqueTrainer", "check_checkpoint", "check_training_dataset"]
 
 logger = logging.getLogger(__name__)
 
-LABEL_COLUMNS = ("label", "score")
-"""Columns Sentence Transformers' data collator passes to the loss as labels, not as inputs."""
 TRAINER_STATE = "trainer_state.json"
 """The file the trainer writes last into a checkpoint: a checkpoint folder without it is half-written."""
 
@@ -75,7 +72,8 @@ class ObliqueTrainer(SentenceTransformerTrainer):
         output_dir = getattr(training_args, "output_dir", None)
         # The trainer may create its output folder at once; a failed run removes it again only if it was new.
         self._st_oblique_new_output_dir = output_dir is not None and not Path(output_dir).exists()
-        super().__init__(*args, **kwargs)
+        with datasets_checked():
+            super().__init__(*args, **kwargs)
         losses = self.loss.values() if isinstance(self.loss, dict) else [self.loss]
         if any(oblique_losses(loss) for loss in losses):
             # Right after DefaultFlowCallback, as SparseEncoderTrainer places its SpladeLoss callback: on_log then
@@ -109,63 +107,6 @@ class ObliqueTrainer(SentenceTransformerTrainer):
             if self.is_world_process_zero():
                 _remove_half_written_checkpoints(output_dir, before, remove_folder=new_folder)
             raise
-
-
-def check_training_dataset(dataset: Any, *, name: str = "train_dataset", loss: Any = None) -> None:
-    """Raise :class:`TrainingDataError` (naming the dataset, column and row) for training data that would fail or
-    train on the wrong thing; log which columns become hard negatives.
-
-    Checked: the dataset has rows; every input column (all but ``label``/``score``) holds texts or images, not
-    numbers or booleans, and no ``None`` (the first row with one is named); at least two input columns. Columns
-    after the first two are what the losses take as hard negatives: that is logged as a warning, so that a stray
-    column is noticed. Streaming (``IterableDataset``) data is checked by its features only.
-
-    Args:
-        dataset: a ``datasets.Dataset``, ``DatasetDict`` or dict of them.
-        name: how messages name it (``"train_dataset"``).
-        loss: the loss (or dict of losses) it feeds, named in messages.
-    """
-    if isinstance(dataset, (dict, DatasetDict)):
-        for key, part in dataset.items():
-            check_training_dataset(
-                part, name=f"{name}[{key!r}]", loss=loss.get(key) if isinstance(loss, dict) else loss
-            )
-        return
-    features = getattr(dataset, "features", None)
-    if features is None:
-        return
-    loss_name = type(loss).__name__ if isinstance(loss, nn.Module) else "the loss"
-    columns = [column for column in features if column not in LABEL_COLUMNS and column != "dataset_name"]
-    if isinstance(dataset, Dataset) and len(dataset) == 0:
-        raise TrainingDataError(f"{name} has no rows (columns {list(features)}); give it at least one batch of rows.")
-    for column in columns:
-        feature = features[column]
-        if isinstance(feature, Value) and feature.dtype not in ("string", "large_string"):
-            raise TrainingDataError(
-                f"Column {column!r} of {name} holds {feature.dtype} values, which {loss_name} would take as an input "
-                f"(every column but 'label'/'score' is one). Remove it (dataset.remove_columns([{column!r}])) or, if "
-                "it is the label, name it 'label' or 'score'."
-            )
-    if len(columns) < 2:
-        raise TrainingDataError(
-            f"{name} has the input column(s) {columns}; {loss_name} needs two (anchor, positive), then optional hard "
-            "negatives."
-        )
-    if isinstance(dataset, Dataset):
-        for column in columns:
-            row = _first_null_row(dataset, column)
-            if row is not None:
-                raise TrainingDataError(
-                    f"Row {row} of {name} has no value (None) in column {column!r}; drop or fill such rows, e.g. "
-                    f"dataset.filter(lambda row: row[{column!r}] is not None)."
-                )
-    if len(columns) > 2:
-        negatives = ", ".join(repr(column) for column in columns[2:])
-        logger.warning(
-            f"{loss_name} trains on the columns of {name} in order: {columns[0]!r} as anchors, {columns[1]!r} as "
-            f"positives and {negatives} as hard negatives. If a column is not a hard negative, remove it "
-            "(dataset.select_columns([...]))."
-        )
 
 
 def check_checkpoint(checkpoint: str | os.PathLike, model: nn.Module) -> None:
@@ -211,13 +152,6 @@ def _safetensors_shapes(path: Path) -> dict[str, tuple[int, ...]]:
             return {key: tuple(handle.get_slice(key).get_shape()) for key in handle.keys()}
     except (SafetensorError, OSError) as error:
         raise CheckpointError(f"Cannot resume from {path.parent}: {path} is not readable ({error}).") from error
-
-
-def _first_null_row(dataset: Any, column: str) -> int | None:
-    values = dataset.with_format("arrow")[column]
-    if values.null_count == 0:
-        return None
-    return int(pc.index(pc.is_null(values), True).as_py())
 
 
 def _remove_half_written_checkpoints(output_dir: Path, before: set[Path], *, remove_folder: bool) -> None:

@@ -159,3 +159,55 @@ def test_interrupt_keeps_complete_checkpoints(model, tmp_path):
         run.train()
     assert sorted(path.name for path in (tmp_path / "out").iterdir()) == ["checkpoint-1"]
     assert (tmp_path / "out" / "checkpoint-1" / "trainer_state.json").is_file()
+
+
+# -- a plain SentenceTransformerTrainer: the model card data checks the datasets ---------------------------------
+
+
+def plain_trainer(model, dataset, output_dir, **extra):
+    from sentence_transformers import SentenceTransformerTrainer
+
+    return SentenceTransformerTrainer(model=model, args=arguments(output_dir, **extra), train_dataset=dataset,
+                                      loss=st_oblique.ObliqueContrastiveLoss(model))
+
+
+@pytest.mark.parametrize("case", [case for case in BAD if case != "empty dataset"])
+def test_plain_trainer_refuses_bad_dataset_before_training(case, model, tmp_path):
+    """Sentence Transformers' card callback hands every trainer's datasets to ObliqueModelCardData, which runs the
+    checks ObliqueTrainer runs (an empty dataset never reaches it: the callback skips empty datasets)."""
+    dataset, expected = BAD[case]
+    fingerprint = dataset._fingerprint
+    with pytest.raises(TrainingDataError) as raised:
+        plain_trainer(model, dataset, tmp_path / "out")
+    assert expected in str(raised.value), str(raised.value)
+    assert dataset._fingerprint == fingerprint
+    # transformers' Trainer creates args.output_dir in its constructor; nothing is written into it
+    assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []
+
+
+def test_plain_trainer_refuses_bad_eval_dataset(model, tmp_path):
+    from sentence_transformers import SentenceTransformerTrainer
+
+    bad = Dataset.from_dict({"anchor": ["a", None], "positive": ["b", "c"]})
+    with pytest.raises(TrainingDataError, match=r"Row 1 of eval_dataset has no value \(None\) in column 'anchor'"):
+        SentenceTransformerTrainer(model=model, args=arguments(tmp_path / "out"), train_dataset=Dataset.from_dict(PAIRS),
+                                   eval_dataset=bad, loss=st_oblique.ObliqueContrastiveLoss(model))
+
+
+def test_plain_trainer_announces_hard_negatives(model, tmp_path, caplog):
+    with caplog.at_level(logging.WARNING, logger="st_oblique.trainer"):
+        plain_trainer(model, Dataset.from_dict({**PAIRS, "source": ["web"] * 8}), tmp_path / "out")
+    assert "'source' as hard negatives" in caplog.text
+
+
+def test_oblique_trainer_announces_hard_negatives_once(model, tmp_path, caplog):
+    with caplog.at_level(logging.WARNING, logger="st_oblique.trainer"):
+        trainer(model, Dataset.from_dict({**PAIRS, "source": ["web"] * 8}), tmp_path / "out")
+    assert caplog.text.count("'source' as hard negatives") == 1
+
+
+def test_check_training_dataset_still_importable_from_trainer():
+    from st_oblique.trainer import check_training_dataset
+    from st_oblique.training_data_checks import check_training_dataset as moved
+
+    assert check_training_dataset is moved
