@@ -32,11 +32,11 @@ from st_oblique.errors import ObliqueConfigError
 
 __all__ = [
     "add_dataclass_options",
-    "non_negative_int",
-    "positive_int",
     "apply_config_file",
+    "non_negative_int",
     "option_flag",
     "parse_args_with_config",
+    "positive_int",
     "read_config_file",
     "write_config_file",
 ]

@@ -6,6 +6,7 @@ inputs unchanged, nothing written."""
 from __future__ import annotations
 
 import argparse
+import itertools
 
 import pytest
 import torch
@@ -28,7 +29,7 @@ def tables(tmp_path_factory):
         image.save(root / "images" / f"{index}.png")
     (root / "captions.tsv").write_text("".join(f"{i}.png\t{SENTENCES[i]}\n" for i in range(4)))
     (root / "captions.csv").write_text("".join(f"{i}.png,{SENTENCES[i]}\n" for i in range(4)))
-    (root / "pairs.tsv").write_text("".join(f"{a}\t{b}\n" for a, b in zip(SENTENCES, SENTENCES[1:], strict=False)))
+    (root / "pairs.tsv").write_text("".join(f"{a}\t{b}\n" for a, b in itertools.pairwise(SENTENCES)))
     (root / "data").mkdir()
     data = tiny_data_root(root / "data")
     table = data / "flickr8k_1k" / "captions.tsv"
