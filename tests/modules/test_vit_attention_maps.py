@@ -149,3 +149,17 @@ def test_explain_maps_of_a_timm_vit_dual_encoder(timm_dir, tmp_path):
     patches = (IMAGE // 16) ** 2 if IMAGE >= 16 else 1
     assert maps is not None and maps.shape[0] == 4 and maps[0].numel() == patches
     torch.testing.assert_close(maps.sum(dim=(1, 2)), torch.ones(4), atol=1e-5, rtol=0)
+
+
+def test_saved_figure_is_a_small_palette_png(clip_dir, tmp_path):
+    from PIL import Image
+
+    from st_oblique.explanations import save_attention_figure
+
+    torch.manual_seed(0)
+    model = st_oblique.oblique_clip(clip_dir, num_tokens=4, token_dim=8, device="cpu")
+    image = tiny_images(1, size=(96, 128))[0]
+    path = save_attention_figure(image, token_attention_maps(model, image), tmp_path / "explain.png", [0.1] * 4)
+    with Image.open(path) as saved:
+        assert saved.format == "PNG" and saved.mode == "P" and saved.width > 200
+    assert path.stat().st_size < 200_000
