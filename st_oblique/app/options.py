@@ -38,6 +38,7 @@ __all__ = [
     "parse_args_with_config",
     "positive_int",
     "read_config_file",
+    "token_counts",
     "write_config_file",
 ]
 
@@ -98,6 +99,17 @@ def non_negative_int(value: str) -> int:
     if number < 0:
         raise argparse.ArgumentTypeError(f"must be 0 or a positive whole number, got {value}")
     return number
+
+
+def token_counts(value: str) -> list[int]:
+    """An argparse ``type``: comma-separated positive whole numbers of tokens (``"1,2,4,8,16"``), no repeats."""
+    parts = [part.strip() for part in str(value).split(",") if part.strip()]
+    if not parts or not all(part.isdigit() and int(part) >= 1 for part in parts):
+        raise argparse.ArgumentTypeError(f"takes whole numbers of tokens >= 1 separated by commas (e.g. 1,2,4), got {value!r}")
+    counts = [int(part) for part in parts]
+    if len(set(counts)) < len(counts):
+        raise argparse.ArgumentTypeError(f"repeats a token count: {value!r}")
+    return counts
 
 
 def _whole_number(value: str) -> int:

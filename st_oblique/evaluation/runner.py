@@ -55,6 +55,7 @@ from st_oblique.evaluation.templates import DEFAULT_TEMPLATES, Templates, load_c
 from st_oblique.model_files import check_model_folder, find_damaged_file
 from st_oblique.output_folder import staged_output_dir
 from st_oblique.result_records import RECORDS_DIR, EvaluationResult, read_results, write_result
+from st_oblique.shape import oblique_shape
 
 logger = logging.getLogger(__name__)
 
@@ -120,6 +121,7 @@ def run_evaluation(
     show_progress_bar: bool | None = True,
     title: str | None = None,
     command: str | None = None,
+    token_counts: Sequence[int] | None = None,
 ) -> list[EvaluationResult]:
     """Evaluate every model on every dataset and MTEB task; write JSON files, a Markdown table and a plot.
 
@@ -142,6 +144,9 @@ def run_evaluation(
         show_progress_bar: tqdm bars.
         title: the plot's title.
         command: the command line that started the run (recorded in ``summary.json``).
+        token_counts: evaluate oblique models at their first k whole tokens for each k here (``truncate_dim=k*d``:
+            the kept tokens stay unit vectors, nothing is renormalized); one result per k, labelled ``NAME k=K``
+            and recording ``num_tokens=k``. None: all K tokens.
 
     Returns:
         All results, in evaluation order.
@@ -175,6 +180,7 @@ def run_evaluation(
     specs = [_split_spec(spec) for spec in models]
     for _, source in specs:  # every model is checked before the first forward pass
         _check_model_source(source)
+    counts = _check_token_counts(token_counts)
     named = [name for name, _ in specs if name]
     if len(set(named)) < len(named):
         raise ValueError(f"Two models are named alike in {named}; give each a different NAME (NAME=PATH).")
@@ -190,6 +196,7 @@ def run_evaluation(
             specs, loaded, tasks, chosen_templates, staging, mteb_cache,
             device=device, trust_remote_code=trust_remote_code, batch_size=batch_size, num_workers=num_workers,
             show_progress_bar=show_progress_bar, max_samples=max_samples, mteb_overwrite_strategy=mteb_overwrite_strategy,
+            token_counts=counts,
             run_settings={
                 "command": command,
                 "models": [name for name, _ in specs],
@@ -199,6 +206,7 @@ def run_evaluation(
                 "max_samples": max_samples,
                 "batch_size": batch_size,
                 "device": device,
+                "token_counts": None if counts == [None] else counts,
             },
             title=title,
         )
@@ -207,6 +215,7 @@ def run_evaluation(
 def _evaluate_models(
     specs, loaded, tasks, chosen_templates, output_dir: Path, mteb_cache: Path, *, device, trust_remote_code,
     batch_size, num_workers, show_progress_bar, max_samples, mteb_overwrite_strategy, run_settings, title,
+    token_counts=(None,),
 ) -> list[EvaluationResult]:
     """The evaluation loop of :func:`run_evaluation`, writing into ``output_dir`` (its staging folder)."""
     results: list[EvaluationResult] = []
@@ -216,57 +225,108 @@ def _evaluate_models(
             if isinstance(source, SentenceTransformer)
             else load_model(source, device=device, trust_remote_code=trust_remote_code)
         )
-        name = name or model_name(model)
+        base_name = name or model_name(model)
         revision = weights_fingerprint(model)
-        num_tokens = embedding_num_tokens(model)
-        logger.info(f"Evaluating {name} ({revision}, K={num_tokens})")
-        for data in loaded:
-            start = time.monotonic()
-            metrics = evaluate_dataset(
-                model,
-                data,
-                templates=chosen_templates.get(data.name),
-                batch_size=batch_size,
-                device=device,
-                num_workers=num_workers,
-                show_progress_bar=show_progress_bar,
-            )
-            seconds = time.monotonic() - start
-            settings: dict[str, Any] = {"batch_size": batch_size, "max_samples": max_samples}
-            if data.name in chosen_templates:
-                settings["num_templates"] = len(chosen_templates[data.name])
-            result = EvaluationResult(
-                model=name,
-                pretrained=revision,
-                dataset=data.name,
-                task=data.task,
-                metrics=metrics,
-                num_tokens=num_tokens,
-                num_samples=len(data),
-                seconds=round(seconds, 2),
-                settings=settings,
-            )
-            write_result(result, output_dir / RECORDS_DIR)
-            results.append(result)
-            logger.info(f"{name} on {data.name}: {metrics}")
-        if tasks:
-            for result in run_mteb(
-                model,
-                tasks,
-                name=name,
-                revision=revision,
-                cache_dir=mteb_cache,
-                overwrite_strategy=mteb_overwrite_strategy,
-                batch_size=batch_size,
-                show_progress_bar=bool(show_progress_bar),
-            ):
-                write_result(result, output_dir / RECORDS_DIR)
-                results.append(result)
+        full_dim = getattr(model, "truncate_dim", None)
+        for count in token_counts:
+            model.truncate_dim = _token_truncation(model, base_name, count, full_dim)
+            name = base_name if count is None else f"{base_name} k={count}"
+            try:
+                results += _evaluate_one(
+                    model, name, revision, loaded, tasks, chosen_templates, output_dir, mteb_cache, device=device,
+                    batch_size=batch_size, num_workers=num_workers, show_progress_bar=show_progress_bar,
+                    max_samples=max_samples, mteb_overwrite_strategy=mteb_overwrite_strategy,
+                )
+            finally:
+                model.truncate_dim = full_dim
         if not isinstance(source, SentenceTransformer):
             del model
             gc.collect()
     write_report(results, output_dir, title=title, settings=run_settings)
     return results
+
+
+def _evaluate_one(
+    model, name, revision, loaded, tasks, chosen_templates, output_dir, mteb_cache, *, device, batch_size, num_workers,
+    show_progress_bar, max_samples, mteb_overwrite_strategy,
+) -> list[EvaluationResult]:
+    """One model (at its current ``truncate_dim``) on every dataset and MTEB task; records written as they come."""
+    results: list[EvaluationResult] = []
+    num_tokens = embedding_num_tokens(model)
+    logger.info(f"Evaluating {name} ({revision}, K={num_tokens})")
+    for data in loaded:
+        start = time.monotonic()
+        metrics = evaluate_dataset(
+            model,
+            data,
+            templates=chosen_templates.get(data.name),
+            batch_size=batch_size,
+            device=device,
+            num_workers=num_workers,
+            show_progress_bar=show_progress_bar,
+        )
+        seconds = time.monotonic() - start
+        settings: dict[str, Any] = {"batch_size": batch_size, "max_samples": max_samples}
+        if data.name in chosen_templates:
+            settings["num_templates"] = len(chosen_templates[data.name])
+        result = EvaluationResult(
+            model=name,
+            pretrained=revision,
+            dataset=data.name,
+            task=data.task,
+            metrics=metrics,
+            num_tokens=num_tokens,
+            num_samples=len(data),
+            seconds=round(seconds, 2),
+            settings=settings,
+        )
+        write_result(result, output_dir / RECORDS_DIR)
+        results.append(result)
+        logger.info(f"{name} on {data.name}: {metrics}")
+    if tasks:
+        for result in run_mteb(
+            model,
+            tasks,
+            name=name,
+            revision=revision,
+            cache_dir=mteb_cache,
+            overwrite_strategy=mteb_overwrite_strategy,
+            batch_size=batch_size,
+            show_progress_bar=bool(show_progress_bar),
+        ):
+            write_result(result, output_dir / RECORDS_DIR)
+            results.append(result)
+    return results
+
+
+def _check_token_counts(token_counts: Sequence[int] | None) -> list[int | None]:
+    if token_counts is None:
+        return [None]
+    counts = list(token_counts)
+    if not counts or any(isinstance(k, bool) or not isinstance(k, int) or k < 1 for k in counts):
+        raise ValueError(f"token_counts (--num-tokens) must be positive whole numbers of tokens, got {counts}.")
+    if len(set(counts)) < len(counts):
+        raise ValueError(f"token_counts (--num-tokens) repeats a count: {counts}.")
+    return counts
+
+
+def _token_truncation(model, name: str, count: int | None, full_dim: int | None) -> int | None:
+    """``truncate_dim`` keeping the first ``count`` whole tokens of ``model`` (``full_dim`` for None)."""
+    if count is None:
+        return full_dim
+    shape = oblique_shape(model)
+    if shape is None:
+        raise ValueError(
+            f"--num-tokens {count}: {name} is not an oblique model (no K unit tokens to keep); evaluate it without "
+            "--num-tokens."
+        )
+    available = shape.kept_tokens(full_dim)
+    if count > available:
+        raise ValueError(
+            f"--num-tokens {count}: {name} has {available} tokens of d={shape.token_dim}; choose counts from 1 to "
+            f"{available}."
+        )
+    return count * shape.token_dim
 
 
 def compare_results(

@@ -15,7 +15,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from st_oblique.app.model_location import check_model_location
-from st_oblique.app.options import add_repeatable_option, non_negative_int, positive_int, write_config_file
+from st_oblique.app.options import (
+    add_repeatable_option,
+    non_negative_int,
+    positive_int,
+    token_counts,
+    write_config_file,
+)
 from st_oblique.app.output_dir import check_writable
 from st_oblique.devices import check_device
 from st_oblique.errors import ObliqueConfigError
@@ -72,6 +78,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=["always", "never", "only-missing", "only-cache"],
         help="mteb's cache strategy for Hub tasks (local tasks always run)",
     )
+    parser.add_argument(
+        "--num-tokens", type=token_counts, metavar="K[,K...]",
+        help="evaluate oblique models at their first k whole tokens (truncate_dim=k*d, no renormalization); a list "
+        "such as 1,2,4,8,16 gives one result row per k (default: all K tokens)",
+    )
     parser.add_argument("--trust-remote-code", action="store_true")
     parser.add_argument("--title", help="title of the table and plot")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -112,6 +123,7 @@ def run(args: argparse.Namespace) -> list[EvaluationResult]:
         show_progress_bar=not args.no_progress,
         title=args.title,
         command=args.command_line,
+        token_counts=args.num_tokens,
     )
     settings = {key: value for key, value in vars(args).items() if key not in NOT_SETTINGS}
     write_config_file(settings, Path(args.output_dir) / "eval_config.yaml",
