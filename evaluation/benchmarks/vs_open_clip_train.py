@@ -5,8 +5,11 @@ positions as in ViT-B/16, and a causal text transformer; random init) on the sam
 (from ``../shared/data/flickr8k_1k``), each in the format it reads:
 
 - open_clip_train: a CSV of image paths and captions (``--dataset-type csv``; the images extracted once into a
-  temporary folder), or, with ``--format shards``, WebDataset shards (``--dataset-type webdataset``);
-- st-oblique: the caption table and the image tar (``--captions``/``--images``), or the same shards (``--shards``).
+  temporary folder);
+- st-oblique: the caption table and the image tar (``--captions``/``--images``).
+
+(WebDataset shards for both are not measured: open_clip_train 3.3's webdataset pipeline fails with the webdataset
+1.0.2 installed here, ``KeyError: 'fname'`` before its first batch.)
 
 Same batch size, number of steps, torch threads (``OMP_NUM_THREADS``), data-loader workers, precision (float32),
 optimizer (AdamW, same learning rate, warmup and weight decay), gradient clipping at 1.0 (the Hugging Face
@@ -72,8 +75,6 @@ HF_STEP = re.compile(r"\{'loss': ")
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=SHARED_FLICKR, help="the Flickr8k-1k folder (captions.tsv + tar)")
-    parser.add_argument("--format", choices=["table", "shards"], default="table",
-                        help="table: open_clip_train's CSV vs st-oblique's caption table; shards: WebDataset for both")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--steps", type=int, default=40, help="optimizer steps per run")
     parser.add_argument("--warmup-steps", type=int, default=5, help="first steps left out of the steady-state rate")
@@ -133,19 +134,16 @@ def prepare(args: argparse.Namespace, work: Path) -> dict[str, str]:
         members = {Path(member.name).name: member for member in archive.getmembers() if member.isfile()}
         payloads = {name: archive.extractfile(members[name]).read() for name in {row["image"] for row in rows}}
     inputs = {"tar": str(archive_path)}
-    if args.format == "table":
-        images.mkdir()
-        for name, payload in payloads.items():
-            (images / name).write_bytes(payload)
-        with open(work / "train.csv", "w", encoding="utf-8", newline="") as handle:  # open_clip_train's CSV layout
-            handle.write("filepath\ttitle\n")
-            handle.writelines(f"{images / row['image']}\t{row['caption']}\n" for row in rows)
-        with open(work / "captions.tsv", "w", encoding="utf-8", newline="") as handle:
-            handle.write("image\tcaption_idx\tcaption\n")
-            handle.writelines(f"{row['image']}\t{row['caption_idx']}\t{row['caption']}\n" for row in rows)
-        inputs.update(csv=str(work / "train.csv"), captions=str(work / "captions.tsv"))
-    else:
-        inputs["shards"] = write_shards(rows, payloads, work / "shards", per_shard=max(args.batch_size, 100))
+    images.mkdir()
+    for name, payload in payloads.items():
+        (images / name).write_bytes(payload)
+    with open(work / "train.csv", "w", encoding="utf-8", newline="") as handle:  # open_clip_train's CSV layout
+        handle.write("filepath\ttitle\n")
+        handle.writelines(f"{images / row['image']}\t{row['caption']}\n" for row in rows)
+    with open(work / "captions.tsv", "w", encoding="utf-8", newline="") as handle:
+        handle.write("image\tcaption_idx\tcaption\n")
+        handle.writelines(f"{row['image']}\t{row['caption_idx']}\t{row['caption']}\n" for row in rows)
+    inputs.update(csv=str(work / "train.csv"), captions=str(work / "captions.tsv"))
     model = work / "model"
     model.mkdir()
     (model / "open_clip_config.json").write_text(json.dumps({"model_cfg": args.architecture, "preprocess_cfg": {}}))
@@ -154,26 +152,8 @@ def prepare(args: argparse.Namespace, work: Path) -> dict[str, str]:
     return inputs
 
 
-def write_shards(rows: list[dict], payloads: dict[str, bytes], folder: Path, per_shard: int) -> str:
-    """img2dataset-layout shards (``{key}.jpg``, ``{key}.txt``); returns their brace pattern."""
-    import io
-
-    folder.mkdir()
-    count = 0
-    for start in range(0, len(rows), per_shard):
-        with tarfile.open(folder / f"{count:05d}.tar", "w") as archive:
-            for index, row in enumerate(rows[start:start + per_shard], start=start):
-                for extension, payload in (("jpg", payloads[row["image"]]), ("txt", row["caption"].encode())):
-                    info = tarfile.TarInfo(f"{index:09d}.{extension}")
-                    info.size = len(payload)
-                    archive.addfile(info, io.BytesIO(payload))
-        count += 1
-    return f"{folder}/{{00000..{count - 1:05d}}}.tar"
-
-
 def open_clip_command(args: argparse.Namespace, inputs: dict[str, str], logs: Path) -> list[str]:
-    data = (["--train-data", inputs["csv"], "--dataset-type", "csv"] if args.format == "table"
-            else ["--train-data", inputs["shards"], "--dataset-type", "webdataset", "--train-num-samples", inputs["rows"]])
+    data = ["--train-data", inputs["csv"], "--dataset-type", "csv"]
     return [
         sys.executable, "-m", "open_clip_train.main", "--model", f"local-dir:{inputs['model']}", *data,
         "--batch-size", str(args.batch_size), "--epochs", "1", "--workers", str(args.workers), "--device", "cpu",
@@ -184,8 +164,7 @@ def open_clip_command(args: argparse.Namespace, inputs: dict[str, str], logs: Pa
 
 
 def st_oblique_command(args: argparse.Namespace, inputs: dict[str, str], output: Path, *, num_tokens: int) -> list[str]:
-    data = (["--captions", inputs["captions"], "--images", inputs["tar"]] if args.format == "table"
-            else ["--shards", inputs["shards"]])
+    data = ["--captions", inputs["captions"], "--images", inputs["tar"]]
     return [
         str(Path(sys.executable).with_name("st-oblique")), "train", "--backbone", "open_clip",
         "--open-clip-config", inputs["config"], "--num-tokens", str(num_tokens),
@@ -242,7 +221,7 @@ def summarize(args: argparse.Namespace, runs: dict[str, list[dict]], load_before
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
                     "torch": torch.__version__, "open_clip": open_clip.__version__,
                     "load_average_before": load_before, "load_average_after": os.getloadavg()},
-        "settings": {"format": args.format, "batch_size": args.batch_size, "steps": args.steps,
+        "settings": {"format": "open_clip_train CSV vs st-oblique caption table", "batch_size": args.batch_size, "steps": args.steps,
                      "warmup_steps_excluded": args.warmup_steps, "repeats": args.repeats, "threads": args.threads,
                      "workers": args.workers, "precision": "fp32", "architecture": args.architecture,
                      "num_tokens": args.num_tokens, "data": str(args.data)},

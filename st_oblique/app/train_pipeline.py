@@ -64,8 +64,7 @@ from st_oblique.app.train_data import TrainingData, _first_line, check_modalitie
 from st_oblique.app.train_report import plot_training, score_table, training_curves
 from st_oblique.description import describe_model
 from st_oblique.errors import CheckpointError, ObliqueConfigError, ObliqueLoadError, PushAfterTrainingError
-from st_oblique.evaluation import ClassificationDataset, load_dataset, run_evaluation
-from st_oblique.evaluation.mteb_runner import resolve_mteb_tasks
+from st_oblique.evaluation import ClassificationDataset, load_dataset
 from st_oblique.hub import push_to_hub
 from st_oblique.losses.matryoshka import parse_token_counts
 from st_oblique.model_card import set_evaluation_results
@@ -399,6 +398,10 @@ def check_eval_sets(config: TrainConfig) -> dict[str, float]:
             for metric in ("image_retrieval_recall@1", "text_retrieval_recall@1"):
                 chance[f"{data.name} {metric}"] = 1.0 / len(data)
     if config.mteb_tasks:
+        # Imported here: mteb takes seconds to import (~10 s cold on a loaded 2-core machine), which a run
+        # without MTEB tasks should not pay before its first step.
+        from st_oblique.evaluation.mteb_runner import resolve_mteb_tasks
+
         resolve_mteb_tasks(config.mteb_tasks, data_root=config.data_root, max_samples=config.eval_max_samples)
     return chance
 
@@ -409,6 +412,8 @@ def evaluate(model: ObliqueSentenceTransformer, name: str, config: TrainConfig, 
 
     if not (config.eval_datasets or config.mteb_tasks):
         return []
+    from st_oblique.evaluation import run_evaluation  # imports mteb (see check_eval_sets)
+
     return run_evaluation(
         [(name, model)],
         datasets=config.eval_datasets,
