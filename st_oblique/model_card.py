@@ -77,6 +77,9 @@ class ObliqueModelCardData(SentenceTransformerModelCardData):
         evaluation_results: results of the st-oblique evaluation harness, shown as a table: result records, a
             ``summary.json``, a results folder, or a plain ``{task: {metric: value}}`` dict, or a JSON path (see
             :func:`format_evaluation_results`). A ``"command"`` string is shown as the command that produced them.
+        token_collapse: token-collapse diagnostics measured on the training data (``{"rows": n, "columns":
+            {column: {"mean_pairwise_cosine", "effective_rank", ...}}}``, as ``st-oblique train`` records them);
+            shown in the oblique section.
 
     Example::
 
@@ -92,6 +95,7 @@ class ObliqueModelCardData(SentenceTransformerModelCardData):
     """
 
     evaluation_results: EvaluationResults | None = None
+    token_collapse: dict[str, Any] | None = None
     tags: list[str] = field(
         default_factory=lambda: [
             "sentence-transformers",
@@ -269,6 +273,9 @@ class ObliqueModelCardData(SentenceTransformerModelCardData):
             logger.warning(f"The model card has no oblique section: {error}")
             description = None
         data["oblique"] = _oblique_context(description, self.tags) if description is not None else None
+        if data["oblique"] is not None:
+            data["oblique"]["token_collapse_lines"] = _collapse_lines(self.token_collapse)
+        data.pop("token_collapse", None)
         try:
             data["oblique_results"] = format_evaluation_results(self.evaluation_results)
         except ValueError as error:  # a card without results beats no card (ST skips the README on errors)
@@ -291,6 +298,23 @@ def _oblique_context(description: ObliqueModelDescription, tags: list[str]) -> d
         "losses": [tag.split(":", 1)[1] for tag in tags if tag.startswith("loss:")],
         "parameters_text": f"{description.parameters:,}",
     }
+
+
+def _collapse_lines(collapse: dict[str, Any] | None) -> list[str]:
+    """One line per diagnosed column: mean pairwise token cosine and effective rank (only measured numbers)."""
+    if not collapse or not isinstance(collapse.get("columns"), dict):
+        return []
+    lines = []
+    for column, stats in collapse["columns"].items():
+        try:
+            lines.append(
+                f"`{column}` ({stats['num_inputs']} inputs of the training data): mean cosine between two tokens "
+                f"{stats['mean_pairwise_cosine']:.3f}, effective rank {stats['effective_rank']:.2f} of "
+                f"{stats['num_tokens']} per input, {stats['dataset_effective_rank']:.2f} over all tokens"
+            )
+        except (KeyError, TypeError, ValueError):
+            continue
+    return lines
 
 
 def _with_paper_citation(citations: dict[str, str]) -> dict[str, str]:

@@ -61,7 +61,7 @@ from st_oblique.app.options import read_config_file, write_config_file
 from st_oblique.app.output_dir import staged_output_dir
 from st_oblique.app.train_config import MODEL_DEFINING_OPTIONS, TrainConfig
 from st_oblique.app.train_data import TrainingData, _first_line, check_modalities, load_training_data
-from st_oblique.app.train_report import plot_training, score_table, training_curves
+from st_oblique.app.train_report import plot_training, score_table, token_collapse_report, training_curves
 from st_oblique.description import describe_model
 from st_oblique.errors import CheckpointError, ObliqueConfigError, ObliqueLoadError, PushAfterTrainingError
 from st_oblique.evaluation import ClassificationDataset, load_dataset
@@ -559,6 +559,7 @@ def _train_steps(
         set_evaluation_results(
             model, {"results": [result.to_json() for result in trained], "settings": {"command": command}}
         )
+    model.model_card_data.token_collapse = token_collapse_report(model, train_data.dataset)  # report and card
     model.save(str(staging))
     files["card"] = staging / "README.md"
     files["config"] = write_config_file(
@@ -682,6 +683,7 @@ def _report(config, model, trainer, train_data, loss, *, frozen, untrained, trai
             "scale_range": [min(scales), max(scales)] if scales else None,
             "curves": curves,
         },
+        "token_collapse": model.model_card_data.token_collapse,
         "evaluation": {
             "trained": [result.to_json() for result in trained],
             "untrained": [result.to_json() for result in untrained],

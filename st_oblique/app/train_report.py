@@ -21,7 +21,10 @@ from matplotlib.figure import Figure
 
 from st_oblique.evaluation.report import PLOT_METRICS
 
-__all__ = ["CURVE_KEYS", "plot_training", "score_table", "training_curves"]
+__all__ = ["COLLAPSE_SAMPLES", "CURVE_KEYS", "plot_training", "score_table", "token_collapse_report", "training_curves"]
+
+COLLAPSE_SAMPLES = 256
+"""Rows of the training data whose inputs the trained model's token-collapse diagnostics are computed on."""
 
 CURVE_KEYS = ("loss", "logit_scale", "logit_bias", "learning_rate", "grad_norm")
 """The per-step values kept from the trainer's log history."""
@@ -40,6 +43,30 @@ def training_curves(log_history: Sequence[Mapping[str, Any]]) -> dict[str, list[
         if any(key in entry for entry in entries):
             curves[key] = [_number(entry.get(key)) for entry in entries]
     return curves
+
+
+def token_collapse_report(model: Any, dataset: Any, limit: int = COLLAPSE_SAMPLES) -> dict[str, Any] | None:
+    """Token-collapse diagnostics (:func:`st_oblique.token_diagnostics.collapse_diagnostics`) of the trained
+    ``model`` on the first ``limit`` rows of its training data, per input column (anchor and positive: images and
+    texts are diagnosed apart). None for streamed data or a model that is not oblique.
+
+    Returns:
+        ``{"rows": n, "columns": {column: {mean_pairwise_cosine, effective_rank, ...}}}``.
+    """
+    from datasets import Dataset
+
+    from st_oblique.shape import oblique_shape
+    from st_oblique.token_diagnostics import collapse_diagnostics
+
+    if not isinstance(dataset, Dataset) or len(dataset) < 2 or oblique_shape(model) is None:
+        return None
+    sample = dataset.select(range(min(limit, len(dataset))))
+    columns = {}
+    for column in list(sample.column_names)[:2]:
+        values = [value for value in sample[column] if value is not None]
+        if len(values) >= 2:
+            columns[column] = collapse_diagnostics(model, values).to_dict()
+    return {"rows": len(sample), "columns": columns} if columns else None
 
 
 def score_table(results_by_model: Mapping[str, Sequence[Any]]) -> dict[str, dict[str, float]]:

@@ -1,4 +1,7 @@
-"""``st-oblique info``: describe a saved oblique model (K, d, towers, similarity, scale, size, training)."""
+"""``st-oblique info``: describe a saved oblique model (K, d, towers, similarity, scale, size, training), and with
+``--data`` its token-collapse diagnostics (:func:`st_oblique.token_diagnostics.collapse_diagnostics`: the mean
+cosine between the K tokens of an input and their effective rank) on the texts of a table, or on a few built-in
+sentences (``--data builtin``: enough to see copies of one token, not how the model behaves on your data)."""
 
 from __future__ import annotations
 
@@ -8,6 +11,18 @@ from pathlib import Path
 from typing import Any
 
 from st_oblique.app.model_location import check_model_location
+from st_oblique.app.options import positive_int
+from st_oblique.errors import ObliqueConfigError
+
+BUILTIN_SENTENCES = (
+    "A dog runs along the beach.", "Two cats sleep on a red couch.", "A plate of pasta with tomato sauce.",
+    "The stock market fell sharply on Monday.", "How do I reset my password?", "A child rides a bicycle in the park.",
+    "The theorem follows from the triangle inequality.", "Heavy rain is expected over the weekend.",
+    "A man plays the guitar on a street corner.", "Mix the flour and the eggs, then bake for 20 minutes.",
+    "The patient was given antibiotics for the infection.", "An old castle stands on a hill above the river.",
+)
+"""``--data builtin``: a dozen unrelated sentences."""
+TEXT_COLUMNS = ("caption", "text", "anchor", "sentence1", "query")
 
 NAME = "info"
 HELP = "describe a saved oblique model (K, d, towers, similarity, scale, size, training)"
@@ -17,6 +32,14 @@ DESCRIPTION = HELP
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="a saved model folder or Hub id")
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
+    parser.add_argument(
+        "--data", metavar="FILE|builtin",
+        help="also print token-collapse diagnostics on the texts of this .tsv/.csv table (with a header row), or on "
+        "a few built-in sentences ('builtin')",
+    )
+    parser.add_argument("--data-column", metavar="COLUMN",
+                        help="the table's text column (default: 'caption', 'text' or 'anchor', else the first column)")
+    parser.add_argument("--max-samples", type=positive_int, default=256, help="texts read from --data (default: 256)")
 
 
 def run(args: argparse.Namespace) -> None:
@@ -25,16 +48,70 @@ def run(args: argparse.Namespace) -> None:
     from st_oblique.evaluation.model_loading import load_model
 
     check_model_location(args.model)
+    texts, source = _diagnostic_texts(args.data, args.data_column, args.max_samples) if args.data else (None, None)
     path = Path(args.model)
-    description = describe_model(load_model(args.model, device="cpu"))
+    model = load_model(args.model, device="cpu")
+    description = describe_model(model)
     training = _training_summary(path / "training_report.json") if path.is_dir() else None
+    collapse = None
+    if texts is not None:
+        from st_oblique.token_diagnostics import collapse_diagnostics
+
+        if description.num_tokens is None:
+            raise ObliqueConfigError(f"--data: {args.model} is not an oblique model; token diagnostics need K tokens.")
+        collapse = {"data": source, **collapse_diagnostics(model, texts).to_dict(with_matrix=True)}
     if args.json:
-        print(json.dumps({"model": args.model, **description.to_dict(), "training": training}, indent=2))
+        print(json.dumps({"model": args.model, **description.to_dict(), "training": training,
+                          **({"token_collapse": collapse} if collapse else {})}, indent=2))
         return
     print(description.to_text())
     if training:
         print(f"\nTraining ({path / 'training_report.json'}):")
         print(_training_text(training))
+    if collapse:
+        print(f"\nToken collapse on {collapse['data']}:")
+        print(_collapse_text(collapse))
+
+
+def _diagnostic_texts(data: str, column: str | None, limit: int) -> tuple[list[str], str]:
+    """The texts ``--data`` names (at most ``limit``) and a description of where they come from."""
+    import csv
+
+    if data == "builtin":
+        return list(BUILTIN_SENTENCES)[:limit], f"{min(limit, len(BUILTIN_SENTENCES))} built-in sentences"
+    path = Path(data).expanduser()
+    if not path.is_file():
+        raise ObliqueConfigError(f"--data {data}: no such file; give a .tsv/.csv table with a header row, or 'builtin'.")
+    delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
+    with open(path, encoding="utf-8", newline="") as handle:
+        reader = csv.DictReader(handle, delimiter=delimiter, quoting=csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL)
+        columns = list(reader.fieldnames or [])
+        chosen = column or next((name for name in TEXT_COLUMNS if name in columns), columns[0] if columns else None)
+        if chosen not in columns:
+            raise ObliqueConfigError(f"--data-column {chosen!r}: {path} has the columns {columns}; name one of them.")
+        texts = []
+        for row in reader:
+            value = (row.get(chosen) or "").strip()
+            if value:
+                texts.append(value)
+            if len(texts) == limit:
+                break
+    if len(texts) < 2:
+        raise ObliqueConfigError(f"--data {data}: column {chosen!r} has {len(texts)} texts; diagnostics need at least 2.")
+    return texts, f"{len(texts)} texts of column {chosen!r} of {path}"
+
+
+def _collapse_text(collapse: dict[str, Any]) -> str:
+    k = collapse["num_tokens"]
+    rows = [
+        ("mean pairwise cosine", f"{collapse['mean_pairwise_cosine']:.3f}  (between two of the K={k} tokens of an "
+                                 "input; 1 = copies of one token)"),
+        ("most similar positions", f"{collapse['max_pairwise_cosine']:.3f}"),
+        ("effective rank", f"{collapse['effective_rank']:.2f} per input (1 = collapsed, up to {k}), "
+                           f"{collapse['dataset_effective_rank']:.2f} over all tokens of the {collapse['num_inputs']} inputs"),
+    ]
+    width = max(len(key) for key, _ in rows)
+    return "\n".join(f"{key.ljust(width)}  {value}" for key, value in rows)
 
 
 def _training_summary(report_path: Path) -> dict[str, Any] | None:
