@@ -358,7 +358,11 @@ def format_evaluation_results(results: EvaluationResults | None) -> dict[str, An
     if isinstance(results, dict) and _is_record(results):
         results = [results]
     if isinstance(results, list):
-        rows = [row for record in results if _is_record(record) for row in _record_rows(record)]
+        records = [record for record in results if _is_record(record)]
+        # Records of one model at several token counts (st-oblique eval --num-tokens, nested-token training): a row
+        # per k, labelled with it.
+        per_k = len({record.get("num_tokens") for record in records}) > 1
+        rows = [row for record in records for row in _record_rows(record, per_k=per_k)]
     elif isinstance(results, dict):
         command = results.get("command")
         rows = list(_numeric_leaves({key: value for key, value in results.items() if key != "command"}, ()))
@@ -398,10 +402,13 @@ def _is_record(value: Any) -> bool:
     return isinstance(value, dict) and isinstance(value.get("metrics"), dict) and "dataset" in value
 
 
-def _record_rows(record: dict[str, Any]):
-    """Rows of one harness record: its task's main metrics, or all of them for tasks without a known list."""
+def _record_rows(record: dict[str, Any], *, per_k: bool = False):
+    """Rows of one harness record: its task's main metrics, or all of them for tasks without a known list
+    (labelled with the record's number of tokens when ``per_k``)."""
     task = record.get("task")
     details = [str(task)] if task else []
+    if per_k and isinstance(record.get("num_tokens"), int):
+        details.append(f"k={record['num_tokens']} tokens")
     if isinstance(record.get("num_samples"), int):  # a subset (--max-samples) must not read as the full set
         details.append(f"{record['num_samples']} samples")
     label = f"{record['dataset']} ({', '.join(details)})" if details else str(record["dataset"])

@@ -427,6 +427,8 @@ def evaluate(model: ObliqueSentenceTransformer, name: str, config: TrainConfig, 
         show_progress_bar=config.progress,
         title=name,
         command=command,
+        # a model trained at nested token prefixes is evaluated at each of them (one result row per k)
+        token_counts=parse_token_counts(config.nested_tokens, config.num_tokens) if config.nested_tokens else None,
     )
 
 

@@ -100,3 +100,33 @@ def test_not_oblique_model_refused(cli, setup, tmp_path):
     assert result.code == 2, result.err
     assert "--num-tokens 1: " in result.error_lines[0] and "is not an oblique model" in result.error_lines[0]
     assert not output.exists()
+
+
+def test_card_rows_per_token_count_of_an_eval_run(cli, setup, tmp_path):
+    """The card's table from an eval summary at several k: one row per k, the values of the records."""
+    from st_oblique.model_card import format_evaluation_results
+
+    _, path, data_root = setup
+    output = tmp_path / "results"
+    assert cli(*eval_args(path, data_root, output, "--num-tokens", "1,4")).code == 0
+    table = format_evaluation_results(output / "summary.json")
+    found = records(output)
+    for k in (1, 4):
+        value = found[(f"tiny k={k}", "flickr8k_1k")]["metrics"]["image_retrieval_recall@1"]
+        assert f"| flickr8k_1k (zeroshot_retrieval, k={k} tokens, 6 samples) | image_retrieval_recall@1 | {value:.4f} |" in table["table"]
+    single = format_evaluation_results(output / "records" / next(p.name for p in (output / "records").iterdir()))
+    assert "tokens)" not in single["table"]  # one token count: no k in the labels
+
+
+def test_nested_token_training_evaluates_and_cards_each_prefix(cli, assets, tmp_path):
+    output = tmp_path / "nested"
+    result = cli("train", "--backbone", "text", "--model", assets.bert, "--pairs", assets.pairs, "--num-tokens", 4,
+                 "--token-dim", 8, "--batch-size", 4, "--no-progress", "--max-steps", 1, "--nested-tokens", "1,2,4",
+                 "--mteb-task", "LocalSTSBenchmark", "--data-root", assets.data_root, "--output-dir", output)
+    assert result.code == 0, result.err
+    trained = json.loads((output / "training_report.json").read_text())["evaluation"]["trained"]
+    assert sorted(record["num_tokens"] for record in trained) == [1, 2, 4]
+    card = (output / "README.md").read_text()
+    for record in trained:
+        score = record["metrics"]["main_score"]
+        assert f"| LocalSTSBenchmark (mteb, k={record['num_tokens']} tokens) | main_score | {score:.4f} |" in card
