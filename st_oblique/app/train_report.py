@@ -48,7 +48,7 @@ def training_curves(log_history: Sequence[Mapping[str, Any]]) -> dict[str, list[
 def token_collapse_report(model: Any, dataset: Any, limit: int = COLLAPSE_SAMPLES) -> dict[str, Any] | None:
     """Token-collapse diagnostics (:func:`st_oblique.token_diagnostics.collapse_diagnostics`) of the trained
     ``model`` on the first ``limit`` rows of its training data, per input column (anchor and positive: images and
-    texts are diagnosed apart). None for streamed data or a model that is not oblique.
+    texts are diagnosed apart). None for streamed data, a model that is not oblique, or K=1.
 
     Returns:
         ``{"rows": n, "columns": {column: {mean_pairwise_cosine, effective_rank, ...}}}``.
@@ -58,8 +58,9 @@ def token_collapse_report(model: Any, dataset: Any, limit: int = COLLAPSE_SAMPLE
     from st_oblique.shape import oblique_shape
     from st_oblique.token_diagnostics import collapse_diagnostics
 
-    if not isinstance(dataset, Dataset) or len(dataset) < 2 or oblique_shape(model) is None:
-        return None
+    shape = oblique_shape(model)
+    if not isinstance(dataset, Dataset) or len(dataset) < 2 or shape is None or shape.num_tokens < 2:
+        return None  # K=1 (a plain CLIP trained by st-oblique) has no tokens to collapse
     sample = dataset.select(range(min(limit, len(dataset))))
     columns = {}
     for column in list(sample.column_names)[:2]:
