@@ -1,4 +1,5 @@
-"""The whole topology study end to end in --smoke mode (tiny subsets of the real data; CI, under 3 minutes)."""
+"""The whole topology study end to end in --smoke mode (tiny subsets of the real data; regime C's synthetic scenes;
+CI, under 3 minutes)."""
 
 from __future__ import annotations
 
@@ -32,6 +33,9 @@ def test_smoke_run_writes_every_arm_tables_and_plots(shared, tmp_path):
     records = [json.loads(path.read_text()) for path in (output / "runs").glob("*.json")]
     a = [r for r in records if r["spec"]["regime"] == "A"]
     b = [r for r in records if r["spec"]["regime"] == "B"]
+    c = [r for r in records if r["spec"]["regime"] == "C"]
+    assert c and all(path.name.startswith("C_") for path in (output / "runs").glob("C*.json"))
+    assert {r["spec"]["arm"] for r in c if r["spec"]["phase"] == "main"} == set(config["regime_c"]["arms"])
     arms_a = set(config["regime_a"]["arms"])
     assert {r["spec"]["arm"] for r in a if r["spec"]["phase"] == "main"} == arms_a
     assert {r["spec"]["arm"] for r in b} == set(config["regime_b"]["arms"])
@@ -46,7 +50,8 @@ def test_smoke_run_writes_every_arm_tables_and_plots(shared, tmp_path):
     for r in b:
         assert set(r["metrics"]) == set(config["regime_b"]["tasks"])
     results = (output / "results.md").read_text()
-    for arm in arms_a | set(config["regime_b"]["arms"]):
+    assert "## Regime C" in results
+    for arm in arms_a | set(config["regime_b"]["arms"]) | set(config["regime_c"]["arms"]):
         assert f"`{arm}`" in results
     assert "Paired differences" in results and "noise meter" in results and "### Headline" in results
     for plot in ("regime_a_retrieval.png", "regime_a_zeroshot.png", "noise_meter.png", "regime_b.png"):
