@@ -57,8 +57,11 @@ def run(args: argparse.Namespace) -> None:
     if texts is not None:
         from st_oblique.token_diagnostics import collapse_diagnostics
 
-        if description.num_tokens is None:
-            raise ObliqueConfigError(f"--data: {args.model} is not an oblique model; token diagnostics need K tokens.")
+        if description.num_tokens is None or description.num_tokens < 2:
+            raise ObliqueConfigError(
+                f"--data: {args.model} has {description.num_tokens or 'no'} oblique token(s); token-collapse "
+                "diagnostics compare K >= 2 tokens. Drop --data for this model."
+            )
         collapse = {"data": source, **collapse_diagnostics(model, texts).to_dict(with_matrix=True)}
     if args.json:
         print(json.dumps({"model": args.model, **description.to_dict(), "training": training,
