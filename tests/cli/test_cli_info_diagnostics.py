@@ -80,3 +80,19 @@ def test_training_report_and_card_have_collapse_diagnostics(text_run, assets):
     assert "- **Token collapse**" in card
     assert (f"`anchor` (8 inputs of the training data): mean cosine between two tokens "
             f"{anchor['mean_pairwise_cosine']:.3f}, effective rank {anchor['effective_rank']:.2f} of 4 per input") in card
+
+
+def test_info_keeps_one_score_per_token_count(tmp_path):
+    """A run evaluated at several k (train --nested-tokens) has one record per k of a dataset: info shows each."""
+    import json
+
+    from st_oblique.app.commands.info import _training_summary
+
+    records = [
+        {"dataset": "imagenette", "main_metric": "acc1", "num_tokens": k, "metrics": {"acc1": 0.1 * k}} for k in (1, 4)
+    ]
+    report = tmp_path / "training_report.json"
+    report.write_text(json.dumps({"evaluation": {"trained": records}}), encoding="utf-8")
+    assert _training_summary(report)["scores"] == {"imagenette (k=1) acc1": 0.1, "imagenette (k=4) acc1": 0.4}
+    report.write_text(json.dumps({"evaluation": {"trained": records[1:]}}), encoding="utf-8")
+    assert _training_summary(report)["scores"] == {"imagenette acc1": 0.4}

@@ -124,10 +124,13 @@ def _training_summary(report_path: Path) -> dict[str, Any] | None:
     report = json.loads(report_path.read_text(encoding="utf-8"))
     training = report.get("training", {})
     evaluation = report.get("evaluation", {})
-    scores = {
-        f"{record['dataset']} {record.get('main_metric')}": record["metrics"].get(record.get("main_metric"))
-        for record in evaluation.get("trained", [])
-    }
+    records = evaluation.get("trained", [])
+    # runs evaluated at several token counts (--nested-tokens) have one record per k of each dataset
+    several_k = len({record.get("num_tokens") for record in records}) > 1
+    scores = {}
+    for record in records:
+        label = f"{record['dataset']} (k={record.get('num_tokens')})" if several_k else record["dataset"]
+        scores[f"{label} {record.get('main_metric')}"] = record["metrics"].get(record.get("main_metric"))
     return {
         "backbone": report.get("config", {}).get("backbone"),
         "data": report.get("data", {}).get("description"),
