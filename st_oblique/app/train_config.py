@@ -268,7 +268,8 @@ class TrainConfig:
         """The backbone in a few words, e.g. ``"open_clip ViT-B-32 (laion2b_s34b_b79k)"``."""
         if self.backbone == "dual":
             return f"dual encoder: {self.text_model} + {self.image_model}"
-        return f"{self.backbone} {self.model}{f' ({self.pretrained})' if self.pretrained else ''}"
+        model = self.resolved().model  # an --open-clip-config architecture is named after its file
+        return f"{self.backbone} {model}{f' ({self.pretrained})' if self.pretrained else ''}"
 
     def validate(self, *, has_data: bool = False) -> None:
         """Raise :class:`~st_oblique.app.options.ObliqueConfigError` (one sentence, with the fix) for an unusable config.

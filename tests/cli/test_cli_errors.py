@@ -173,3 +173,13 @@ def test_debug_shows_the_traceback(cli, assets, tmp_path):
 def test_unwritable_location_is_really_unwritable():
     with pytest.raises(OSError):
         UNWRITABLE_PARENT.mkdir()
+
+
+def test_model_description_names_an_open_clip_config_architecture(tmp_path):
+    from st_oblique.app.train_config import TrainConfig
+
+    config = TrainConfig(backbone="open_clip", open_clip_config=str(tmp_path / "tiny-vit.json"))
+    assert config.model_description == "open_clip tiny-vit"
+    assert TrainConfig(backbone="open_clip", model="ViT-B-32", pretrained="openai").model_description == (
+        "open_clip ViT-B-32 (openai)"
+    )
