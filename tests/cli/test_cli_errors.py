@@ -176,8 +176,6 @@ def test_unwritable_location_is_really_unwritable():
 
 
 def test_model_description_names_an_open_clip_config_architecture(tmp_path):
-    from st_oblique.app.train_config import TrainConfig
-
     config = TrainConfig(backbone="open_clip", open_clip_config=str(tmp_path / "tiny-vit.json"))
     assert config.model_description == "open_clip tiny-vit"
     assert TrainConfig(backbone="open_clip", model="ViT-B-32", pretrained="openai").model_description == (
