@@ -111,19 +111,50 @@ def regime_a_sections(config: dict, records: list[dict], plots_dir: Path) -> lis
             markdown_table(["arm", "n", *[label for _, label in A_COLUMNS], "final scale"], rows),
             "",
         ]
+    sections += comparison_sections(config, group, records, arms, chosen, A_COLUMNS, A_DIFF_COLUMNS)
+    sections += noise_meter_section(config, main, plots_dir)
+    for metric, filename, ylabel, title in (
+        (
+            "mean_recall",
+            "regime_a_retrieval.png",
+            "test mean recall (%)",
+            "Flickr8k-1k test retrieval (mean of 6 recalls)",
+        ),
+        ("acc1", "regime_a_zeroshot.png", "Imagenette zero-shot acc@1 (%)", "Zero-shot Imagenette"),
+    ):
+        values = {
+            condition_name(f): {n: [_metric(r, metric) for r in group.get((n, f), [])] for n in arms}
+            for f in config["conditions"]
+        }
+        bar_plot(plots_dir / filename, values, ylabel, f"Regime A: {title}")
+    sections += ["![retrieval](regime_a_retrieval.png)", "", "![zero-shot](regime_a_zeroshot.png)", ""]
+    return sections
+
+
+def comparison_sections(
+    config: dict,
+    group: dict[tuple, list[dict]],
+    records: list[dict],
+    arms: Sequence[str],
+    chosen: dict[str, float],
+    columns: Sequence[tuple[str, str]],
+    diff_columns: Sequence[str],
+) -> list[str]:
+    """The paired-differences table of the configured comparisons and the learning-rate selection table
+    (regimes A and C)."""
     diff_rows = []
     for a, b in config.get("comparisons", []):
         for fraction in config["conditions"]:
             runs_a, runs_b = group.get((a, fraction), []), group.get((b, fraction), [])
             cells = [
                 fmt_difference(paired_difference(_by_seed(runs_a, key), _by_seed(runs_b, key)))
-                for key in A_DIFF_COLUMNS
+                for key in diff_columns
             ]
             diff_rows.append([f"`{a}` − `{b}`", condition_name(fraction), *cells])
-    sections += [
+    sections = [
         "### Paired differences (percentage points, mean over seeds [95% t-interval]; bold: interval excludes 0)",
         "",
-        markdown_table(["comparison", "condition", *[dict(A_COLUMNS)[key] for key in A_DIFF_COLUMNS]], diff_rows),
+        markdown_table(["comparison", "condition", *[dict(columns)[key] for key in diff_columns]], diff_rows),
         "",
     ]
     selection = [r for r in records if r["spec"]["phase"] == "select"]
@@ -144,27 +175,12 @@ def regime_a_sections(config: dict, records: list[dict], plots_dir: Path) -> lis
             cells.append(f"**{text}**" if chosen.get(name) == lr else text)
         rows.append([f"`{name}`", *cells])
     sections += [
-        f"### Learning-rate selection (validation mean R %, clean captions, seed {config['lr_selection']['seed']}; bold: chosen)",
+        f"### Learning-rate selection (validation mean R %, clean captions, seed {config['lr_selection']['seed']}; "
+        "bold: chosen)",
         "",
         markdown_table(["arm", *[f"lr {lr:g}" for lr in grid]], rows),
         "",
     ]
-    sections += noise_meter_section(config, main, plots_dir)
-    for metric, filename, ylabel, title in (
-        (
-            "mean_recall",
-            "regime_a_retrieval.png",
-            "test mean recall (%)",
-            "Flickr8k-1k test retrieval (mean of 6 recalls)",
-        ),
-        ("acc1", "regime_a_zeroshot.png", "Imagenette zero-shot acc@1 (%)", "Zero-shot Imagenette"),
-    ):
-        values = {
-            condition_name(f): {n: [_metric(r, metric) for r in group.get((n, f), [])] for n in arms}
-            for f in config["conditions"]
-        }
-        bar_plot(plots_dir / filename, values, ylabel, f"Regime A: {title}")
-    sections += ["![retrieval](regime_a_retrieval.png)", "", "![zero-shot](regime_a_zeroshot.png)", ""]
     return sections
 
 
@@ -343,45 +359,7 @@ def regime_c_sections(config: dict, records: list[dict], plots_dir: Path) -> lis
             markdown_table(["arm", "n", *[label for _, label in C_COLUMNS], "final scale", "CPU s"], rows),
             "",
         ]
-    diff_rows = []
-    for a, b in config.get("comparisons", []):
-        for fraction in config["conditions"]:
-            runs_a, runs_b = group.get((a, fraction), []), group.get((b, fraction), [])
-            cells = [
-                fmt_difference(paired_difference(_by_seed(runs_a, key), _by_seed(runs_b, key)))
-                for key in C_DIFF_COLUMNS
-            ]
-            diff_rows.append([f"`{a}` − `{b}`", condition_name(fraction), *cells])
-    sections += [
-        "### Paired differences (percentage points, mean over seeds [95% t-interval]; bold: interval excludes 0)",
-        "",
-        markdown_table(["comparison", "condition", *[dict(C_COLUMNS)[key] for key in C_DIFF_COLUMNS]], diff_rows),
-        "",
-    ]
-    selection = [r for r in records if r["spec"]["phase"] == "select"]
-    grid = config["lr_selection"]["grid"]
-    rows = []
-    for name in arms:
-        cells = []
-        for lr in grid:
-            value = next(
-                (
-                    r["metrics"]["val"]["mean_recall"]
-                    for r in selection
-                    if r["spec"]["arm"] == name and r["spec"]["learning_rate"] == lr
-                ),
-                math.nan,
-            )
-            text = f"{100 * value:.1f}"
-            cells.append(f"**{text}**" if chosen.get(name) == lr else text)
-        rows.append([f"`{name}`", *cells])
-    sections += [
-        f"### Learning-rate selection (validation mean R %, clean captions, seed {config['lr_selection']['seed']}; "
-        "bold: chosen)",
-        "",
-        markdown_table(["arm", *[f"lr {lr:g}" for lr in grid]], rows),
-        "",
-    ]
+    sections += comparison_sections(config, group, records, arms, chosen, C_COLUMNS, C_DIFF_COLUMNS)
     sections += token_sections(config, group)
     values = {
         condition_name(f): {n: [_metric(r, "mean_recall") for r in group.get((n, f), [])] for n in arms}
