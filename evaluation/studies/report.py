@@ -184,6 +184,32 @@ def comparison_sections(
     return sections
 
 
+def headline_rows(
+    group: dict[tuple, list[dict]],
+    arms: Sequence[str],
+    fraction: float,
+    reference: str | None,
+    controls: dict[str, str],
+    metrics: Sequence[str],
+) -> list[list[str]]:
+    """One row per arm: its control, n, and per metric the mean ± sd and the paired differences vs the reference
+    and vs the arm's temperature control (regimes A and C)."""
+    rows = []
+    for name in arms:
+        runs = group.get((name, fraction), [])
+        row = [f"`{name}`", f"`{controls[name]}`" if name in controls else "–", str(len(runs))]
+        for key in metrics:
+            row.append(fmt_mean_sd([_metric(r, key) for r in runs]))
+            for other in (reference, controls.get(name)):
+                if other is None or other == name:
+                    row.append("–")
+                    continue
+                diff = paired_difference(_by_seed(runs, key), _by_seed(group.get((other, fraction), []), key))
+                row.append(fmt_difference(diff))
+        rows.append(row)
+    return rows
+
+
 def headline_section(config: dict, group: dict[tuple, list[dict]]) -> list[str]:
     """Every arm's test mean R and Imagenette acc@1 with its paired difference from the reference sphere and from
     its temperature control (the sphere with the same logit range), one table per caption condition."""
@@ -197,19 +223,7 @@ def headline_section(config: dict, group: dict[tuple, list[dict]]) -> list[str]:
         "",
     ]
     for fraction in config["conditions"]:
-        rows = []
-        for name in config["arms"]:
-            runs = group.get((name, fraction), [])
-            row = [f"`{name}`", f"`{controls[name]}`" if name in controls else "–", str(len(runs))]
-            for key in ("mean_recall", "acc1"):
-                row.append(fmt_mean_sd([_metric(r, key) for r in runs]))
-                for other in (reference, controls.get(name)):
-                    if other is None or other == name:
-                        row.append("–")
-                        continue
-                    diff = paired_difference(_by_seed(runs, key), _by_seed(group.get((other, fraction), []), key))
-                    row.append(fmt_difference(diff))
-            rows.append(row)
+        rows = headline_rows(group, list(config["arms"]), fraction, reference, controls, ("mean_recall", "acc1"))
         header = ["arm", "temperature control", "n"]
         header += [f"{label}{suffix}" for label in ("mean R", "acc@1") for suffix in ("", " Δ ref", " Δ control")]
         sections += [f"#### {condition_name(fraction).capitalize()}", "", markdown_table(header, rows), ""]
@@ -314,19 +328,7 @@ def regime_c_sections(config: dict, records: list[dict], plots_dir: Path) -> lis
     headline = config.get("headline") or {}
     reference, controls = headline.get("reference"), headline.get("controls", {})
     for fraction in config["conditions"]:
-        rows = []
-        for name in arms:
-            runs = group.get((name, fraction), [])
-            row = [f"`{name}`", f"`{controls[name]}`" if name in controls else "–", str(len(runs))]
-            for key in ("mean_recall", "zs_mean_acc1"):
-                row.append(fmt_mean_sd([_metric(r, key) for r in runs]))
-                for other in (reference, controls.get(name)):
-                    if other is None or other == name:
-                        row.append("–")
-                        continue
-                    diff = paired_difference(_by_seed(runs, key), _by_seed(group.get((other, fraction), []), key))
-                    row.append(fmt_difference(diff))
-            rows.append(row)
+        rows = headline_rows(group, arms, fraction, reference, controls, ("mean_recall", "zs_mean_acc1"))
         header = ["arm", "temperature control", "n"]
         header += [f"{label}{suffix}" for label in ("mean R", "zs mean") for suffix in ("", " Δ ref", " Δ control")]
         sections += [
