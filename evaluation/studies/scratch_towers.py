@@ -179,28 +179,19 @@ def write_random_towers(folder: str | Path, towers: TowerConfig, seed: int) -> d
 def build_model(arm: ScratchArm, folders: Mapping[str, str], seed: int) -> ModelParts:
     """The arm's model from the random towers in ``folders`` (the same tower weights for every arm of a seed)."""
     torch.manual_seed(seed)
+    # Sparo reads its slots with attention queries; the paper's arms read the K class tokens inside the towers
+    source = "attention" if arm.head == "sparo" else "first"
+    model = oblique_dual_encoder(
+        folders["text"],
+        folders["image"],
+        num_tokens=arm.num_tokens,
+        token_dim=arm.token_dim,
+        text_token_source=source,
+        image_token_source=source,
+        local_files_only=True,
+    )
     if arm.head == "sparo":
-        model = SPARO.apply(
-            oblique_dual_encoder(
-                folders["text"],
-                folders["image"],
-                num_tokens=arm.num_tokens,
-                token_dim=arm.token_dim,
-                text_token_source="attention",
-                image_token_source="attention",
-                local_files_only=True,
-            )
-        )
-    else:
-        model = oblique_dual_encoder(
-            folders["text"],
-            folders["image"],
-            num_tokens=arm.num_tokens,
-            token_dim=arm.token_dim,
-            text_token_source="first",
-            image_token_source="first",
-            local_files_only=True,
-        )
+        model = SPARO.apply(model)
     model.to("cpu")
     text = next(m for m in model.modules() if type(m) is ClassTokenTransformer)
     image = next(m for m in model.modules() if isinstance(m, ImageClassTokenTransformer))
