@@ -146,39 +146,45 @@ class ObliqueLoss(nn.Module):
         """What the model records of this loss when it is saved: ``{"logit_scale": scale}`` (fixed or learned)."""
         return {"logit_scale": self.scale}
 
-    def check_embeddings(self, embeddings: Sequence[Tensor]) -> None:
+    def check_embeddings(self, embeddings: Sequence[Tensor | Sequence[Tensor]]) -> None:
         """Raise a ValueError that says what is wrong unless every column holds ``(B, K*d)`` oblique embeddings.
 
-        Sizes are checked on the host; the per-token norms (which also catch NaN/inf) are checked with a single
-        device synchronization, and only a failure pays for the detailed diagnosis of
-        :func:`st_oblique.manifold.assert_on_manifold`.
+        A column is one ``(B, K*d)`` tensor or, as GradCache caches it, the list of its mini-batch tensors
+        ``(B_m, K*d)`` (checked block by block, never concatenated). Sizes are checked on the host; the per-token
+        norms (which also catch NaN/inf) are checked with a single device synchronization, and only a failure pays
+        for the detailed diagnosis of :func:`st_oblique.manifold.assert_on_manifold`.
         """
         loss_name = type(self).__name__
         if len(embeddings) < 2:
             raise ValueError(
                 f"{loss_name} needs at least two input columns (anchor, positive[, negatives...]), got {len(embeddings)}."
             )
+        columns = [[column] if isinstance(column, Tensor) else list(column) for column in embeddings]
         expected = self.num_tokens * self.token_dim
-        for index, embedding in enumerate(embeddings):
-            if embedding.ndim != 2 or embedding.shape[1] != expected:
-                raise ValueError(
-                    f"The {column_name(index)} embeddings have shape {tuple(embedding.shape)}, but the model's "
-                    f"ObliquePooling gives (batch, K*d) = (batch, {self.num_tokens}*{self.token_dim}). Every column "
-                    "must be embedded by the same oblique model (same K and d, no truncate_dim that is not a "
-                    "multiple of d)."
-                )
-        batch_sizes = [embedding.shape[0] for embedding in embeddings]
+        for index, blocks in enumerate(columns):
+            for block in blocks:
+                if block.ndim != 2 or block.shape[1] != expected:
+                    shape = tuple(block.shape) if len(blocks) == 1 else f"(..., {block.shape[-1]}) in a mini-batch"
+                    raise ValueError(
+                        f"The {column_name(index)} embeddings have shape {shape}, but the model's "
+                        f"ObliquePooling gives (batch, K*d) = (batch, {self.num_tokens}*{self.token_dim}). Every column "
+                        "must be embedded by the same oblique model (same K and d, no truncate_dim that is not a "
+                        "multiple of d)."
+                    )
+        batch_sizes = [sum(len(block) for block in blocks) for blocks in columns]
         if len(set(batch_sizes)) > 1:
             raise ValueError(f"All columns must have the same number of rows, got {batch_sizes} per column.")
         if batch_sizes[0] == 0:
             raise ValueError(f"{loss_name} received an empty batch.")
-        low_precision = any(embedding.dtype in (torch.float16, torch.bfloat16) for embedding in embeddings)
+        blocks = [block for column in columns for block in column]
+        low_precision = any(block.dtype in (torch.float16, torch.bfloat16) for block in blocks)
         atol = LOW_PRECISION_ATOL if low_precision else manifold.DEFAULT_ATOL
-        norms = torch.cat([manifold.token_norms(embedding.detach().float(), self.num_tokens) for embedding in embeddings])
+        norms = torch.cat([manifold.token_norms(block.detach().float(), self.num_tokens) for block in blocks])
         # NaN and inf norms fail this comparison too.
         if bool(((norms - 1).abs() <= atol).all()):
             return
-        for index, embedding in enumerate(embeddings):
+        for index, column in enumerate(columns):
+            embedding = torch.cat([block.detach() for block in column])
             manifold.assert_on_manifold(embedding, self.num_tokens, atol=atol, name=f"{column_name(index)} embedding")
 
     def gather(self, columns: Sequence[Tensor]) -> tuple[list[Tensor], int]:

@@ -10,7 +10,8 @@ from sentence_transformers.base.losses.gradcache import CachedLossMixin, has_sta
 from torch import Tensor, nn
 
 from st_oblique.losses.base import Reduction
-from st_oblique.losses.contrastive import DIRECTIONS, Direction, ObliqueContrastiveLoss, info_nce_row_losses
+from st_oblique.losses.contrastive import DIRECTIONS, Direction, ObliqueContrastiveLoss
+from st_oblique.losses.info_nce_gradient import BlockedColumn, info_nce_direction
 from st_oblique.losses.scale import OPEN_CLIP_MAX_SCALE, average_gradient_across_ranks
 
 GRADCACHE_CITATION = """@misc{gao2021scaling,
@@ -26,10 +27,12 @@ GRADCACHE_CITATION = """@misc{gao2021scaling,
 class CachedObliqueContrastiveLoss(CachedLossMixin, ObliqueContrastiveLoss):
     """:class:`ObliqueContrastiveLoss` with gradient caching (GradCache, Gao et al. 2021), on ST's ``CachedLossMixin``.
 
-    The batch is embedded ``mini_batch_size`` rows at a time without gradients, the loss (also computed in chunks
-    of ``mini_batch_size`` rows) is back-propagated to the embeddings, and each mini-batch is embedded again with
-    gradients to push the cached embedding gradients into the model. Peak activation memory is that of one
-    mini-batch, whatever the batch size, for about twice the forward compute. Loss and gradients equal the
+    The batch is embedded ``mini_batch_size`` rows at a time without gradients, the loss and its closed-form
+    gradient with respect to the embeddings are computed in chunks of ``mini_batch_size`` rows (never the whole
+    ``(B, B)`` score matrix; see :mod:`st_oblique.losses.info_nce_gradient`), and each mini-batch is embedded again
+    with gradients to push the cached embedding gradients into the model. Peak activation memory is that of one
+    mini-batch, whatever the batch size, for about twice the forward compute; what grows with B is the cached
+    embeddings and their gradients (``2 x B x K*d`` values per column) and one ``(mini_batch_size, B)`` chunk. Loss and gradients equal the
     uncached loss (with dropout, up to its random masks).
 
     A learnable scale gets the same gradient as in the uncached loss, including the outer backward factor
@@ -100,50 +103,48 @@ class CachedObliqueContrastiveLoss(CachedLossMixin, ObliqueContrastiveLoss):
     def calculate_loss(
         self, reps: list[list[Tensor]], labels: Tensor | None = None, *, with_backward: bool = False
     ) -> Tensor:
-        """The loss of the mini-batch embeddings ``reps[column][mini_batch]``, chunked over ``mini_batch_size`` rows.
+        """The loss of the mini-batch embeddings ``reps[column][mini_batch]`` (``(B_m, K*d)`` each), over chunks of
+        ``mini_batch_size`` rows.
 
-        With ``with_backward``, back-propagates it to ``reps`` (and keeps the scale's gradient for ``forward``) and
-        returns the detached total.
+        The embeddings are used as the mini-batch tensors they are (no concatenated copy). With ``with_backward``,
+        the closed-form gradient of each chunk (:mod:`st_oblique.losses.info_nce_gradient`) is accumulated in
+        place into one buffer per mini-batch tensor, which becomes its ``.grad``; the scale's gradient is kept for
+        :meth:`forward`. Returns the (detached) loss.
         """
-        embeddings = [column[0] if len(column) == 1 else torch.cat(column) for column in reps]
-        self.check_embeddings(embeddings)
-        self.warn_if_no_negatives(embeddings)
-        batch_size = embeddings[0].shape[0]
-        # With backward, the scale is a detached leaf whose gradient forward() re-attaches (see there).
-        log_leaf = None
-        if with_backward and self.logit_scale.learnable:
-            log_leaf = self.logit_scale.log_scale_bias.detach().requires_grad_()
+        self.check_embeddings(reps)
+        batch_size = sum(len(rep) for rep in reps[0])
+        self.warn_if_no_negatives(len(reps), batch_size)
+        if self.gather_across_devices:
+            # One collective per column (with gradients) on its concatenation; the chunks' gradients reach the
+            # mini-batch embeddings through one backward of the gather at the end.
+            gathered, offset = self.gather([column[0] if len(column) == 1 else torch.cat(column) for column in reps])
+            columns = [[column] for column in gathered]
         else:
-            scale = self.similarity_scale()
-        columns, offset = self.gather(embeddings)
-        gathered = any(column is not embedding for column, embedding in zip(columns, embeddings, strict=True))
-        # Chunks back-propagate into detached copies; one final backward carries their gradients through the
-        # gather (one collective per column, not one per chunk) and the concatenation to the mini-batch embeddings.
-        leaves = [column.detach().requires_grad_() for column in columns] if with_backward else columns
-        # One candidate column (pairs) is used as it is: a concatenation would copy (B, K*d) and its gradient.
-        anchors, candidates = leaves[0], leaves[1] if len(leaves) == 2 else torch.cat(leaves[1:])
-        chunks = []
-        for begin in range(0, batch_size, self.mini_batch_size):
-            rows = torch.arange(offset + begin, offset + min(begin + self.mini_batch_size, batch_size), device=anchors.device)
-            if log_leaf is not None:
-                scale = self.scale_from(log_leaf.exp())  # per chunk: each chunk's backward frees its graph
-            chunk = info_nce_row_losses(anchors, candidates, rows, scale, self.directions).sum() / batch_size
-            if with_backward:
-                chunk.backward()
-                chunk = chunk.detach()
-            chunks.append(chunk)
+            gathered, offset, columns = None, 0, reps
+        anchors = BlockedColumn(columns[0], with_gradient=with_backward)
+        # The positives first, then each negative column: candidate i is the positive of anchor i.
+        candidates = BlockedColumn([block for column in columns[1:] for block in column], with_gradient=with_backward)
+        scale = float(self.scale_from(float(self.logit_scale)))
+        weight = 1.0 / (batch_size * len(self.directions))
+        loss, scale_gradient = 0.0, 0.0
+        for begin in range(offset, offset + batch_size, self.mini_batch_size):
+            end = min(begin + self.mini_batch_size, offset + batch_size)
+            terms = [info_nce_direction(anchors, candidates, begin, end, scale, weight, with_gradient=with_backward)]
+            if "doc_to_query" in self.directions:
+                terms.append(info_nce_direction(candidates, anchors, begin, end, scale, weight, with_gradient=with_backward))
+            for term, term_scale_gradient in terms:
+                loss = loss + term
+                if with_backward:
+                    scale_gradient = scale_gradient + term_scale_gradient
         if with_backward:
-            if gathered:
-                torch.autograd.backward(columns, [leaf.grad for leaf in leaves])
+            gradients = anchors.gradients + candidates.gradients  # one per block of ``columns``, in order
+            if gathered is not None:
+                torch.autograd.backward(gathered, gradients)
             else:
-                # One process: a column's gradient is its leaf's, and each mini-batch's is a slice of it. Views of
-                # the slices, rather than a backward through the concatenation, which would allocate every
-                # gradient a second time (2 x (B, K*d) per column at the peak).
-                for column_reps, leaf in zip(reps, leaves, strict=True):
-                    for rep, gradient in zip(column_reps, leaf.grad.split([len(rep) for rep in column_reps]), strict=True):
-                        rep.grad = gradient if rep.grad is None else rep.grad + gradient
-            self._log_scale_grad = None if log_leaf is None else log_leaf.grad
-        return torch.stack(chunks).sum()
+                for rep, gradient in zip((rep for column in reps for rep in column), gradients, strict=True):
+                    rep.grad = gradient if rep.grad is None else rep.grad + gradient
+            self._log_scale_grad = scale_gradient.reshape(()) if self.logit_scale.learnable else None
+        return loss.detach()
 
     def get_config_dict(self) -> dict[str, Any]:
         return {

@@ -115,15 +115,16 @@ class ObliqueContrastiveLoss(ObliqueLoss):
         ``labels`` are ignored (the positive of anchor i is positive i).
         """
         self.check_embeddings(embeddings)
-        self.warn_if_no_negatives(embeddings)
+        self.warn_if_no_negatives(len(embeddings), embeddings[0].shape[0])
         scale = self.similarity_scale()
         columns, offset = self.gather(embeddings)
         batch_size = embeddings[0].shape[0]
         rows = torch.arange(offset, offset + batch_size, device=embeddings[0].device)
         return info_nce_row_losses(columns[0], torch.cat(columns[1:]), rows, scale, self.directions).mean()
 
-    def warn_if_no_negatives(self, embeddings: list[Tensor]) -> None:
-        if len(embeddings) == 2 and self.global_batch_size(embeddings[0].shape[0]) == 1 and not self._warned_no_negatives:
+    def warn_if_no_negatives(self, num_columns: int, batch_size: int) -> None:
+        """Warn once when a batch of ``batch_size`` rows (this process's) in ``num_columns`` columns has no negatives."""
+        if num_columns == 2 and self.global_batch_size(batch_size) == 1 and not self._warned_no_negatives:
             self._warned_no_negatives = True
             logger.warning(
                 f"{type(self).__name__} got a batch with a single (anchor, positive) pair and no negatives: its loss is "
