@@ -74,21 +74,21 @@ class BlockedColumn:
     def scores(self, queries: Tensor) -> Tensor:
         """``queries @ column.T``, ``(R, n)``, block by block into one buffer."""
         out = queries.new_empty(len(queries), len(self))
-        for block, start, stop in zip(self.blocks, self.starts, self.starts[1:], strict=False):
+        for block, start, stop in zip(self.blocks, self.starts[:-1], self.starts[1:], strict=True):
             out[:, start:stop] = queries @ block.T
         return out
 
     def weighted_sum(self, weights: Tensor) -> Tensor:
         """``weights @ column``, ``(R, D)``, for ``weights`` of shape ``(R, n)``."""
         total = None
-        for block, start, stop in zip(self.blocks, self.starts, self.starts[1:], strict=False):
+        for block, start, stop in zip(self.blocks, self.starts[:-1], self.starts[1:], strict=True):
             part = weights[:, start:stop] @ block
             total = part if total is None else total.add_(part)
         return total
 
     def add_outer(self, weights: Tensor, queries: Tensor, alpha: float) -> None:
         """``gradient += alpha * weights.T @ queries`` (``weights``: ``(R, n)``, ``queries``: ``(R, D)``)."""
-        for gradient, start, stop in zip(self.gradients, self.starts, self.starts[1:], strict=False):
+        for gradient, start, stop in zip(self.gradients, self.starts[:-1], self.starts[1:], strict=True):
             gradient.addmm_(weights[:, start:stop].T, queries, alpha=alpha)
 
 
