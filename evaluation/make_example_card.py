@@ -10,7 +10,7 @@ trained on ../shared data (after training and evaluating it)::
         --output model_cards/example_lit_oblique.md
 
 ``--results`` takes a ``summary.json`` of the evaluation harness, a folder of its result files, or any JSON that
-:func:`st_oblique.model_card.format_evaluation_results` accepts.
+:func:`st_oblique.model.card.format_evaluation_results` accepts.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> Path:
     args = parser.parse_args(argv)
 
     import st_oblique
-    from st_oblique.model_card import write_model_card
+    from st_oblique.model.card import write_model_card
 
     model = st_oblique.load(args.model)
     output = write_model_card(model, args.output, model_id=args.model_id, evaluation_results=args.results)

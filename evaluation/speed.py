@@ -37,10 +37,10 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from st_oblique.data.datasets import ClassificationDataset, load_dataset
+from st_oblique.data.datasets.base import SubsetView
 from st_oblique.evaluation.classification import zeroshot_classification
 from st_oblique.evaluation.clip_benchmark_adapter import CLIPBenchmarkModel, clip_benchmark_numpy2_fix
-from st_oblique.evaluation.datasets import ClassificationDataset, load_dataset
-from st_oblique.evaluation.datasets.base import SubsetView
 from st_oblique.evaluation.encoding import embedding_num_tokens
 from st_oblique.evaluation.identity import weights_fingerprint
 from st_oblique.evaluation.model_loading import load_model, parse_model_spec

@@ -3,13 +3,15 @@
 The library, from the bottom up (each layer imports only the ones below it; ``.ci/run`` checks this with
 import-linter, see ``pyproject.toml``):
 
-- :mod:`~st_oblique.manifold` (the math), :mod:`~st_oblique.images` (the image loader), :mod:`~st_oblique.errors`,
+- the base: :mod:`~st_oblique.manifold` (the math), :mod:`~st_oblique.errors`, :mod:`~st_oblique.citations`,
   :mod:`~st_oblique.result_records` (evaluation records), :mod:`~st_oblique._compat` (every private upstream hook);
-- :mod:`~st_oblique.modules` (Sentence Transformers modules), :mod:`~st_oblique.shape` (K and d of a model),
-  :mod:`~st_oblique.losses`;
-- :mod:`~st_oblique.description`, :mod:`~st_oblique.model_card`, :mod:`~st_oblique.model`
-  (:class:`ObliqueSentenceTransformer`, :func:`load`), :mod:`~st_oblique.builders`;
-- :mod:`~st_oblique.trainer`, :mod:`~st_oblique.hub`, :mod:`~st_oblique.evaluation`.
+  :mod:`~st_oblique.output_folder` and :mod:`~st_oblique.devices`;
+- :mod:`~st_oblique.data`: the image loader, dataset readers and templates, training-data checks;
+- :mod:`~st_oblique.modules`: Sentence Transformers modules (the pooling, class tokens, towers) and K, d of a model;
+- :mod:`~st_oblique.losses` and :mod:`~st_oblique.diagnostics` (explanations, token collapse);
+- :mod:`~st_oblique.model`: :class:`ObliqueSentenceTransformer`, :func:`load`, its files, card and the Hub;
+- :mod:`~st_oblique.builders` and :mod:`~st_oblique.converters`: models from backbones and from the paper's release;
+- :mod:`~st_oblique.training` (:class:`ObliqueTrainer`) and :mod:`~st_oblique.evaluation` (the harness).
 
 The ``st-oblique`` command and its pipelines are the application, :mod:`st_oblique.app`, built on top.
 Public names are imported lazily, so ``import st_oblique`` is cheap until a model is built.
@@ -19,17 +21,16 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from st_oblique._version import __version__
 from st_oblique.lazy_exports import lazy_exports
-
-__version__ = "0.1.0"
 
 # public name -> module that defines it
 _PUBLIC: dict[str, str] = {
     "manifold": "st_oblique.manifold",
     "ObliquePooling": "st_oblique.modules.pooling",
     "ClassTokenTransformer": "st_oblique.modules.class_token_transformer",
-    "ObliqueSentenceTransformer": "st_oblique.model",
-    "load": "st_oblique.model",
+    "ObliqueSentenceTransformer": "st_oblique.model.sentence_transformer",
+    "load": "st_oblique.model.sentence_transformer",
     "oblique_text_model": "st_oblique.builders",
     "oblique_clip": "st_oblique.builders",
     "oblique_open_clip": "st_oblique.builders",
@@ -39,15 +40,15 @@ _PUBLIC: dict[str, str] = {
     "ObliqueSigmoidLoss": "st_oblique.losses.sigmoid",
     "ObliqueMatryoshkaLoss": "st_oblique.losses.matryoshka",
     "LogitScaleCallback": "st_oblique.losses.logit_scale_callback",
-    "ObliqueTrainer": "st_oblique.trainer",
-    "ObliqueShape": "st_oblique.shape",
-    "oblique_shape": "st_oblique.shape",
+    "ObliqueTrainer": "st_oblique.training.trainer",
+    "ObliqueShape": "st_oblique.modules.shape",
+    "oblique_shape": "st_oblique.modules.shape",
     "evaluation": "st_oblique.evaluation",
-    "ObliqueModelCardData": "st_oblique.model_card",
-    "describe_model": "st_oblique.description",
-    "ObliqueModelDescription": "st_oblique.description",
-    "push_to_hub": "st_oblique.hub",
-    "load_image": "st_oblique.images",
+    "ObliqueModelCardData": "st_oblique.model.card",
+    "describe_model": "st_oblique.model.description",
+    "ObliqueModelDescription": "st_oblique.model.description",
+    "push_to_hub": "st_oblique.model.push",
+    "load_image": "st_oblique.data.images",
     # the error hierarchy (st_oblique.errors)
     "ObliqueError": "st_oblique.errors",
     "ObliqueLoadError": "st_oblique.errors",
@@ -69,7 +70,7 @@ __getattr__, __dir__ = lazy_exports(__name__, _PUBLIC, globals())
 if TYPE_CHECKING:
     from st_oblique import evaluation, manifold
     from st_oblique.builders import oblique_clip, oblique_dual_encoder, oblique_open_clip, oblique_text_model
-    from st_oblique.description import ObliqueModelDescription, describe_model
+    from st_oblique.data.images import load_image
     from st_oblique.errors import (
         CheckpointError,
         HubPushError,
@@ -81,16 +82,16 @@ if TYPE_CHECKING:
         PushAfterTrainingError,
         TrainingDataError,
     )
-    from st_oblique.hub import push_to_hub
-    from st_oblique.images import load_image
     from st_oblique.losses.cached import CachedObliqueContrastiveLoss
     from st_oblique.losses.contrastive import ObliqueContrastiveLoss
     from st_oblique.losses.logit_scale_callback import LogitScaleCallback
     from st_oblique.losses.matryoshka import ObliqueMatryoshkaLoss
     from st_oblique.losses.sigmoid import ObliqueSigmoidLoss
-    from st_oblique.model import ObliqueSentenceTransformer, load
-    from st_oblique.model_card import ObliqueModelCardData
+    from st_oblique.model.card import ObliqueModelCardData
+    from st_oblique.model.description import ObliqueModelDescription, describe_model
+    from st_oblique.model.push import push_to_hub
+    from st_oblique.model.sentence_transformer import ObliqueSentenceTransformer, load
     from st_oblique.modules.class_token_transformer import ClassTokenTransformer
     from st_oblique.modules.pooling import ObliquePooling
-    from st_oblique.shape import ObliqueShape, oblique_shape
-    from st_oblique.trainer import ObliqueTrainer
+    from st_oblique.modules.shape import ObliqueShape, oblique_shape
+    from st_oblique.training.trainer import ObliqueTrainer

@@ -1,8 +1,8 @@
 """One-line builders that turn pretrained backbones into oblique SentenceTransformer models.
 
 Every builder takes its backbone argument(s) positionally and everything else by keyword, with the loading options
-of Sentence Transformers under the same names (:data:`~st_oblique.loading_options.LOADING_OPTIONS`,
-declared once by :func:`~st_oblique.loading_options.with_loading_options`); an option a backbone cannot honour raises
+of Sentence Transformers under the same names (:data:`~st_oblique.model.loading_options.LOADING_OPTIONS`,
+declared once by :func:`~st_oblique.model.loading_options.with_loading_options`); an option a backbone cannot honour raises
 a ``ValueError`` that says what to do instead.
 """
 
@@ -19,9 +19,9 @@ from sentence_transformers.base.modules import Module
 from sentence_transformers.util import load_file_path
 from torch import Tensor, nn
 
-from st_oblique.loading_options import LoadingOptions, with_loading_options
-from st_oblique.losses.base import SPARO_CITATION
-from st_oblique.model import ObliqueSentenceTransformer
+from st_oblique.citations import SPARO_CITATION
+from st_oblique.model.loading_options import LoadingOptions, with_loading_options
+from st_oblique.model.sentence_transformer import ObliqueSentenceTransformer
 from st_oblique.modules.class_token_transformer import ClassTokenTransformer
 from st_oblique.modules.clip_class_token_transformer import CLIPClassTokenTransformer
 from st_oblique.modules.image_class_token_transformer import ImageClassTokenTransformer

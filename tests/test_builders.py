@@ -13,7 +13,7 @@ from transformers import AutoConfig, AutoProcessor
 
 import st_oblique
 from st_oblique import manifold
-from st_oblique.loading_options import LOADING_OPTIONS, with_loading_options
+from st_oblique.model.loading_options import LOADING_OPTIONS, with_loading_options
 from st_oblique.modules import ClassTokenTransformer, ObliquePooling
 
 

@@ -9,7 +9,7 @@ from sentence_transformers import SentenceTransformer
 from tiny_models import SENTENCES
 
 import st_oblique
-from st_oblique.model import MODULE_CLASS_REFS, ObliqueSentenceTransformer
+from st_oblique.model.sentence_transformer import MODULE_CLASS_REFS, ObliqueSentenceTransformer
 
 
 @pytest.fixture(scope="module", params=["first", "attention", "split"])

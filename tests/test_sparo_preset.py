@@ -11,7 +11,7 @@ from tiny_models import SENTENCES
 
 import st_oblique
 from st_oblique.builders import SPARO
-from st_oblique.losses.base import SPARO_CITATION
+from st_oblique.citations import SPARO_CITATION
 
 K, D = 4, 8
 

@@ -8,8 +8,8 @@ from tiny_models import SENTENCES, tiny_images, tiny_timm
 
 import st_oblique
 from st_oblique import manifold
-from st_oblique.explanations import attention_figure, attention_grid, explain_pair, token_attention_maps
-from st_oblique.token_diagnostics import collapse_diagnostics, effective_rank, token_collapse
+from st_oblique.diagnostics.explanations import attention_figure, attention_grid, explain_pair, token_attention_maps
+from st_oblique.diagnostics.token_collapse import collapse_diagnostics, effective_rank, token_collapse
 
 K, D = 4, 8
 

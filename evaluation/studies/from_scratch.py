@@ -12,7 +12,7 @@ Metrics of one run:
 - zero-shot classification of held-out compositions with prompt templates never seen in training: shape and
   colour of single objects, the spatial relation of an object pair;
 - what the tokens learn (K > 1; for K = 1 the vector cut into 16 chunks, as a reference): the token-collapse
-  diagnostics (:func:`st_oblique.token_diagnostics.token_collapse`) and, per token, a linear probe (ridge
+  diagnostics (:func:`st_oblique.diagnostics.token_collapse.token_collapse`) and, per token, a linear probe (ridge
   classifier) for each scene attribute: which attribute each token predicts best.
 
 Example::
@@ -63,9 +63,9 @@ from evaluation.studies.synthetic_scenes import (
     shape_prompts,
 )
 from st_oblique import manifold
+from st_oblique.diagnostics.token_collapse import token_collapse
 from st_oblique.evaluation.classification import classification_metrics, zeroshot_logits
 from st_oblique.evaluation.retrieval import retrieval_metrics, retrieval_scores
-from st_oblique.token_diagnostics import token_collapse
 
 PROBE_ATTRIBUTES = ("shape", "colour", "size", "position", "background", "relation")
 PROBE_CLASSES = {

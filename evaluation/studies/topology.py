@@ -182,8 +182,8 @@ def environment() -> dict[str, Any]:
 
 def prepare_lit_data(config: dict[str, Any], shared: Path, cache_dir: str | None, timings: dict) -> LitData:
     """Load Flickr8k-1k and Imagenette, split by image, cache the tower outputs, fit and apply the PCA."""
+    from st_oblique.data.templates import DEFAULT_TEMPLATES, class_prompts
     from st_oblique.evaluation import load_dataset
-    from st_oblique.evaluation.templates import DEFAULT_TEMPLATES, class_prompts
 
     start = time.monotonic()
     data_root = shared / "data"

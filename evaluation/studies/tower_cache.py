@@ -72,7 +72,7 @@ class TowerCache:
         path = self._path(name, "image", [self.image_model], _image_fingerprint(images))
         if path.is_file():
             return torch.load(path)["tokens"]
-        from st_oblique.images import load_image
+        from st_oblique.data.images import load_image
 
         chunks = []
         with torch.inference_mode():

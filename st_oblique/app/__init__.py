@@ -6,7 +6,7 @@ Everything here is built on the library (:mod:`st_oblique`) and nothing in the l
 - :mod:`~st_oblique.app.options`: options from the command line and YAML/JSON config files;
 - :mod:`~st_oblique.app.train_config`, :mod:`~st_oblique.app.train_data`, :mod:`~st_oblique.app.train_pipeline`,
   :mod:`~st_oblique.app.train_report`: ``st-oblique train``;
-- :mod:`~st_oblique.app.output_dir`: output folders written completely or not at all;
+- :mod:`~st_oblique.output_folder`: output folders written completely or not at all;
 - :mod:`~st_oblique.app.demo`: ``st-oblique demo``.
 
 Example::

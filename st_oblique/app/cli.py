@@ -30,7 +30,7 @@ from collections.abc import Sequence
 
 from huggingface_hub.errors import HfHubHTTPError
 
-from st_oblique import __version__
+from st_oblique._version import __version__
 from st_oblique.app.commands import COMMAND_MODULES
 from st_oblique.app.options import parse_args_with_config
 from st_oblique.errors import ObliqueConfigError, ObliqueError

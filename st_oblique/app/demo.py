@@ -49,8 +49,8 @@ import st_oblique
 from st_oblique.app.train_config import TrainConfig
 from st_oblique.app.train_data import TrainingData
 from st_oblique.app.train_pipeline import register_open_clip_config, train
-from st_oblique.evaluation.datasets import ClassificationDataset, DatasetSpec, register_dataset
-from st_oblique.evaluation.datasets.registry import DIGIT_CLASSES, MNIST_TEMPLATES
+from st_oblique.data.datasets import ClassificationDataset, DatasetSpec, register_dataset
+from st_oblique.data.datasets.registry import DIGIT_CLASSES, MNIST_TEMPLATES
 
 __all__ = [
     "CAPTION_TEMPLATES",

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from st_oblique.errors import ObliqueConfigError
-from st_oblique.hub_ids import is_hub_model_id
+from st_oblique.model.hub_ids import is_hub_model_id
 
 __all__ = ["check_model_location"]
 

@@ -36,9 +36,9 @@ from datasets import Image as ImageFeature
 from PIL import Image
 from tqdm.auto import tqdm
 
+from st_oblique.data.datasets import read_captions
+from st_oblique.data.datasets.captions import CaptionTableColumnsError, header_looks_like_data
 from st_oblique.errors import TrainingDataError
-from st_oblique.evaluation.datasets import read_captions
-from st_oblique.evaluation.datasets.captions import CaptionTableColumnsError, header_looks_like_data
 
 __all__ = [
     "DEFAULT_COLUMN_PAIRS",

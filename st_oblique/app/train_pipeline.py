@@ -12,7 +12,7 @@ Everything a run needs is one :class:`TrainConfig` (every field is also a comman
    launch`` and ``torchrun`` work unchanged; progress bars and logs show the loss and the learned scale), and
    evaluates the trained model;
 4. writes into a staging folder that becomes ``output_dir`` only when everything succeeded
-   (:mod:`st_oblique.app.output_dir`): the model with its card (``README.md``), ``train_config.yaml`` (the resolved
+   (:mod:`st_oblique.output_folder`): the model with its card (``README.md``), ``train_config.yaml`` (the resolved
    configuration, usable as ``--config``), ``training_report.json``, ``training.png`` (loss and scale curves,
    scores), ``eval/`` (and ``eval_untrained/``) from the evaluation harness;
 5. optionally pushes the model to the Hub.
@@ -56,25 +56,25 @@ from transformers import TrainerCallback, set_seed
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 
 import st_oblique
-from st_oblique import __version__
+from st_oblique._version import __version__
 from st_oblique.app.options import read_config_file, write_config_file
-from st_oblique.app.output_dir import staged_output_dir
 from st_oblique.app.train_config import MODEL_DEFINING_OPTIONS, TrainConfig
 from st_oblique.app.train_data import TrainingData, _first_line, check_modalities, load_training_data
 from st_oblique.app.train_report import plot_training, score_table, token_collapse_report, training_curves
-from st_oblique.description import describe_model
 from st_oblique.errors import CheckpointError, ObliqueConfigError, ObliqueLoadError, PushAfterTrainingError
 from st_oblique.evaluation import ClassificationDataset, load_dataset
-from st_oblique.hub import push_to_hub
 from st_oblique.losses.matryoshka import parse_token_counts
-from st_oblique.model_card import set_evaluation_results
+from st_oblique.model.card import set_evaluation_results
+from st_oblique.model.description import describe_model
+from st_oblique.model.push import push_to_hub
 from st_oblique.modules.tower_lock import lock_tower
-from st_oblique.trainer import ObliqueTrainer
+from st_oblique.output_folder import staged_output_dir
+from st_oblique.training.trainer import ObliqueTrainer
 
 if TYPE_CHECKING:
     from torch import nn
 
-    from st_oblique.model import ObliqueSentenceTransformer
+    from st_oblique.model.sentence_transformer import ObliqueSentenceTransformer
 
 __all__ = [
     "CONFIG_FILE",
@@ -453,7 +453,7 @@ def train(
 
     Raises:
         ObliqueConfigError, ObliqueLoadError, CheckpointError, st_oblique.app.train_data.TrainingDataError,
-        st_oblique.app.output_dir.OutputDirError: bad input, found before training where possible. Nothing is
+        st_oblique.output_folder.OutputDirError: bad input, found before training where possible. Nothing is
         written into ``output_dir`` unless the whole run succeeds.
     """
     config = config.resolved()

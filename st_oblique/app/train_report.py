@@ -46,7 +46,7 @@ def training_curves(log_history: Sequence[Mapping[str, Any]]) -> dict[str, list[
 
 
 def token_collapse_report(model: Any, dataset: Any, limit: int = COLLAPSE_SAMPLES) -> dict[str, Any] | None:
-    """Token-collapse diagnostics (:func:`st_oblique.token_diagnostics.collapse_diagnostics`) of the trained
+    """Token-collapse diagnostics (:func:`st_oblique.diagnostics.token_collapse.collapse_diagnostics`) of the trained
     ``model`` on the first ``limit`` rows of its training data, per input column (anchor and positive: images and
     texts are diagnosed apart). None for streamed data, a model that is not oblique, or K=1.
 
@@ -55,8 +55,8 @@ def token_collapse_report(model: Any, dataset: Any, limit: int = COLLAPSE_SAMPLE
     """
     from datasets import Dataset
 
-    from st_oblique.shape import oblique_shape
-    from st_oblique.token_diagnostics import collapse_diagnostics
+    from st_oblique.diagnostics.token_collapse import collapse_diagnostics
+    from st_oblique.modules.shape import oblique_shape
 
     shape = oblique_shape(model)
     if not isinstance(dataset, Dataset) or len(dataset) < 2 or shape is None or shape.num_tokens < 2:

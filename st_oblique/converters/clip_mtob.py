@@ -51,10 +51,10 @@ from tokenizers import AddedToken
 from torch import Tensor
 from transformers import BertConfig, BertModel, BertTokenizer, CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel
 
-from st_oblique import __version__
 from st_oblique._compat import set_loaded_model_card, write_model_card_file
+from st_oblique._version import __version__
 from st_oblique.errors import ObliqueInputError
-from st_oblique.model import ObliqueSentenceTransformer
+from st_oblique.model.sentence_transformer import ObliqueSentenceTransformer
 from st_oblique.modules.class_token_transformer import ClassTokenTransformer
 from st_oblique.modules.modality_router import ModalityRouter
 from st_oblique.modules.pooling import ObliquePooling

@@ -5,7 +5,7 @@
 - :func:`mteb_model`: hand a model to ``mteb.evaluate`` for text and image tasks (named, revisioned,
   ``dot`` similarity for oblique models); :func:`register_mteb_model`: add a model to mteb's registry, for
   ``mteb.get_model`` and ``st-oblique mteb run``; :mod:`~st_oblique.evaluation.mteb_tasks`: offline MTEB tasks;
-- :mod:`~st_oblique.evaluation.datasets`: readers and a registry of evaluation datasets;
+- :mod:`~st_oblique.data.datasets`: readers and a registry of evaluation datasets;
 - :func:`run_evaluation` / :func:`compare_results`: whole runs with JSON, Markdown and PNG outputs (the
   functions behind ``st-oblique eval`` and ``st-oblique compare``).
 
@@ -31,15 +31,15 @@ _PUBLIC: dict[str, str] = {
     "classification_metrics": "st_oblique.evaluation.classification",
     "zeroshot_retrieval": "st_oblique.evaluation.retrieval",
     "retrieval_metrics": "st_oblique.evaluation.retrieval",
-    "DEFAULT_TEMPLATES": "st_oblique.evaluation.templates",
-    "load_templates": "st_oblique.evaluation.templates",
-    "load_classnames": "st_oblique.evaluation.templates",
+    "DEFAULT_TEMPLATES": "st_oblique.data.templates",
+    "load_templates": "st_oblique.data.templates",
+    "load_classnames": "st_oblique.data.templates",
     "encode_images": "st_oblique.evaluation.encoding",
     "oblique_num_tokens": "st_oblique.evaluation.encoding",
-    "load_dataset": "st_oblique.evaluation.datasets",
-    "DATASETS": "st_oblique.evaluation.datasets",
-    "ClassificationDataset": "st_oblique.evaluation.datasets",
-    "RetrievalDataset": "st_oblique.evaluation.datasets",
+    "load_dataset": "st_oblique.data.datasets",
+    "DATASETS": "st_oblique.data.datasets",
+    "ClassificationDataset": "st_oblique.data.datasets",
+    "RetrievalDataset": "st_oblique.data.datasets",
     "mteb_model": "st_oblique.evaluation.mteb_wrapper",
     "mteb_model_meta": "st_oblique.evaluation.mteb_wrapper",
     "register_mteb_model": "st_oblique.evaluation.mteb_registry",
@@ -84,12 +84,13 @@ __getattr__, __dir__ = lazy_exports(__name__, _PUBLIC, globals())
 
 
 if TYPE_CHECKING:
+    from st_oblique.data.datasets import DATASETS, ClassificationDataset, RetrievalDataset, load_dataset
+    from st_oblique.data.templates import DEFAULT_TEMPLATES, load_classnames, load_templates
     from st_oblique.evaluation.classification import (
         classification_metrics,
         zeroshot_classification,
         zeroshot_classifier,
     )
-    from st_oblique.evaluation.datasets import DATASETS, ClassificationDataset, RetrievalDataset, load_dataset
     from st_oblique.evaluation.encoding import encode_images, oblique_num_tokens
     from st_oblique.evaluation.identity import weights_fingerprint
     from st_oblique.evaluation.mteb_registry import register_mteb_model
@@ -98,5 +99,4 @@ if TYPE_CHECKING:
     from st_oblique.evaluation.mteb_wrapper import mteb_model, mteb_model_meta
     from st_oblique.evaluation.retrieval import retrieval_metrics, zeroshot_retrieval
     from st_oblique.evaluation.runner import compare_results, run_evaluation
-    from st_oblique.evaluation.templates import DEFAULT_TEMPLATES, load_classnames, load_templates
     from st_oblique.result_records import EvaluationResult, read_results

@@ -36,8 +36,8 @@ from sklearn.metrics import balanced_accuracy_score
 from torch import Tensor
 
 from st_oblique import manifold
+from st_oblique.data.templates import DEFAULT_TEMPLATES, Templates, class_prompts
 from st_oblique.evaluation.encoding import embedding_num_tokens, encode_images, encode_texts
-from st_oblique.evaluation.templates import DEFAULT_TEMPLATES, Templates, class_prompts
 
 __all__ = ["LOGIT_SCALE", "classification_metrics", "zeroshot_classification", "zeroshot_classifier", "zeroshot_logits"]
 

@@ -31,7 +31,7 @@ from sentence_transformers import SentenceTransformer
 from sentence_transformers.util import batch_to_device
 from torch import Tensor, nn
 
-from st_oblique.images import load_image
+from st_oblique.data.images import load_image
 
 __all__ = ["CLIPBenchmarkModel", "clip_benchmark_numpy2_fix"]
 

@@ -30,8 +30,8 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from st_oblique.images import load_image
-from st_oblique.shape import oblique_shape
+from st_oblique.data.images import load_image
+from st_oblique.modules.shape import oblique_shape
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ __all__ = ["embedding_num_tokens", "encode_images", "encode_texts", "oblique_num
 def oblique_num_tokens(model: SentenceTransformer) -> int | None:
     """K if ``model`` produces oblique embeddings (K unit tokens of size d), else None.
 
-    Read from the model's :class:`~st_oblique.ObliquePooling` modules (:func:`st_oblique.shape.oblique_shape`). When
+    Read from the model's :class:`~st_oblique.ObliquePooling` modules (:func:`st_oblique.modules.shape.oblique_shape`). When
     ``model.truncate_dim`` is set it must keep whole tokens; K is then the number of tokens kept.
 
     Raises:
@@ -94,7 +94,7 @@ def encode_images(
 
     Args:
         model: any SentenceTransformer with an image input path.
-        images: a sequence (indexable, with ``len``) of anything :func:`st_oblique.images.load_image` reads; it is read lazily, one
+        images: a sequence (indexable, with ``len``) of anything :func:`st_oblique.data.images.load_image` reads; it is read lazily, one
             batch at a time, so a dataset reader may decode on access.
         batch_size: images per forward pass.
         device: where to run the model (moves the model, as ``model.encode(device=...)`` does); default: the

@@ -16,7 +16,7 @@ from pathlib import Path
 from sentence_transformers import SentenceTransformer
 from sentence_transformers.util import load_file_path
 
-from st_oblique.model import ObliqueSentenceTransformer
+from st_oblique.model.sentence_transformer import ObliqueSentenceTransformer
 
 __all__ = ["load_model", "parse_model_spec"]
 

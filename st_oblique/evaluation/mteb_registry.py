@@ -35,7 +35,7 @@ from st_oblique import _compat
 from st_oblique.evaluation.identity import model_name
 from st_oblique.evaluation.model_loading import load_model
 from st_oblique.evaluation.mteb_wrapper import ImageTextEncoderWrapper, mteb_model_meta
-from st_oblique.shape import oblique_shape
+from st_oblique.modules.shape import oblique_shape
 
 __all__ = ["LOCAL_NAMESPACE", "is_registered_by_st_oblique", "load_registered_model", "register_mteb_model"]
 

@@ -40,22 +40,22 @@ import sentence_transformers
 import torch
 from sentence_transformers import SentenceTransformer
 
-from st_oblique import __version__
+from st_oblique._version import __version__
+from st_oblique.data.datasets import ClassificationDataset, RetrievalDataset, load_dataset
+from st_oblique.data.templates import DEFAULT_TEMPLATES, Templates, load_classnames, load_templates
 from st_oblique.devices import check_device
 from st_oblique.errors import ObliqueLoadError
 from st_oblique.evaluation.classification import zeroshot_classification
-from st_oblique.evaluation.datasets import ClassificationDataset, RetrievalDataset, load_dataset
 from st_oblique.evaluation.encoding import embedding_num_tokens
 from st_oblique.evaluation.identity import model_name, weights_fingerprint
 from st_oblique.evaluation.model_loading import load_model, parse_model_spec
 from st_oblique.evaluation.mteb_runner import resolve_mteb_tasks, run_mteb
 from st_oblique.evaluation.report import markdown_table, plot_results
 from st_oblique.evaluation.retrieval import zeroshot_retrieval
-from st_oblique.evaluation.templates import DEFAULT_TEMPLATES, Templates, load_classnames, load_templates
-from st_oblique.model_files import check_model_folder, find_damaged_file
+from st_oblique.model.files import check_model_folder, find_damaged_file
+from st_oblique.modules.shape import oblique_shape
 from st_oblique.output_folder import staged_output_dir
 from st_oblique.result_records import RECORDS_DIR, EvaluationResult, read_results, write_result
-from st_oblique.shape import oblique_shape
 
 logger = logging.getLogger(__name__)
 
@@ -128,7 +128,7 @@ def run_evaluation(
     Args:
         models: what to evaluate (see :data:`ModelSpec`); names label the results, revisions are weights
             fingerprints.
-        datasets: zero-shot dataset names (see :func:`~st_oblique.evaluation.datasets.load_dataset`).
+        datasets: zero-shot dataset names (see :func:`~st_oblique.data.datasets.load_dataset`).
         mteb_tasks: MTEB task names; ``"local"`` for all offline local tasks.
         output_dir: where results go (created; existing result files of the same model/dataset are replaced).
         mteb_benchmarks: MTEB benchmark names (e.g. ``"MTEB(eng, v2)"``, ``"MIEB(lite)"``; online).
@@ -369,7 +369,7 @@ def write_report(
 
 def _check_model_source(source: str | SentenceTransformer) -> None:
     """Fail early on a model path that is neither a local folder nor shaped like a Hub id (``org/name``), and on a
-    local model folder with a missing or damaged file (:func:`st_oblique.model_files.find_damaged_file`)."""
+    local model folder with a missing or damaged file (:func:`st_oblique.model.files.find_damaged_file`)."""
     if isinstance(source, SentenceTransformer):
         return
     if Path(source).exists():

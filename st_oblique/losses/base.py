@@ -12,20 +12,15 @@ from sentence_transformers.util import all_gather_with_grad, get_rank, get_world
 from torch import Tensor, nn
 
 from st_oblique import manifold
+from st_oblique.citations import SPARO_CITATION
 from st_oblique.losses.scale import LogitScale
-from st_oblique.shape import oblique_poolings, oblique_shape
+from st_oblique.modules.shape import oblique_poolings, oblique_shape
 
 logger = logging.getLogger(__name__)
 
 Reduction = Literal["sum", "mean"]
 REDUCTIONS: tuple[str, ...] = ("sum", "mean")
 
-SPARO_CITATION = """@inproceedings{vani2024sparo,
-    title={Sparo: Selective Attention for Robust and Compositional Transformer Encodings for Vision},
-    author={Vani, Ankit and Nguyen, Bac and Lavoie, Samuel and Krishna, Ranjay and Courville, Aaron},
-    booktitle={European Conference on Computer Vision (ECCV)},
-    year={2024}
-}"""
 """Sparo (Vani et al., ECCV 2024, arXiv 2404.15721), whose similarity is the mean of the slot cosines: cited by the
 losses with ``reduction="mean"``, next to their own citation."""
 

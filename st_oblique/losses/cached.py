@@ -9,19 +9,11 @@ import torch
 from sentence_transformers.base.losses.gradcache import CachedLossMixin, has_static_embedding_input
 from torch import Tensor, nn
 
+from st_oblique.citations import GRADCACHE_CITATION
 from st_oblique.losses.base import Reduction
 from st_oblique.losses.contrastive import DIRECTIONS, Direction, ObliqueContrastiveLoss
 from st_oblique.losses.info_nce_gradient import BlockedColumn, info_nce_direction
 from st_oblique.losses.scale import OPEN_CLIP_MAX_SCALE, average_gradient_across_ranks
-
-GRADCACHE_CITATION = """@misc{gao2021scaling,
-    title={Scaling Deep Contrastive Learning Batch Size under Memory Limited Setup},
-    author={Luyu Gao and Yunyi Zhang and Jiawei Han and Jamie Callan},
-    year={2021},
-    eprint={2101.06983},
-    archivePrefix={arXiv},
-    primaryClass={cs.LG}
-}"""
 
 
 class CachedObliqueContrastiveLoss(CachedLossMixin, ObliqueContrastiveLoss):

@@ -10,17 +10,12 @@ import torch
 from sentence_transformers.base.losses.merged_forward import embed_columns
 from torch import Tensor, nn
 
+from st_oblique.citations import PAPER_CITATION
 from st_oblique.losses.base import ObliqueLoss, Reduction
 from st_oblique.losses.scale import OPEN_CLIP_MAX_SCALE
 
 logger = logging.getLogger(__name__)
 
-CITATION = """@article{sun2022design,
-    title={Design of the topology for contrastive visual-textual alignment},
-    author={Sun, Zhun},
-    journal={arXiv preprint arXiv:2209.02127},
-    year={2022}
-}"""
 
 Direction = Literal["query_to_doc", "doc_to_query"]
 DIRECTIONS: tuple[str, ...] = ("query_to_doc", "doc_to_query")
@@ -137,7 +132,7 @@ class ObliqueContrastiveLoss(ObliqueLoss):
 
     @property
     def citation(self) -> str:
-        return self.with_reduction_citation(CITATION)
+        return self.with_reduction_citation(PAPER_CITATION)
 
 
 def info_nce_row_losses(

@@ -24,9 +24,10 @@ from sentence_transformers.base.losses.merged_forward import embed_columns
 from sentence_transformers.losses import MatryoshkaLoss
 from torch import Tensor, nn
 
+from st_oblique.citations import MATRYOSHKA_CITATION
 from st_oblique.losses.base import ObliqueLoss
 from st_oblique.losses.scale import average_gradient_across_ranks
-from st_oblique.shape import oblique_shape
+from st_oblique.modules.shape import oblique_shape
 
 __all__ = [
     "LOGIT_RANGES",
@@ -41,14 +42,6 @@ logger = logging.getLogger(__name__)
 LogitRange = Literal["matched", "raw"]
 LOGIT_RANGES: tuple[str, ...] = ("matched", "raw")
 
-MATRYOSHKA_CITATION = """@misc{kusupati2024matryoshka,
-    title={Matryoshka Representation Learning},
-    author={Aditya Kusupati and Gantavya Bhatt and Aniket Rege and Matthew Wallingford and Aditya Sinha and Vivek Ramanujan and William Howard-Snyder and Kaifeng Chen and Sham Kakade and Prateek Jain and Ali Farhadi},
-    year={2024},
-    eprint={2205.13147},
-    archivePrefix={arXiv},
-    primaryClass={cs.LG}
-}"""
 
 
 class ObliqueMatryoshkaLoss(CachedLossMixin, nn.Module):

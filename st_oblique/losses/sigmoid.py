@@ -12,16 +12,9 @@ from sentence_transformers.base.losses.merged_forward import embed_columns
 from sentence_transformers.util import all_gather_with_grad, get_rank
 from torch import Tensor, nn
 
+from st_oblique.citations import SIGLIP_CITATION
 from st_oblique.losses.base import ObliqueLoss, Reduction
 from st_oblique.losses.scale import OPEN_CLIP_MAX_SCALE, average_gradient_across_ranks
-
-SIGLIP_CITATION = """@inproceedings{zhai2023sigmoid,
-    title={Sigmoid Loss for Language Image Pre-Training},
-    author={Zhai, Xiaohua and Mustafa, Basil and Kolesnikov, Alexander and Beyer, Lucas},
-    booktitle={Proceedings of the IEEE/CVF International Conference on Computer Vision (ICCV)},
-    pages={11975--11986},
-    year={2023}
-}"""
 
 
 class ObliqueSigmoidLoss(ObliqueLoss):

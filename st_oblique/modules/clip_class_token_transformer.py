@@ -9,7 +9,7 @@ import torch
 from sentence_transformers.base.modules import Transformer
 from torch import nn
 
-from st_oblique.images import batch_modality, load_images
+from st_oblique.data.images import batch_modality, load_images
 from st_oblique.modules.class_token_transformer import ClassTokenTransformer
 from st_oblique.modules.image_class_token_transformer import ImageClassTokensMixin
 from st_oblique.modules.vit_towers import vit_class_token_placement, vit_tower

@@ -13,8 +13,8 @@ from sentence_transformers.base.modules import Transformer
 from sentence_transformers.util import load_file_path
 from torch import nn
 
+from st_oblique.data.images import batch_modality, load_images
 from st_oblique.errors import ObliqueLoadError
-from st_oblique.images import batch_modality, load_images
 from st_oblique.modules.class_token_transformer import ClassTokenTransformer
 from st_oblique.modules.serialization import VERSION_KEY, describe_location
 from st_oblique.modules.vit_towers import (

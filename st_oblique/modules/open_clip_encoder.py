@@ -20,8 +20,8 @@ from sentence_transformers.base.modules import InputModule
 from sentence_transformers.util import load_dir_path
 from torch import Tensor, nn
 
+from st_oblique.data.images import batch_modality, load_images
 from st_oblique.errors import ObliqueLoadError
-from st_oblique.images import batch_modality, load_images
 from st_oblique.modules.clip_class_token_transformer import after_eos_placement, append_class_positions
 from st_oblique.modules.pooling import _check_positive_int as check_positive_int
 from st_oblique.modules.serialization import (

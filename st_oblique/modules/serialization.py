@@ -18,7 +18,7 @@ from safetensors.torch import load_file as load_safetensors_file
 from sentence_transformers.util import load_file_path
 from torch import nn
 
-from st_oblique import __version__
+from st_oblique._version import __version__
 from st_oblique.errors import ObliqueLoadError
 
 VERSION_KEY = "st_oblique_version"

@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 from torchvision import transforms
 
-from st_oblique.images import batch_modality, load_images
+from st_oblique.data.images import batch_modality, load_images
 from st_oblique.modules.image_class_token_transformer import ImageClassTokenTransformer
 
 __all__ = ["TorchvisionImageClassTokenTransformer", "torchvision_eval_transform"]

@@ -32,8 +32,8 @@ def test_demo_trains_evaluates_saves_and_reloads(demo_run):
     assert report["training"]["learnable_scale"] and len(report["training"]["curves"]["logit_scale"]) >= 2
 
     # the saved model gives the embeddings the demo evaluated: re-evaluating it reproduces the reported accuracy
+    from st_oblique.data.datasets.registry import MNIST_TEMPLATES
     from st_oblique.evaluation import zeroshot_classification
-    from st_oblique.evaluation.datasets.registry import MNIST_TEMPLATES
 
     _, _, test_images, test_labels = digits_split()
     model = st_oblique.load(str(output), device="cpu")

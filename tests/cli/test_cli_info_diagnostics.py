@@ -11,7 +11,7 @@ import pytest
 
 import st_oblique
 from st_oblique.app.commands.info import BUILTIN_SENTENCES
-from st_oblique.token_diagnostics import token_collapse
+from st_oblique.diagnostics.token_collapse import token_collapse
 
 K = 4
 

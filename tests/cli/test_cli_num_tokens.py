@@ -104,7 +104,7 @@ def test_not_oblique_model_refused(cli, setup, tmp_path):
 
 def test_card_rows_per_token_count_of_an_eval_run(cli, setup, tmp_path):
     """The card's table from an eval summary at several k: one row per k, the values of the records."""
-    from st_oblique.model_card import format_evaluation_results
+    from st_oblique.model.card import format_evaluation_results
 
     _, path, data_root = setup
     output = tmp_path / "results"

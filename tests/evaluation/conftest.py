@@ -9,7 +9,7 @@ from sentence_transformers import SentenceTransformer
 from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
 from tiny_models import tiny_clip, tiny_data_root, tiny_oblique_clip
 
-from st_oblique.evaluation.datasets import load_dataset
+from st_oblique.data.datasets import load_dataset
 
 
 @pytest.fixture(scope="session")

@@ -9,9 +9,9 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from st_oblique.data.datasets import ClassificationDataset
 from st_oblique.evaluation.classification import zeroshot_classification, zeroshot_classifier, zeroshot_logits
 from st_oblique.evaluation.clip_benchmark_adapter import CLIPBenchmarkModel, clip_benchmark_numpy2_fix
-from st_oblique.evaluation.datasets import ClassificationDataset
 from st_oblique.evaluation.encoding import encode_images
 from st_oblique.evaluation.retrieval import zeroshot_retrieval
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from tiny_models import FLICKR_CAPTIONS, IMAGENETTE_WNIDS, tar_add, tiny_images, tiny_png
 
-from st_oblique.evaluation.datasets import (
+from st_oblique.data.datasets import (
     ClassificationDataset,
     RetrievalDataset,
     from_hf_dataset,
@@ -20,9 +20,9 @@ from st_oblique.evaluation.datasets import (
     read_image_folder,
     read_wds,
 )
-from st_oblique.evaluation.datasets.registry import FASHION_MNIST_CLASSES, IMAGENETTE_CLASSES
-from st_oblique.evaluation.templates import DEFAULT_TEMPLATES, class_prompts, load_classnames, load_templates
-from st_oblique.images import load_image
+from st_oblique.data.datasets.registry import FASHION_MNIST_CLASSES, IMAGENETTE_CLASSES
+from st_oblique.data.images import load_image
+from st_oblique.data.templates import DEFAULT_TEMPLATES, class_prompts, load_classnames, load_templates
 
 
 def test_image_folder_and_tar_give_the_same_dataset(tmp_path):

@@ -10,8 +10,8 @@ import torch
 from sentence_transformers import SentenceTransformer
 from tiny_models import tiny_images
 
+from st_oblique.data.images import load_image
 from st_oblique.evaluation.encoding import embedding_num_tokens, encode_images, oblique_num_tokens
-from st_oblique.images import load_image
 
 
 def test_oblique_tokens_are_read_from_the_model(clip_model, oblique_model, oblique_k1_model):

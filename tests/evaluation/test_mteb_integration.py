@@ -17,8 +17,8 @@ from PIL import Image
 from scipy.stats import spearmanr
 from tiny_models import FLICKR_CAPTIONS, IMAGENETTE_WNIDS
 
+from st_oblique.data.datasets.registry import IMAGENETTE_CLASSES
 from st_oblique.evaluation import mteb_model
-from st_oblique.evaluation.datasets.registry import IMAGENETTE_CLASSES
 from st_oblique.evaluation.mteb_runner import resolve_mteb_tasks, run_mteb
 from st_oblique.evaluation.mteb_tasks import (
     LOCAL_TASKS,

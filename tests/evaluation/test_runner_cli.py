@@ -9,8 +9,8 @@ from argparse import Namespace
 import pytest
 
 from st_oblique.app.cli import main
+from st_oblique.data.datasets import load_dataset
 from st_oblique.evaluation import zeroshot_classification, zeroshot_retrieval
-from st_oblique.evaluation.datasets import load_dataset
 from st_oblique.evaluation.runner import compare_results, run_evaluation
 from st_oblique.result_records import EvaluationResult, read_results
 

@@ -63,7 +63,7 @@ def push(workdir: Path) -> None:
     from tiny_models import SENTENCES, tiny_bert, tiny_images
 
     import st_oblique
-    from st_oblique.hub import push_to_hub
+    from st_oblique.model.push import push_to_hub
 
     report: dict = {}
     images = tiny_images(8, seed=1)

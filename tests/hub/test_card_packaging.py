@@ -8,7 +8,7 @@ import sys
 import zipfile
 from pathlib import Path
 
-from st_oblique.model_card import TEMPLATE_PATH
+from st_oblique.model.card import TEMPLATE_PATH
 
 REPO = Path(__file__).resolve().parents[2]
 

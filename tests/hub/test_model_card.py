@@ -18,8 +18,7 @@ from tiny_models import SENTENCES, tiny_clip, tiny_images, tiny_oblique_clip, ti
 
 import st_oblique
 from st_oblique import ObliqueModelCardData, ObliquePooling, ObliqueSentenceTransformer
-from st_oblique.description import TOKEN_SOURCE_DESCRIPTIONS
-from st_oblique.model_card import (
+from st_oblique.model.card import (
     DEFAULT_IMAGE_URLS,
     EVALUATION_END,
     EVALUATION_START,
@@ -28,6 +27,7 @@ from st_oblique.model_card import (
     set_card_evaluation_results,
     write_model_card,
 )
+from st_oblique.model.description import TOKEN_SOURCE_DESCRIPTIONS
 from st_oblique.modules import ClassTokenTransformer
 
 

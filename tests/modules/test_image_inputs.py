@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 from tiny_models import tiny_images
 
-from st_oblique.images import load_image, load_images
+from st_oblique.data.images import load_image, load_images
 
 
 def pixels(image: Image.Image) -> np.ndarray:

@@ -13,7 +13,7 @@ from tiny_models import SENTENCES, tiny_bert, tiny_clip, tiny_images, tiny_open_
 from torch import nn
 
 import st_oblique
-from st_oblique.explanations import attention_figure, explain_pair, token_attention_maps
+from st_oblique.diagnostics.explanations import attention_figure, explain_pair, token_attention_maps
 from st_oblique.modules import ImageClassTokenTransformer, OpenCLIPEncoder
 from st_oblique.modules.vit_towers import vit_tower
 
@@ -154,7 +154,7 @@ def test_explain_maps_of_a_timm_vit_dual_encoder(timm_dir, tmp_path):
 def test_saved_figure_is_a_small_palette_png(clip_dir, tmp_path):
     from PIL import Image
 
-    from st_oblique.explanations import save_attention_figure
+    from st_oblique.diagnostics.explanations import save_attention_figure
 
     torch.manual_seed(0)
     model = st_oblique.oblique_clip(clip_dir, num_tokens=4, token_dim=8, device="cpu")

@@ -13,8 +13,8 @@ from reliability.reliability_helpers import D, K
 from tiny_models import tiny_images
 
 import st_oblique
+from st_oblique.data.images import load_image
 from st_oblique.errors import ObliqueInputError
-from st_oblique.images import load_image
 
 MODELS = ["hf_clip", "open_clip"]
 GOOD = tiny_images(1, (32, 32), seed=5)[0]

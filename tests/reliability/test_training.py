@@ -77,13 +77,13 @@ def test_none_in_a_dataset_dict_names_the_dataset(model, tmp_path):
 
 def test_extra_text_column_is_announced_as_hard_negatives(model, tmp_path, caplog):
     dataset = Dataset.from_dict({**PAIRS, "source": ["web"] * 8})
-    with caplog.at_level(logging.WARNING, logger="st_oblique.trainer"):
+    with caplog.at_level(logging.WARNING, logger="st_oblique.training.trainer"):
         trainer(model, dataset, tmp_path / "out")
     assert "'anchor' as anchors, 'positive' as positives and 'source' as hard negatives" in caplog.text
 
 
 def test_label_column_is_not_an_input(model, tmp_path, caplog):
-    with caplog.at_level(logging.WARNING, logger="st_oblique.trainer"):
+    with caplog.at_level(logging.WARNING, logger="st_oblique.training.trainer"):
         trainer(model, Dataset.from_dict({**PAIRS, "label": [1] * 8}), tmp_path / "out")
     assert "hard negatives" not in caplog.text
 
@@ -195,19 +195,19 @@ def test_plain_trainer_refuses_bad_eval_dataset(model, tmp_path):
 
 
 def test_plain_trainer_announces_hard_negatives(model, tmp_path, caplog):
-    with caplog.at_level(logging.WARNING, logger="st_oblique.trainer"):
+    with caplog.at_level(logging.WARNING, logger="st_oblique.training.trainer"):
         plain_trainer(model, Dataset.from_dict({**PAIRS, "source": ["web"] * 8}), tmp_path / "out")
     assert "'source' as hard negatives" in caplog.text
 
 
 def test_oblique_trainer_announces_hard_negatives_once(model, tmp_path, caplog):
-    with caplog.at_level(logging.WARNING, logger="st_oblique.trainer"):
+    with caplog.at_level(logging.WARNING, logger="st_oblique.training.trainer"):
         trainer(model, Dataset.from_dict({**PAIRS, "source": ["web"] * 8}), tmp_path / "out")
     assert caplog.text.count("'source' as hard negatives") == 1
 
 
 def test_check_training_dataset_still_importable_from_trainer():
-    from st_oblique.trainer import check_training_dataset
-    from st_oblique.training_data_checks import check_training_dataset as moved
+    from st_oblique.data.training_data_checks import check_training_dataset as moved
+    from st_oblique.training.trainer import check_training_dataset
 
     assert check_training_dataset is moved

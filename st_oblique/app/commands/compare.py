@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from st_oblique.app.output_dir import check_writable
+from st_oblique.output_folder import check_writable
 from st_oblique.result_records import EvaluationResult
 
 NAME = "compare"

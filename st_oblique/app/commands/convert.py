@@ -38,8 +38,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> None:
     # torch, transformers and sentence-transformers are imported when the command runs, so `--help` answers at once
-    from st_oblique.app.output_dir import staged_output_dir
     from st_oblique.converters.clip_mtob import convert_clip_mtob, save_converted
+    from st_oblique.output_folder import staged_output_dir
 
     missing = [f"--{name}" for name in ("checkpoint", "vocab", "output") if not getattr(args, name)]
     if missing:

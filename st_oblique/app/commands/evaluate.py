@@ -22,9 +22,9 @@ from st_oblique.app.options import (
     token_counts,
     write_config_file,
 )
-from st_oblique.app.output_dir import check_writable
 from st_oblique.devices import check_device
 from st_oblique.errors import ObliqueConfigError
+from st_oblique.output_folder import check_writable
 from st_oblique.result_records import EvaluationResult
 
 NAME = "eval"

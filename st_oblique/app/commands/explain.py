@@ -36,9 +36,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> None:
     # torch and sentence-transformers are imported when the command runs, so that `--help` answers at once
+    from st_oblique.data.images import load_image
+    from st_oblique.diagnostics.explanations import explain_pair, save_attention_figure, token_attention_maps
     from st_oblique.evaluation.model_loading import load_model
-    from st_oblique.explanations import explain_pair, save_attention_figure, token_attention_maps
-    from st_oblique.images import load_image
 
     texts = list(args.texts or [])
     if args.image is not None and len(texts) != 1:

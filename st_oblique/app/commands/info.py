@@ -1,5 +1,5 @@
 """``st-oblique info``: describe a saved oblique model (K, d, towers, similarity, scale, size, training), and with
-``--data`` its token-collapse diagnostics (:func:`st_oblique.token_diagnostics.collapse_diagnostics`: the mean
+``--data`` its token-collapse diagnostics (:func:`st_oblique.diagnostics.token_collapse.collapse_diagnostics`: the mean
 cosine between the K tokens of an input and their effective rank) on the texts of a table, or on a few built-in
 sentences (``--data builtin``: enough to see copies of one token, not how the model behaves on your data)."""
 
@@ -44,8 +44,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> None:
     # torch and sentence-transformers are imported when the command runs, so that `--help` answers at once
-    from st_oblique.description import describe_model
     from st_oblique.evaluation.model_loading import load_model
+    from st_oblique.model.description import describe_model
 
     check_model_location(args.model)
     texts, source = _diagnostic_texts(args.data, args.data_column, args.max_samples) if args.data else (None, None)
@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> None:
     training = _training_summary(path / "training_report.json") if path.is_dir() else None
     collapse = None
     if texts is not None:
-        from st_oblique.token_diagnostics import collapse_diagnostics
+        from st_oblique.diagnostics.token_collapse import collapse_diagnostics
 
         if description.num_tokens is None or description.num_tokens < 2:
             raise ObliqueConfigError(

@@ -15,7 +15,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> None:
     # mteb and the dataset readers are imported when the command runs, so that `--help` answers at once
-    from st_oblique.evaluation.datasets import DATASETS
+    from st_oblique.data.datasets import DATASETS
     from st_oblique.evaluation.mteb_tasks import LOCAL_TASKS
 
     print("Zero-shot datasets (--dataset):")

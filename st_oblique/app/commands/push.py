@@ -26,7 +26,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from st_oblique.hub import push_to_hub  # heavy (torch, sentence-transformers): imported when the command runs
+    from st_oblique.model.push import (
+        push_to_hub,  # heavy (torch, sentence-transformers): imported when the command runs
+    )
 
     folder = Path(args.model)  # push_to_hub checks that it is a saved model folder
     results = None

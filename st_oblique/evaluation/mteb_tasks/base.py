@@ -15,7 +15,7 @@ from typing import Any
 
 from mteb import TaskMetadata
 
-from st_oblique.evaluation.datasets.registry import default_data_root
+from st_oblique.data.datasets.registry import default_data_root
 
 __all__ = ["LocalTaskMixin", "local_metadata"]
 

@@ -2,7 +2,7 @@
 text->image / image->text retrieval.
 
 :class:`LocalImageZeroShot` and :class:`LocalImageTextRetrieval` turn any dataset of
-:func:`st_oblique.evaluation.datasets.load_dataset` into an mteb task; the named tasks below use the local
+:func:`st_oblique.data.datasets.load_dataset` into an mteb task; the named tasks below use the local
 Imagenette and Flickr8k copies. Zero-shot candidates follow mteb's convention (one prompt per class,
 ``"a photo of a {name}."``, no template ensemble); for CLIP_benchmark's protocol use
 :func:`st_oblique.evaluation.classification`.
@@ -32,8 +32,8 @@ from mteb.tasks.retrieval.eng.flickr30k_t2i_retrieval import Flickr30kT2IRetriev
 from mteb.tasks.zeroshot_classification.eng.imagenet1k import Imagenet1kZeroShotClassification
 from PIL import Image as PILImage
 
-from st_oblique.evaluation.datasets.base import ClassificationDataset, RetrievalDataset
-from st_oblique.evaluation.datasets.registry import DATASETS, load_dataset
+from st_oblique.data.datasets.base import ClassificationDataset, RetrievalDataset
+from st_oblique.data.datasets.registry import DATASETS, load_dataset
 from st_oblique.evaluation.mteb_tasks.base import LocalTaskMixin, local_metadata
 
 __all__ = [
@@ -69,7 +69,7 @@ def image_feature_value(item: Any) -> Any:
 
 
 class _RegistryDataMixin(LocalTaskMixin):
-    """Reads the task's data with :func:`~st_oblique.evaluation.datasets.load_dataset` (``dataset_name``)."""
+    """Reads the task's data with :func:`~st_oblique.data.datasets.load_dataset` (``dataset_name``)."""
 
     dataset_name: ClassVar[str]
 

@@ -26,7 +26,7 @@ from mteb.tasks.retrieval.eng.sci_fact_retrieval import SciFact
 from mteb.tasks.sts.eng.sickr_sts import SickrSTS
 from mteb.tasks.sts.eng.sts_benchmark_sts import STSBenchmarkSTS
 
-from st_oblique.evaluation.datasets.base import sample_indices
+from st_oblique.data.datasets.base import sample_indices
 from st_oblique.evaluation.mteb_tasks.base import LocalTaskMixin, local_metadata
 
 __all__ = ["LocalSICKR", "LocalSTSBenchmark", "LocalSciFact", "read_sick", "read_sts_benchmark"]

@@ -9,7 +9,7 @@ heatmaps over the photo by :func:`save_attention_figure`.
 
 Example::
 
-    from st_oblique.explanations import explain_pair, save_attention_figure, token_attention_maps
+    from st_oblique.diagnostics.explanations import explain_pair, save_attention_figure, token_attention_maps
 
     explanation = explain_pair(model, photo, "a dog runs on the beach")
     explanation.contributions        # (K,) cosines, summing to model.similarity(photo, text)
@@ -29,10 +29,10 @@ import torch
 from torch import Tensor, nn
 
 from st_oblique import manifold
-from st_oblique.images import load_image
+from st_oblique.data.images import load_image
 from st_oblique.modules.pooling import SINGLE_HEAD, ObliquePooling
+from st_oblique.modules.shape import oblique_poolings, oblique_shape
 from st_oblique.modules.vit_towers import vit_tower
-from st_oblique.shape import oblique_poolings, oblique_shape
 
 __all__ = [
     "Explanation",
@@ -182,7 +182,7 @@ def attention_figure(
     token's contribution in its title.
 
     Args:
-        image: the photo (a PIL image or anything :func:`st_oblique.images.load_image` reads).
+        image: the photo (a PIL image or anything :func:`st_oblique.data.images.load_image` reads).
         maps: ``(K, h, w)`` from :func:`token_attention_maps`.
         contributions: the K cosines of an :class:`Explanation`, shown in the panel titles.
         title: the figure title (e.g. the text the image was compared with).

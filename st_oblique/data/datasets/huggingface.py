@@ -7,7 +7,7 @@ and ``dataset_type.txt`` (``retrieval`` for captioned images). ``root`` is a loc
 
 Example::
 
-    from st_oblique.evaluation.datasets.huggingface import read_hf_dataset, read_wds
+    from st_oblique.data.datasets.huggingface import read_hf_dataset, read_wds
 
     cifar10 = read_wds("clip-benchmark/wds_cifar10", split="test")     # online; offline: a local copy of the repo
     pets = read_hf_dataset("timm/oxford-iiit-pet", split="test")        # image + ClassLabel columns
@@ -23,7 +23,7 @@ import datasets
 from huggingface_hub import hf_hub_download
 from huggingface_hub.errors import EntryNotFoundError
 
-from st_oblique.evaluation.datasets.base import ClassificationDataset, RetrievalDataset
+from st_oblique.data.datasets.base import ClassificationDataset, RetrievalDataset
 
 __all__ = ["WDS_HUB_PREFIX", "from_hf_dataset", "read_hf_dataset", "read_wds"]
 

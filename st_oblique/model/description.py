@@ -8,11 +8,11 @@ from typing import Any
 from sentence_transformers.base.modules import Router
 from torch import nn
 
-from st_oblique import __version__
-from st_oblique.hub_ids import is_hub_model_id
+from st_oblique._version import __version__
+from st_oblique.model.hub_ids import is_hub_model_id
 from st_oblique.modules.pooling import SINGLE_HEAD, ObliquePooling
+from st_oblique.modules.shape import oblique_poolings, oblique_shape
 from st_oblique.modules.tower_lock import locked_towers
-from st_oblique.shape import oblique_poolings, oblique_shape
 
 TOKEN_SOURCE_DESCRIPTIONS: dict[str, str] = {
     "first": "the first K token states (class tokens placed at the front)",

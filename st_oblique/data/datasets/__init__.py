@@ -5,12 +5,12 @@ Hugging Face datasets and CLIP_benchmark's WebDataset exports, and a registry of
 (:func:`load_dataset`).
 """
 
-from st_oblique.evaluation.datasets.base import ClassificationDataset, RetrievalDataset
-from st_oblique.evaluation.datasets.captions import read_captions
-from st_oblique.evaluation.datasets.huggingface import from_hf_dataset, read_hf_dataset, read_wds
-from st_oblique.evaluation.datasets.idx import read_idx, read_idx_pair
-from st_oblique.evaluation.datasets.image_folder import read_image_folder, read_image_tar
-from st_oblique.evaluation.datasets.registry import (
+from st_oblique.data.datasets.base import ClassificationDataset, RetrievalDataset
+from st_oblique.data.datasets.captions import read_captions
+from st_oblique.data.datasets.huggingface import from_hf_dataset, read_hf_dataset, read_wds
+from st_oblique.data.datasets.idx import read_idx, read_idx_pair
+from st_oblique.data.datasets.image_folder import read_image_folder, read_image_tar
+from st_oblique.data.datasets.registry import (
     DATASETS,
     DatasetSpec,
     default_data_root,

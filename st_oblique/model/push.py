@@ -13,10 +13,10 @@ from pathlib import Path
 
 from sentence_transformers import SentenceTransformer
 
-from st_oblique.description import ObliqueModelDescription, describe_model
-from st_oblique.hub_errors import explain_push_errors
-from st_oblique.model import load
-from st_oblique.model_card import EvaluationResults, format_evaluation_results, set_evaluation_results
+from st_oblique.model.card import EvaluationResults, format_evaluation_results, set_evaluation_results
+from st_oblique.model.description import ObliqueModelDescription, describe_model
+from st_oblique.model.hub_errors import explain_push_errors
+from st_oblique.model.sentence_transformer import load
 
 __all__ = ["push_to_hub"]
 
@@ -49,7 +49,7 @@ def push_to_hub(
         exist_ok: push to an existing repository (otherwise an existing one is an error).
         commit_message: default ``"Upload oblique model (K=.., d=..)"`` followed by up to three metrics.
         evaluation_results: results of the st-oblique evaluation harness (records, ``summary.json``, a results
-            folder, a dict or a JSON path; see :func:`st_oblique.model_card.format_evaluation_results`): shown as
+            folder, a dict or a JSON path; see :func:`st_oblique.model.card.format_evaluation_results`): shown as
             a table on the card, which then replaces the card on the Hub (a saved folder's README keeps
             everything else, e.g. the training details).
         replace_model_card: replace a README that already exists in the repository.
@@ -63,7 +63,7 @@ def push_to_hub(
 
     Example::
 
-        from st_oblique.hub import push_to_hub
+        from st_oblique.model.push import push_to_hub
 
         url = push_to_hub("runs/oblique-lit", "me/oblique-lit", private=True,
                           evaluation_results="runs/oblique-lit/eval/summary.json")

@@ -10,7 +10,7 @@ repository, and :func:`find_nonfinite_tensor` names a weight holding NaN or inf.
 
 Example::
 
-    from st_oblique.model_files import find_damaged_file
+    from st_oblique.model.files import find_damaged_file
 
     problem = find_damaged_file("runs/my-model")   # None, or e.g. "runs/my-model/tokenizer.json is not valid JSON ..."
 """

@@ -5,7 +5,7 @@ so an image is accepted, converted and refused the same way everywhere.
 
 Example::
 
-    from st_oblique.images import load_image, load_images
+    from st_oblique.data.images import load_image, load_images
 
     image = load_image("cat.jpg")                       # RGB PIL image
     batch = load_images([image, {"image": "dog.png"}])  # MTEB's {"image": ...} form too

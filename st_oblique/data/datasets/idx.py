@@ -2,7 +2,7 @@
 
 Example::
 
-    from st_oblique.evaluation.datasets.idx import read_idx_pair
+    from st_oblique.data.datasets.idx import read_idx_pair
 
     fashion = read_idx_pair("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz",
                             classnames=["T-shirt/top", "Trouser", ...], name="fashion_mnist")
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from st_oblique.evaluation.datasets.base import ClassificationDataset
+from st_oblique.data.datasets.base import ClassificationDataset
 
 __all__ = ["find_idx_pair", "read_idx", "read_idx_pair"]
 

@@ -1,6 +1,6 @@
 """What a failed push to the Hugging Face Hub means: the explanations added to the Hub's errors.
 
-``ObliqueSentenceTransformer.push_to_hub`` and :func:`st_oblique.hub.push_to_hub` run the push inside
+``ObliqueSentenceTransformer.push_to_hub`` and :func:`st_oblique.model.push.push_to_hub` run the push inside
 :func:`explain_push_errors`: HTTP errors keep their type and get a sentence saying why and what to do; a Hub that
 cannot be reached becomes :class:`~st_oblique.HubPushError`.
 """

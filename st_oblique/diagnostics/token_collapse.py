@@ -11,7 +11,7 @@ embeddings ``(N, K*d)`` of a dataset:
 
 Example::
 
-    from st_oblique.token_diagnostics import collapse_diagnostics, token_collapse
+    from st_oblique.diagnostics.token_collapse import collapse_diagnostics, token_collapse
 
     stats = token_collapse(model.encode(texts, convert_to_tensor=True), num_tokens=16)
     stats.mean_pairwise_cosine, stats.effective_rank      # e.g. 0.12, 11.3; collapsed: 1.0, 1.0
@@ -28,7 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from st_oblique import manifold
-from st_oblique.shape import oblique_shape
+from st_oblique.modules.shape import oblique_shape
 
 __all__ = ["TokenCollapse", "collapse_diagnostics", "effective_rank", "token_collapse"]
 

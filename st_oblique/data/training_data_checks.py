@@ -1,11 +1,11 @@
 """Checks of training data before the first step: rows, input columns that hold texts or images, no ``None``, which
-columns become hard negatives. Used by :class:`~st_oblique.trainer.ObliqueTrainer` before Sentence Transformers'
-constructor and by :class:`~st_oblique.model_card.ObliqueModelCardData` when any Sentence Transformers trainer
+columns become hard negatives. Used by :class:`~st_oblique.training.trainer.ObliqueTrainer` before Sentence Transformers'
+constructor and by :class:`~st_oblique.model.card.ObliqueModelCardData` when any Sentence Transformers trainer
 (a plain ``SentenceTransformerTrainer`` too) hands it the datasets, so both give the same one-sentence message.
 
 Example::
 
-    from st_oblique.training_data_checks import check_training_dataset
+    from st_oblique.data.training_data_checks import check_training_dataset
 
     check_training_dataset(dataset, name="train_dataset", loss=loss)   # TrainingDataError naming column and row
 """
@@ -26,7 +26,7 @@ from st_oblique.errors import TrainingDataError
 
 __all__ = ["LABEL_COLUMNS", "already_checked", "check_training_dataset", "datasets_checked"]
 
-logger = logging.getLogger("st_oblique.trainer")  # the logger the checks have always used (tests, users' filters)
+logger = logging.getLogger("st_oblique.training.trainer")  # the logger the checks have always used (tests, users' filters)
 
 LABEL_COLUMNS = ("label", "score")
 """Columns Sentence Transformers' data collator passes to the loss as labels, not as inputs."""
@@ -36,7 +36,7 @@ _CHECKED = ContextVar("st_oblique_training_data_checked", default=False)
 
 @contextmanager
 def datasets_checked() -> Iterator[None]:
-    """Within this block the datasets count as checked: :class:`~st_oblique.trainer.ObliqueTrainer` checks them
+    """Within this block the datasets count as checked: :class:`~st_oblique.training.trainer.ObliqueTrainer` checks them
     before Sentence Transformers' constructor, whose model card hook then does not check (and warn) again."""
     token = _CHECKED.set(True)
     try:

@@ -6,7 +6,7 @@ disagree, the same way everywhere.
 
 Example::
 
-    from st_oblique.shape import oblique_shape
+    from st_oblique.modules.shape import oblique_shape
 
     shape = oblique_shape(model)                  # ObliqueShape(num_tokens=16, token_dim=32), or None
     shape.kept_tokens(truncate_dim=128)           # 4: the first 4 whole tokens

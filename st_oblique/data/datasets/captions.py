@@ -6,7 +6,7 @@ Images keep the order of their first caption in the table; captions keep the tab
 
 Example::
 
-    from st_oblique.evaluation.datasets.captions import read_captions
+    from st_oblique.data.datasets.captions import read_captions
 
     flickr = read_captions("flickr8k_1k/captions.tsv", "flickr8k_1k/flickr8k_1k_images_256.tar", name="flickr8k_1k")
 """
@@ -17,9 +17,9 @@ import csv
 import tarfile
 from pathlib import Path, PurePosixPath
 
+from st_oblique.data.datasets.base import RetrievalDataset
+from st_oblique.data.datasets.image_folder import IMAGE_EXTENSIONS, TarMembers
 from st_oblique.errors import ObliqueInputError
-from st_oblique.evaluation.datasets.base import RetrievalDataset
-from st_oblique.evaluation.datasets.image_folder import IMAGE_EXTENSIONS, TarMembers
 
 __all__ = ["CaptionTableColumnsError", "header_looks_like_data", "read_captions"]
 

@@ -20,7 +20,7 @@ else ``$ST_OBLIQUE_DATA``, else ``$ST_OBLIQUE_SHARED/data``.
 
 Example::
 
-    from st_oblique.evaluation.datasets import load_dataset
+    from st_oblique.data.datasets import load_dataset
 
     imagenette = load_dataset("imagenette", data_root="../shared/data")
     cifar10 = load_dataset("wds/cifar10")                               # online
@@ -37,11 +37,11 @@ from pathlib import Path
 import numpy as np
 from sklearn.datasets import load_digits
 
-from st_oblique.evaluation.datasets.base import ClassificationDataset, RetrievalDataset, Task
-from st_oblique.evaluation.datasets.captions import read_captions
-from st_oblique.evaluation.datasets.huggingface import WDS_HUB_PREFIX, read_hf_dataset, read_wds
-from st_oblique.evaluation.datasets.idx import find_idx_pair, read_idx_pair
-from st_oblique.evaluation.datasets.image_folder import read_image_folder, read_image_tar
+from st_oblique.data.datasets.base import ClassificationDataset, RetrievalDataset, Task
+from st_oblique.data.datasets.captions import read_captions
+from st_oblique.data.datasets.huggingface import WDS_HUB_PREFIX, read_hf_dataset, read_wds
+from st_oblique.data.datasets.idx import find_idx_pair, read_idx_pair
+from st_oblique.data.datasets.image_folder import read_image_folder, read_image_tar
 
 __all__ = ["DATASETS", "DatasetSpec", "default_data_root", "load_dataset", "register_dataset"]
 

@@ -1,12 +1,12 @@
 """The two dataset shapes the zero-shot harness evaluates: labelled images and captioned images.
 
 Images are held as a lazy sequence (``len`` and indexing) of anything
-:func:`st_oblique.images.load_image` reads (paths, encoded bytes, arrays, PIL images), so a
+:func:`st_oblique.data.images.load_image` reads (paths, encoded bytes, arrays, PIL images), so a
 dataset of thousands of photos costs no memory until a batch is encoded.
 
 Example::
 
-    from st_oblique.evaluation.datasets import ClassificationDataset
+    from st_oblique.data.datasets import ClassificationDataset
 
     data = ClassificationDataset("toy", images=["a.jpg", "b.jpg"], labels=[0, 1], classnames=["cat", "dog"])
     small = data.subset(1)   # one image, drawn with a fixed seed
@@ -20,7 +20,7 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 
-from st_oblique.evaluation.templates import Templates
+from st_oblique.data.templates import Templates
 
 __all__ = ["ClassificationDataset", "RetrievalDataset", "SubsetView", "Task", "sample_indices"]
 

@@ -6,7 +6,7 @@ Tar archives are read in place, without extracting them (Imagenette's ``imagenet
 
 Example::
 
-    from st_oblique.evaluation.datasets.image_folder import read_image_folder, read_image_tar
+    from st_oblique.data.datasets.image_folder import read_image_folder, read_image_tar
 
     pets = read_image_folder("pets/test", name="pets")
     imagenette = read_image_tar("imagenette_val_224.tar", split="val", classnames={"n01440764": "tench", ...})
@@ -19,7 +19,7 @@ import tarfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path, PurePosixPath
 
-from st_oblique.evaluation.datasets.base import ClassificationDataset
+from st_oblique.data.datasets.base import ClassificationDataset
 
 __all__ = ["IMAGE_EXTENSIONS", "TarMembers", "read_image_folder", "read_image_tar"]
 

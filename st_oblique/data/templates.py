@@ -15,7 +15,7 @@ Files are read in the formats CLIP_benchmark uses:
 
 Example::
 
-    from st_oblique.evaluation.templates import class_prompts, load_templates
+    from st_oblique.data.templates import class_prompts, load_templates
 
     templates = load_templates("en_zeroshot_classification_templates.json", dataset="cifar10")
     prompts = class_prompts(["cat", "dog"], templates)   # [["a photo of a cat.", ...], ["a photo of a dog.", ...]]

@@ -33,12 +33,12 @@ from sentence_transformers.base.modules import Router
 from sentence_transformers.sentence_transformer.model_card import SentenceTransformerModelCardData
 
 from st_oblique._compat import loaded_model_card, model_id_placeholder, set_loaded_model_card, write_model_card_file
-from st_oblique.description import ObliqueModelDescription, describe_model
-from st_oblique.hub_ids import is_hub_model_id
-from st_oblique.losses.contrastive import CITATION as PAPER_CITATION
+from st_oblique.citations import PAPER_CITATION
+from st_oblique.data.training_data_checks import already_checked, check_training_dataset
 from st_oblique.losses.matryoshka import check_no_sentence_transformers_matryoshka
+from st_oblique.model.description import ObliqueModelDescription, describe_model
+from st_oblique.model.hub_ids import is_hub_model_id
 from st_oblique.result_records import MAIN_METRICS
-from st_oblique.training_data_checks import already_checked, check_training_dataset
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -48,7 +48,7 @@ EvaluationResults = dict[str, Any] | list[dict[str, Any]] | str | os.PathLike
 
 logger = logging.getLogger(__name__)
 
-TEMPLATE_PATH = Path(__file__).parent / "model_cards" / "oblique_model_card_template.md"
+TEMPLATE_PATH = Path(__file__).parents[1] / "model_cards" / "oblique_model_card_template.md"
 """The card template (``model_cards/`` of the source tree, shipped as package data)."""
 
 CARD_TAGS = ("st-oblique", "oblique-manifold")
@@ -142,7 +142,7 @@ class ObliqueModelCardData(SentenceTransformerModelCardData):
         """Sentence Transformers' card callback calls this with the datasets when any trainer is built (a plain
         ``SentenceTransformerTrainer`` too): check them first, so that a ``None``, a number column or a single
         input column is reported naming the column and row before the first step (see
-        :func:`~st_oblique.training_data_checks.check_training_dataset`)."""
+        :func:`~st_oblique.data.training_data_checks.check_training_dataset`)."""
         if not already_checked():
             check_training_dataset(dataset, name=f"{dataset_type}_dataset", loss=loss)
         return super().extract_dataset_metadata(dataset, dataset_metadata, loss, dataset_type, router_mapping)
@@ -557,7 +557,7 @@ def write_model_card(
     Example::
 
         import st_oblique
-        from st_oblique.model_card import write_model_card
+        from st_oblique.model.card import write_model_card
 
         model = st_oblique.load("runs/lit-oblique")
         write_model_card(model, "model_cards/lit_oblique.md", model_id="me/lit-oblique",

@@ -24,11 +24,11 @@ from sentence_transformers.base.model_card import get_losses
 from torch import nn
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 
+from st_oblique.data.training_data_checks import LABEL_COLUMNS, check_training_dataset, datasets_checked
 from st_oblique.errors import CheckpointError
 from st_oblique.losses.logit_scale_callback import LogitScaleCallback, oblique_losses
 from st_oblique.losses.matryoshka import check_no_sentence_transformers_matryoshka
-from st_oblique.model_files import module_folders
-from st_oblique.training_data_checks import LABEL_COLUMNS, check_training_dataset, datasets_checked
+from st_oblique.model.files import module_folders
 
 __all__ = ["LABEL_COLUMNS", "ObliqueTrainer", "check_checkpoint", "check_training_dataset"]
 
