@@ -10,7 +10,16 @@ pairs of 8-16 words:
 
 - ``peak_memory_mb``: the process's peak resident set size during the step (``VmHWM`` of /proc/self/status,
   reset just before the step), everything included: Python, torch, the model, the tokenized batch;
-- ``step_rise_mb``: that peak minus the resident size just before the step (what the step itself adds);
+- ``step_rise_mb``: that peak minus the resident size just before the step: the step's own memory. Measured after
+  a warm-up step on one mini-batch (the first call of each kernel pages in library code, which is not the step's
+  memory) and with a fixed glibc mmap threshold of 64 KiB (``MALLOC_MMAP_THRESHOLD_``), so that every tensor
+  buffer is returned to the system when freed and the resident size follows the live tensors;
+- ``inherent_minimum_mb``: what GradCache must hold at once, both columns' embeddings and their gradients,
+  ``2 x 2 x B x K*d x 4`` bytes, and ``step_over_minimum`` = ``step_rise_mb`` / that; beside it the two
+  allocations that add to it in turn: one ``(mini_batch_size, B)`` float32 score chunk (``score_chunk_mb``, the
+  loss phase) and one mini-batch's activations and parameter gradients in the second embedding pass
+  (``mini_batch_activations_mb``, measured: one mini-batch embedded with gradients and back-propagated), and
+  ``step_beyond_accounted_mb``, the rise minus the minimum and the larger of the two;
 - ``seconds_per_sample``: the step's wall time divided by B (one step: at these sizes a step is long enough);
 - at the smallest batch, the exactness check: the cached and the uncached ``ObliqueContrastiveLoss`` (which builds
   the (B, B) matrix) on the same batch in float64, and the relative differences of the loss, of all gradients
@@ -75,13 +84,17 @@ def main() -> None:
             row = run_subprocess(args, model_dir, batch_size, check_exactness=index == 0)
             rows.append(row)
             print(
-                f"B={batch_size:>6}: peak {row['peak_memory_mb']:7.1f} MB (step adds {row['step_rise_mb']:6.1f} MB), "
+                f"B={batch_size:>6}: peak {row['peak_memory_mb']:7.1f} MB, step adds {row['step_rise_mb']:6.1f} MB "
+                f"= {row['step_over_minimum']:.2f}x the minimum {row['inherent_minimum_mb']:.1f} MB "
+                f"(+ chunk {row['score_chunk_mb']:.1f}, mini-batch {row['mini_batch_activations_mb']:.1f}, "
+                f"rest {row['step_beyond_accounted_mb']:.1f}), "
                 f"{1e3 * row['seconds_per_sample']:.3f} ms/sample (loss part {1e3 * row['loss_seconds_per_sample']:.3f})"
                 + (f", max relative difference to the uncached loss {row['max_relative_difference']:.1e}"
                    if "max_relative_difference" in row else ""),
                 flush=True,
             )
     peaks = [row["peak_memory_mb"] for row in rows]
+    rises = [row["step_rise_mb"] for row in rows]
     per_sample = [row["seconds_per_sample"] for row in rows]
     result = {
         "command": "python evaluation/benchmarks/cached_batch_scaling.py " + " ".join(sys.argv[1:]),
@@ -91,12 +104,15 @@ def main() -> None:
         "mini_batch_size": args.mini_batch_size,
         "rows": rows,
         "peak_memory_ratio_largest_to_smallest": peaks[-1] / peaks[0],
+        "step_rise_ratio_largest_to_smallest": rises[-1] / rises[0],
+        "max_step_over_minimum": max(row["step_over_minimum"] for row in rows),
         "seconds_per_sample_ratio_largest_to_smallest": per_sample[-1] / per_sample[0],
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     plot(result, args.output.with_suffix(".png"))
-    print(f"peak memory largest/smallest batch: {result['peak_memory_ratio_largest_to_smallest']:.2f}; "
+    print(f"largest/smallest batch: process peak {result['peak_memory_ratio_largest_to_smallest']:.2f}, "
+          f"step's own memory {result['step_rise_ratio_largest_to_smallest']:.2f}; "
           f"time per sample: {result['seconds_per_sample_ratio_largest_to_smallest']:.2f}")
     print(f"Written {args.output} and {args.output.with_suffix('.png')}")
 
@@ -109,7 +125,11 @@ def run_subprocess(args: argparse.Namespace, model_dir: str, batch_size: int, *,
     ]
     if check_exactness:
         command.append("--check-exactness")
-    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    # A fixed mmap threshold (it also switches off glibc's adaptive one): every buffer of 64 KiB or more is its own
+    # mapping, returned to the system when freed, so the resident size follows the live tensors and its peak is
+    # the step's real peak rather than what the allocator happened to keep from earlier allocations.
+    environment = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
+    result = subprocess.run(command, capture_output=True, text=True, check=False, env=environment)
     if result.returncode != 0:
         raise SystemExit(f"the step at batch {batch_size} failed:\n{result.stderr[-4000:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])
@@ -121,24 +141,51 @@ def measure_step(args: argparse.Namespace) -> dict:
     model, features = tiny_model_and_batch(args)
     model.eval()  # no dropout: the exactness check compares the same network
     cached = CachedObliqueContrastiveLoss(model, learnable_scale=True, mini_batch_size=args.mini_batch_size)
+    # Warm-up on one mini-batch: the first call of each kernel pages in library code and builds one-time state
+    # (thread pools, oneDNN primitives), which would otherwise count as the step's memory and time.
+    warmup = [{key: value[: args.mini_batch_size] for key, value in column.items()} for column in features]
+    cached(warmup, None).backward()
+    model.zero_grad(set_to_none=True)
+    activations = one_mini_batch_mb(model, warmup)
+    model.zero_grad(set_to_none=True)
     reset_peak_rss()
     rss_before = proc_status_mb("VmRSS")
     start = time.perf_counter()
     loss = cached(features, None)
     loss.backward()
     seconds = time.perf_counter() - start
+    peak = proc_status_mb("VmHWM")
+    width = args.num_tokens * args.token_dim
+    minimum = 2 * 2 * batch_size * width * 4 / 2**20  # both columns' embeddings and their gradients, float32
+    chunk = min(args.mini_batch_size, batch_size) * batch_size * 4 / 2**20  # one (R, B) score chunk, float32
     row = {
         "batch_size": batch_size,
-        "peak_memory_mb": proc_status_mb("VmHWM"),
-        "step_rise_mb": proc_status_mb("VmHWM") - rss_before,
+        "peak_memory_mb": peak,
+        "step_rise_mb": peak - rss_before,
+        "inherent_minimum_mb": minimum,
+        "step_over_minimum": (peak - rss_before) / minimum,
+        "score_chunk_mb": chunk,
+        "mini_batch_activations_mb": activations,
+        # The score chunk lives in the loss phase, the activations in the second embedding pass: never both at once.
+        "step_beyond_accounted_mb": (peak - rss_before) - minimum - max(chunk, activations),
         "seconds_per_sample": seconds / batch_size,
         "step_seconds": seconds,
         "loss": loss.item(),
     }
-    row["loss_seconds_per_sample"] = loss_seconds(cached, batch_size, args.num_tokens * args.token_dim) / batch_size
+    row["loss_seconds_per_sample"] = loss_seconds(cached, batch_size, width) / batch_size
     if args.check_exactness:
         row.update(exactness(model, features, args.mini_batch_size))
     return row
+
+
+def one_mini_batch_mb(model, columns: list[dict]) -> float:
+    """The peak memory one mini-batch of each column adds when embedded with gradients and back-propagated (what
+    GradCache's second pass holds at a time, parameter gradients included), in MiB."""
+    reset_peak_rss()
+    rss_before = proc_status_mb("VmRSS")
+    for column in columns:
+        model(dict(column))["sentence_embedding"].sum().backward()
+    return proc_status_mb("VmHWM") - rss_before
 
 
 def loss_seconds(cached, batch_size: int, width: int) -> float:
@@ -189,6 +236,8 @@ def plot(result: dict, path: Path) -> None:
     figure, (memory_axis, time_axis) = plt.subplots(1, 2, figsize=(9, 3.4))
     memory_axis.plot(sizes, [row["peak_memory_mb"] for row in result["rows"]], "o-", label="process peak")
     memory_axis.plot(sizes, [row["step_rise_mb"] for row in result["rows"]], "s--", label="added by the step")
+    memory_axis.plot(sizes, [row["inherent_minimum_mb"] for row in result["rows"]], "^:",
+                     label="minimum: embeddings + their gradients")
     memory_axis.set(xscale="log", xlabel="batch size", ylabel="MiB", title="peak memory of one step")
     memory_axis.legend()
     time_axis.plot(sizes, [1e3 * row["seconds_per_sample"] for row in result["rows"]], "o-", label="whole step")

@@ -69,7 +69,9 @@ from st_oblique.model.description import describe_model
 from st_oblique.model.push import push_to_hub
 from st_oblique.modules.tower_lock import lock_tower
 from st_oblique.output_folder import staged_output_dir
+from st_oblique.training.parameter_fingerprints import parameter_fingerprints
 from st_oblique.training.trainer import ObliqueTrainer
+from st_oblique.training.unreached_parameters import freeze_unreached_parameters
 
 if TYPE_CHECKING:
     from torch import nn
@@ -365,13 +367,10 @@ def training_arguments(config: TrainConfig, output_dir: Path, train_data: Traini
                 "one shard per process (e.g. img2dataset's --number_sample_per_shard) so that each reads its own.",
                 train_data.num_shards, processes,
             )
-    if train_data is not None and train_data.image_columns:
-        # Image-text batches run the model twice per step (images, then captions), each call through other
-        # parameters. With find_unused_parameters (transformers' default for models that are not PreTrainedModels)
-        # DDP marks the parameters the second call does not reach (the image tower and head) ready at that forward
-        # and again when the loss's backward reaches them: "marked as ready twice". Every trainable parameter gets
-        # a gradient in each image-text step, so the search is not needed (and costs a graph traversal per call).
-        arguments["ddp_find_unused_parameters"] = False
+    # Every trainable parameter reaches the loss (train() freezes the others first, freeze_unreached_parameters), so
+    # DDP needs no search for unused ones; the search would also break image-text batches ("marked as ready twice":
+    # the model runs once per column, each call through one tower).
+    arguments["ddp_find_unused_parameters"] = False
     if config.scale_learning_rate is not None:
         arguments["learning_rate_mapping"] = {r"logit_scale": config.scale_learning_rate}
     arguments.update(config.training_arguments or {})
@@ -538,6 +537,7 @@ def _train_steps(
             model=model, args=arguments, train_dataset=train_data.dataset, loss=loss,
             callbacks=[_config_saving_callback(config)],
         )
+        unreached = freeze_unreached_parameters(trainer)
         if config.record_samples:
             trainer.data_collator = SampleRecorder(trainer.data_collator, config.record_samples)
         train_started = time.monotonic()
@@ -548,6 +548,10 @@ def _train_steps(
             checkpoints.rmdir()
         raise
     train_seconds = time.monotonic() - train_started
+    fingerprints = parameter_fingerprints(model)  # every process takes part
+    if len(set(fingerprints)) > 1:
+        logger.error("The %d processes ended with different weights (parameter fingerprints %s): the saved model is "
+                     "the first process's copy.", len(fingerprints), fingerprints)
     if staging is None:
         return None
     if checkpoints.is_dir() and not any(checkpoints.iterdir()):
@@ -568,9 +572,13 @@ def _train_steps(
         config.to_dict(), staging / CONFIG_FILE,
         header=f"Resolved configuration of this run; repeat it with: st-oblique train --config {CONFIG_FILE}",
     )
+    unreached_values = sum(parameter.numel() for name, parameter in model.named_parameters() if name in set(unreached))
+    frozen = {"frozen": frozen["frozen"] + unreached_values, "trainable": frozen["trainable"] - unreached_values,
+              "frozen_unreached_by_loss": unreached}
     report = _report(
         config, model, trainer, train_data, loss, frozen=frozen, untrained=untrained, trained=trained,
         chance=chance, command=command, seconds={"total": time.monotonic() - started, "training": train_seconds},
+        fingerprints=fingerprints,
     )
     files["plot"] = _plot(report, staging / PLOT_FILE, run_name, chance, untrained=untrained, trained=trained)
     files["report"] = staging / REPORT_FILE
@@ -658,7 +666,9 @@ def _config_saving_callback(config: TrainConfig) -> Any:
     return SaveConfigWithCheckpoints()
 
 
-def _report(config, model, trainer, train_data, loss, *, frozen, untrained, trained, chance, command, seconds) -> dict:
+def _report(
+    config, model, trainer, train_data, loss, *, frozen, untrained, trained, chance, command, seconds, fingerprints
+) -> dict:
 
     curves = training_curves(trainer.state.log_history)
     losses = [value for value in curves.get("loss", []) if value is not None]
@@ -673,6 +683,7 @@ def _report(config, model, trainer, train_data, loss, *, frozen, untrained, trai
         "training": {
             "steps": trainer.state.global_step,
             "processes": trainer.args.world_size,
+            "parameter_fingerprints": fingerprints,  # one per process: equal when they trained one model
             "batch_size_per_process": config.batch_size,
             "epochs": trainer.state.epoch,
             "seconds": round(seconds["training"], 1),

@@ -29,6 +29,7 @@ from huggingface_hub import constants as hub_constants
 from huggingface_hub import snapshot_download
 from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
 from safetensors import SafetensorError, safe_open
+from sentence_transformers.util import import_from_string
 from torch import nn
 
 from st_oblique.errors import ObliqueError, ObliqueLoadError
@@ -38,6 +39,7 @@ __all__ = [
     "explain_load_failure",
     "find_damaged_file",
     "find_nonfinite_tensor",
+    "loads_without_folder",
     "local_model_folder",
     "missing_model_message",
     "module_folders",
@@ -180,10 +182,12 @@ def find_damaged_file(folder: str | os.PathLike, *, complete: bool = True) -> st
 
 
 def module_folders(folder: str | os.PathLike, *, complete: bool = True) -> list[Path]:
-    """The folder of every module listed in ``folder/modules.json`` (``folder`` itself without one).
+    """The folder of every module listed in ``folder/modules.json`` (``folder`` itself without one); a module that
+    loads without files may have none (:func:`loads_without_folder`): its path is listed all the same.
 
     Raises:
-        ObliqueLoadError: ``modules.json`` does not list modules, or a listed module folder is missing.
+        ObliqueLoadError: ``modules.json`` does not list modules, or a listed module folder that the module needs
+            is missing (``complete=True``).
     """
     folder = Path(folder)
     modules_file = folder / "modules.json"
@@ -198,13 +202,36 @@ def module_folders(folder: str | os.PathLike, *, complete: bool = True) -> list[
     folders = []
     for entry in entries:
         module_folder = folder / str(entry.get("path", ""))
-        if not module_folder.is_dir() and complete:
+        if not module_folder.is_dir() and complete and not loads_without_folder(folder, entry):
             raise ObliqueLoadError(
                 f"{module_folder} is missing: {modules_file} lists module {entry.get('idx', '?')} ({entry['type']}) "
                 "there. The saved model is incomplete; download or save it again."
             )
         folders.append(module_folder)
     return folders
+
+
+def loads_without_folder(folder: str | os.PathLike, entry: dict) -> bool:
+    """Whether Sentence Transformers loads the module ``entry`` of ``folder/modules.json`` although its folder is
+    missing.
+
+    Sentence Transformers never requires a module's folder: each module's ``load`` reads the files it needs from it,
+    and a module without files (``Normalize`` as saved before Sentence Transformers 5: nothing) loads with its
+    defaults. Such a module has no folder on the Hub either (git keeps no empty folders), e.g.
+    ``sentence-transformers/all-MiniLM-L6-v2`` lists ``2_Normalize`` and has no such folder. The rule is applied the
+    way Sentence Transformers applies it: the module's class loads from the missing folder (it reads nothing, so
+    this is quick) or fails. Classes outside ``sentence_transformers`` and ``st_oblique`` (a model's own code, which
+    only a trusted load may import) are not imported here: only loading the model tells.
+    """
+    class_ref = str(entry.get("type", ""))
+    if not class_ref.startswith(("sentence_transformers.", "st_oblique.")):
+        return True
+    try:
+        module_class = import_from_string(class_ref)
+        module_class.load(str(folder), subfolder=str(entry.get("path", "")), local_files_only=True)
+    except Exception:  # whatever stops the module from loading without its folder: the folder is needed
+        return False
+    return True
 
 
 def find_nonfinite_tensor(model: nn.Module, folder: str | os.PathLike | None) -> str | None:

@@ -10,20 +10,16 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import shutil
-import subprocess
-import sys
 import tarfile
 from collections import Counter
 from pathlib import Path
 
 import pytest
-from cli.test_cli_distributed import free_port
+from cli.test_cli_distributed import launch_two_processes
 from PIL import Image
 from tiny_models import TINY_OPEN_CLIP_CONFIG
 
-pytestmark = pytest.mark.skipif(shutil.which("accelerate") is None, reason="accelerate's launcher is not installed")
+pytestmark = pytest.mark.distributed
 
 NUM_SHARDS = 4
 
@@ -66,19 +62,14 @@ def train_two_processes(tmp_path: Path, pattern: str, *, batch_size: int, max_st
     config = tmp_path / "tiny-open-clip.json"
     config.write_text(json.dumps(TINY_OPEN_CLIP_CONFIG))
     output, record = tmp_path / "runs" / "sharded", tmp_path / "samples" / "trained.txt"
-    command = [
-        str(Path(sys.executable).with_name("accelerate")), "launch", "--multi_gpu", "--num_processes", "2",
-        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-        "--main_process_port", str(free_port()),
-        "-m", "st_oblique", "train", "--backbone", "open_clip", "--open-clip-config", str(config),
-        "--num-tokens", "2", "--token-dim", "8", "--shards", pattern, "--batch-size", str(batch_size),
-        "--max-steps", str(max_steps), "--gather-across-devices", "--logging-steps", "1", "--no-progress",
-        "--record-samples", str(record), "--output-dir", str(output),
-    ]
-    environment = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
-    result = subprocess.run(command, capture_output=True, text=True, env=environment, timeout=300, cwd=tmp_path)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "shard(s) for 2 processes" not in result.stderr  # the warning of a run with fewer shards than processes
+    # launch_two_processes also checks that the processes end with bit-identical parameters
+    _, _, stderr = launch_two_processes(
+        ["--backbone", "open_clip", "--open-clip-config", config, "--num-tokens", 2, "--token-dim", 8,
+         "--shards", pattern, "--batch-size", batch_size, "--max-steps", max_steps, "--gather-across-devices",
+         "--record-samples", record],
+        output, tmp_path,
+    )
+    assert "shard(s) for 2 processes" not in stderr  # the warning of a run with fewer shards than processes
     per_rank = [Path(f"{record}.rank{rank}").read_text(encoding="utf-8").splitlines() for rank in range(2)]
     return output, per_rank
 

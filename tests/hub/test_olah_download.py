@@ -28,6 +28,8 @@ import pytest
 
 TESTS = Path(__file__).resolve().parents[1]
 
+pytestmark = pytest.mark.olah
+
 BUILD = """
 import sys, torch
 sys.path.insert(0, sys.argv[3])
@@ -96,13 +98,13 @@ def olah_server(tmp_path):
         deadline = time.monotonic() + 60
         while True:
             if server.poll() is not None:
-                pytest.skip(f"olah could not start: {(tmp_path / 'olah.log').read_text()[-500:]}")
+                pytest.fail(f"olah could not start: {(tmp_path / 'olah.log').read_text()[-500:]}")
             try:
                 socket.create_connection(("127.0.0.1", port), timeout=1).close()
                 break
             except OSError:
                 if time.monotonic() > deadline:
-                    pytest.skip("olah did not listen on 127.0.0.1 within 60 s")
+                    pytest.fail(f"olah did not listen on 127.0.0.1 within 60 s: {(tmp_path / 'olah.log').read_text()[-500:]}")
                 time.sleep(0.3)
         yield url, mirrors
     finally:

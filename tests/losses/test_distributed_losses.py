@@ -17,9 +17,12 @@ from st_oblique import ObliqueContrastiveLoss
 WORLD_SIZE = 2
 WORKER = Path(__file__).with_name("distributed_worker.py")
 
-pytestmark = pytest.mark.skipif(
-    not (dist.is_available() and dist.is_gloo_available()), reason="torch.distributed with gloo is not available"
-)
+pytestmark = [
+    pytest.mark.distributed,
+    pytest.mark.skipif(
+        not (dist.is_available() and dist.is_gloo_available()), reason="torch.distributed with gloo is not available"
+    ),
+]
 
 
 @pytest.fixture(scope="module")

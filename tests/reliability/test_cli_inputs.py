@@ -131,8 +131,9 @@ def test_config_file_list_option_from_one_string(command, dest, tmp_path):
     extra += ["--from", "x", "--output-dir", "y"] if command == "convert" else []
     try:
         args = parse_args_with_config(parser, [command, *extra, "--config", str(path)], subparsers)
-    except SystemExit:
-        pytest.skip(f"{command} needs other arguments to parse")
+    except SystemExit as error:  # a new command with required arguments: give them in `extra` above
+        pytest.fail(f"st-oblique {command} {' '.join(extra)} --config ... did not parse (exit {error.code}); add its "
+                    "required arguments to `extra`")
     assert getattr(args, dest) == ["one value"]
 
 

@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 from serving.served import TOP_K
 
+pytestmark = pytest.mark.serving
+
 
 def assert_hits_are_model_similarity(served, hits_per_query):
     """``hits_per_query``: one ``[(corpus id, score), ...]`` list per query, best first."""

@@ -16,6 +16,8 @@ from sentence_transformers.util.quantization import (
 )
 from serving.served import TOP_K, K
 
+pytestmark = pytest.mark.serving
+
 faiss = pytest.importorskip("faiss", reason="faiss-cpu is not installed (pip install 'st-oblique[serve]')")
 usearch_index = pytest.importorskip(
     "usearch.index", reason="usearch is not installed (pip install 'st-oblique[serve]')"
