@@ -19,7 +19,8 @@ pairs of 8-16 words:
   allocations that add to it in turn: one ``(mini_batch_size, B)`` float32 score chunk (``score_chunk_mb``, the
   loss phase) and one mini-batch's activations and parameter gradients in the second embedding pass
   (``mini_batch_activations_mb``, measured: one mini-batch embedded with gradients and back-propagated), and
-  ``step_beyond_accounted_mb``, the rise minus the minimum and the larger of the two;
+  ``step_beyond_accounted_mb``, the rise minus the larger of the loss phase (minimum + chunk) and the
+  activations;
 - ``seconds_per_sample``: the step's wall time divided by B (one step: at these sizes a step is long enough);
 - at the smallest batch, the exactness check: the cached and the uncached ``ObliqueContrastiveLoss`` (which builds
   the (B, B) matrix) on the same batch in float64, and the relative differences of the loss, of all gradients
@@ -166,8 +167,9 @@ def measure_step(args: argparse.Namespace) -> dict:
         "step_over_minimum": (peak - rss_before) / minimum,
         "score_chunk_mb": chunk,
         "mini_batch_activations_mb": activations,
-        # The score chunk lives in the loss phase, the activations in the second embedding pass: never both at once.
-        "step_beyond_accounted_mb": (peak - rss_before) - minimum - max(chunk, activations),
+        # Two phases peak: the loss (all embeddings, their gradients and one score chunk) and the second embedding
+        # pass (one mini-batch's activations next to the cached embeddings and gradients not yet replayed).
+        "step_beyond_accounted_mb": (peak - rss_before) - max(minimum + chunk, activations),
         "seconds_per_sample": seconds / batch_size,
         "step_seconds": seconds,
         "loss": loss.item(),

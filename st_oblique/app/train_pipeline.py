@@ -49,7 +49,6 @@ import datasets
 import open_clip
 import sentence_transformers
 import torch
-import torch.distributed
 import transformers
 from sentence_transformers import SentenceTransformerTrainingArguments
 from transformers import TrainerCallback, set_seed
@@ -70,6 +69,7 @@ from st_oblique.model.push import push_to_hub
 from st_oblique.modules.tower_lock import lock_tower
 from st_oblique.output_folder import staged_output_dir
 from st_oblique.training.parameter_fingerprints import parameter_fingerprints
+from st_oblique.training.process_group import leave_process_group, unwrap_model_in_loss
 from st_oblique.training.trainer import ObliqueTrainer
 from st_oblique.training.unreached_parameters import freeze_unreached_parameters
 
@@ -491,12 +491,14 @@ def train(
 
 
 def _leave_process_group() -> None:
-    """End this process's part of a distributed run (``accelerate launch``/``torchrun``) once its work is done: a
-    process that exits with its process group alive can abort ("terminate called without an active exception")
-    while the first process is still evaluating and saving, and the launcher then stops the whole run."""
+    """End this process's part of a distributed run (``accelerate launch``/``torchrun``) once its work is done: the
+    process group is released before the interpreter shuts down (:func:`leave_process_group` says why: a group
+    alive at exit can abort the process with "terminate called without an active exception")."""
 
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()
+    remaining = leave_process_group()
+    if remaining:
+        logger.warning("The process group's threads are still running after it was destroyed (%s): something still "
+                       "references it, and the process may abort at exit.", ", ".join(remaining))
 
 
 def _train_steps(
@@ -549,6 +551,7 @@ def _train_steps(
         raise
     train_seconds = time.monotonic() - train_started
     fingerprints = parameter_fingerprints(model)  # every process takes part
+    unwrap_model_in_loss(trainer)  # evaluation and saving use the model itself; the DDP wrapper can go
     if len(set(fingerprints)) > 1:
         logger.error("The %d processes ended with different weights (parameter fingerprints %s): the saved model is "
                      "the first process's copy.", len(fingerprints), fingerprints)

@@ -68,6 +68,10 @@ def test_one_result_per_token_count(cli, setup, tmp_path):
     # all K tokens through --num-tokens K are the default evaluation
     assert found[("tiny k=4", "flickr8k_1k")]["metrics"] == records(full)[("tiny", "flickr8k_1k")]["metrics"]
     assert records(full)[("tiny", "flickr8k_1k")]["num_tokens"] == K
+    # fewer tokens are another embedding: the scores change (a --num-tokens that evaluated all K each time would not)
+    for dataset in ("flickr8k_1k", "LocalSTSBenchmark"):
+        for k in (1, 2):
+            assert found[(f"tiny k={k}", dataset)]["metrics"] != found[("tiny k=4", dataset)]["metrics"], (k, dataset)
 
 
 @pytest.mark.parametrize(
