@@ -1,7 +1,7 @@
 """Quality vs number of tokens k: plain oblique training, ObliqueMatryoshkaLoss, and a sphere with ST's MatryoshkaLoss.
 
     python -m evaluation.studies.nested_tokens                 # 5 arms x 3 seeds, ~4 min CPU at 1 thread
-    python -m evaluation.studies.nested_tokens --smoke         # 1 seed, 2 epochs, 1 minute
+    python -m evaluation.studies.nested_tokens --smoke         # the config's tiny subsets, 1 seed, 2 epochs
 
 The topology study's regime A (:mod:`evaluation.studies.lit_heads`): LiT heads on the frozen EfficientNet-Lite0 /
 all-MiniLM-L6-v2 token states cached by :mod:`evaluation.studies.tower_cache` (same split of Flickr8k-1k by image,
@@ -316,14 +316,19 @@ def study_parser(doc: str, regime: str, output_dir: str, arms: list[str], smoke_
 
 def main(argv: list[str] | None = None) -> int:
     parser = study_parser(
-        __doc__, "regime A", "evaluation/results/nested_tokens", list(ARMS), "1 seed, 2 epochs (checks the pipeline)"
+        __doc__, "regime A", "evaluation/results/nested_tokens", list(ARMS),
+        "the config's smoke subsets of the data, 1 seed, 2 epochs (checks the pipeline)",
     )
+    parser.add_argument("--shared-dir", help="folder with data/ and weights/ (default: the config's, ../shared)")
+    parser.add_argument("--cache-dir", help="tower-output cache (default: the config's)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
-    config = load_config(args.config)
+    config = load_config(args.config, smoke=args.smoke)
+    if args.cache_dir:
+        config["cache_dir"] = args.cache_dir
     regime = config["regime_a"]
-    shared = (ROOT / config["shared_dir"]).resolve()
+    shared = Path(args.shared_dir).resolve() if args.shared_dir else (ROOT / config["shared_dir"]).resolve()
     folder = Path(args.output_dir)
     train_config = TrainConfig(**regime["train"])
     seeds = [int(seed) for seed in args.seeds.split(",")]

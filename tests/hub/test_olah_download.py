@@ -16,6 +16,7 @@ Two things the model folder needs here, found with olah 0.5:
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -142,3 +143,95 @@ def test_load_from_olah_through_hf_endpoint(olah_server, tmp_path):
     assert loaded.returncode == 0, loaded.stderr[-3000:]
     assert "IDENTICAL (2, 32)" in loaded.stdout
     assert "/org/name/resolve/" in (tmp_path / "olah.log").read_text()  # the files came from olah
+
+
+BUILD_BOTH = """
+import shutil, sys, torch
+from pathlib import Path
+sys.path.insert(0, sys.argv[3])
+from sentence_transformers import SentenceTransformer
+from sentence_transformers.base.modules import Normalize, Transformer
+from sentence_transformers.sentence_transformer.modules import Pooling
+from cli.test_hub_layout import hub_layout
+from tiny_models import tiny_bert
+import st_oblique
+bert, repos = tiny_bert(sys.argv[1]), Path(sys.argv[2])
+transformer = Transformer(bert)
+SentenceTransformer(modules=[transformer, Pooling(transformer.get_embedding_dimension()), Normalize()]).save(
+    str(repos / "saved-plain"))
+torch.manual_seed(0)
+st_oblique.oblique_text_model(bert, num_tokens=4, token_dim=8).save(str(repos / "saved-oblique"))
+for name in ("plain", "oblique"):
+    hub_layout(repos / f"saved-{name}", repos / name)
+    shutil.rmtree(repos / f"saved-{name}")
+"""
+
+COMMANDS = """
+import json, sys
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])
+import mteb
+from huggingface_hub import snapshot_download
+from tiny_models import SENTENCES, tiny_data_root
+import st_oblique
+from st_oblique.app.cli import main
+from st_oblique.evaluation import register_mteb_model
+from st_oblique.evaluation.mteb_tasks import LocalSTSBenchmark
+work, local_oblique = Path(sys.argv[2]), sys.argv[3]
+data_root = tiny_data_root((work / "data").mkdir() or work / "data")
+mteb_options = ["--mteb-task", "LocalSTSBenchmark", "--data-root", str(data_root), "--no-progress"]
+codes = {
+    "eval org/plain": main(["eval", "--model", "org/plain", *mteb_options, "--output-dir", str(work / "e1")]),
+    "eval org/oblique": main(["eval", "--model", "org/oblique", *mteb_options, "--output-dir", str(work / "e2")]),
+    "info org/oblique": main(["info", "org/oblique", "--data", "builtin"]),
+    "explain org/oblique": main(["explain", "org/oblique", "--text", "a dog", "--text", "a cat"]),
+}
+# `train --model org/plain` builds with the model's Transformer through the Hub: the builder it runs, at the commit
+# the mirror serves (olah, offline, answers a request for a missing optional file at a branch name, such as
+# transformers' probe for adapter_config.json at "main", with 401 where the Hub answers 404; at a commit it answers 404)
+commit = Path(snapshot_download("org/plain", allow_patterns=["modules.json"])).name
+built = st_oblique.oblique_text_model("org/plain", revision=commit, num_tokens=4, token_dim=8)
+codes["oblique_text_model(org/plain)"] = int(built.encode(SENTENCES[:2]).shape != (2, 32))
+meta = register_mteb_model("org/oblique", revision="main")
+tasks = [LocalSTSBenchmark(data_root=data_root)]
+def score(model):
+    result = mteb.evaluate(model, tasks, cache=None, show_progress_bar=False, co2_tracker=False, raise_error=True)
+    return float(result.task_results[0].get_score())
+print("RESULT", json.dumps({"codes": codes, "name": meta.name, "embed_dim": meta.embed_dim,
+                            "hub_score": score(mteb.get_model(meta.name)),
+                            "local_score": score(register_mteb_model(local_oblique, name="local/oblique"))}))
+"""
+
+
+def test_every_command_on_hub_ids_through_olah(olah_server, tmp_path):
+    """Hub ids served by olah, laid out as git keeps them (no folder for a file-less Normalize, no empty folders):
+    a plain Sentence Transformers model and an oblique one, through ``st-oblique eval``, ``info``, ``explain``, the
+    builder of ``train --model`` and ``register_mteb_model`` (whose mteb scores equal those of the same folder on
+    disk)."""
+    url, mirrors = olah_server
+    repos = mirrors / "models" / "org"
+    subprocess.run(
+        [sys.executable, "-c", BUILD_BOTH, str(tmp_path / "bert"), str(repos), str(TESTS)],
+        env=clean_env(HF_HUB_OFFLINE="0"), check=True, capture_output=True, timeout=300,
+    )
+    assert not (repos / "plain" / "2_Normalize").exists()
+    for name in ("plain", "oblique"):
+        (repos / name / "additional_chat_templates").mkdir()
+        (repos / name / "additional_chat_templates" / ".gitkeep").touch()
+        git("init", "-q", "-b", "main", cwd=repos / name)
+        git("add", "-A", cwd=repos / name)
+        git("commit", "-q", "-m", "the pushed model folder", cwd=repos / name)
+    work = tmp_path / "work"
+    work.mkdir()
+    ran = subprocess.run(
+        [sys.executable, "-c", COMMANDS, str(TESTS), str(work), str(repos / "oblique")],
+        env=clean_env(HF_ENDPOINT=url, HF_HOME=str(tmp_path / "hf_home"), HF_HUB_OFFLINE="0"),
+        capture_output=True, text=True, timeout=600, cwd=work,
+    )
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    result = json.loads(ran.stdout.split("RESULT ", 1)[1])
+    assert result["codes"] == dict.fromkeys(result["codes"], 0), ran.stderr[-3000:]
+    assert result["name"] == "org/oblique" and result["embed_dim"] == [32, 16, 8]
+    assert result["hub_score"] == result["local_score"]
+    log = (tmp_path / "olah.log").read_text()
+    assert "/org/plain/resolve/" in log and "/org/oblique/resolve/" in log  # the files came from olah
