@@ -37,11 +37,33 @@ def required_markers(item: pytest.Item) -> list[str]:
     return [name for name, required in REQUIRED_MARKERS.items() if required and item.get_closest_marker(name)]
 
 
+SEAMS = (
+    # where st-oblique meets the APIs of the libraries it builds on: run again on their oldest supported versions
+    # (.ci/run, .ci/constraints-oldest.txt) with `pytest -m seams`
+    "test_compat.py",  # the canaries of every private hook (st_oblique/_compat.py)
+    "test_version_bounds.py",  # pyproject.toml's bounds are the versions installed
+    "test_model.py", "modules/test_serialization.py", "reliability/test_loading.py", "cli/test_hub_layout.py",  # loading
+    "modules/test_open_clip_module.py", "modules/test_clip_tokens.py",  # open_clip's and transformers' CLIP internals
+    "test_training.py", "losses/test_trainer_integration.py",  # Sentence Transformers' trainer
+    "hub/",  # huggingface_hub: the fake Hub round trip, pushes, cards, olah downloads
+    "evaluation/test_mteb_integration.py", "evaluation/test_mteb_registry.py",  # mteb
+    "cli/test_cli_demo.py",  # the command line end to end
+    "cli/test_cli_distributed.py::test_text_backbone", "cli/test_cli_distributed.py::test_dual_encoder_lit",  # DDP
+)
+"""Test files (or folders, or single tests) of the ``seams`` subset, relative to tests/."""
+
+
 def pytest_collection_modifyitems(items):
-    """A test that reads the shared data through the ``shared`` fixture is a ``shared`` test, marked or not."""
+    """A test that reads the shared data through the ``shared`` fixture is a ``shared`` test, marked or not; the
+    tests listed in :data:`SEAMS` are ``seams`` tests."""
+    tests = Path(__file__).resolve().parent
     for item in items:
         if "shared" in getattr(item, "fixturenames", ()) and not item.get_closest_marker("shared"):
             item.add_marker(pytest.mark.shared)
+        relative = Path(str(item.path)).resolve().relative_to(tests).as_posix()
+        name = f"{relative}::{item.originalname if hasattr(item, 'originalname') else item.name}"
+        if any(name == seam or relative == seam or (seam.endswith("/") and relative.startswith(seam)) for seam in SEAMS):
+            item.add_marker(pytest.mark.seams)
 
 
 @pytest.hookimpl(wrapper=True)

@@ -17,8 +17,16 @@ trainer's default, given to open_clip_train too), a learnable logit scale starti
 logging every step. st-oblique runs at K=1 (a plain CLIP: one unit token of size ``embed_dim``) and at K=16 (16
 tokens of ``embed_dim / 16``; 15 extra class positions in the image tower: 197 -> 212, and after the caption's EOT).
 
+**Equal text padding.** With the causal text tower of CLIP, open_clip_train pads every caption to the 77 positions
+of the context while st-oblique cuts the batch at its longest caption (padding after the last token cannot change
+a causal state), so the headline ratio includes that saving. The ``*_pad77`` arms train the same architecture
+with a bidirectional text tower (open_clip's ``text_cfg.no_causal_mask``): padding can then change every state,
+st-oblique keeps all 77 positions as open_clip_train does, and ``ratio_samples_per_second_equal_padding``
+(st-oblique K=1 / open_clip_train, both at 77 positions) compares the trainers like for like.
+
 Each run is a subprocess (``python -m open_clip_train.main ...``, ``st-oblique train ...``), so both pay process
-start-up; runs alternate (open_clip_train, st-oblique K=1, st-oblique K=16, then the reverse order). Measured per run:
+start-up; runs alternate (open_clip_train, st-oblique K=1, st-oblique K=16, the two equal-padding arms, then the
+reverse order). Measured per run:
 
 - ``steady_samples_per_second``: from the arrival times of the per-step log lines (open_clip_train's "Train Epoch"
   lines, the Hugging Face trainer's ``{'loss': ...}`` lines; both printed right after the optimizer step), the
@@ -68,6 +76,8 @@ TINY_ARCHITECTURE = {
 """``--tiny``: for the CI smoke test (it checks that the numbers are produced, not their values)."""
 
 INITIAL_SCALE = 1 / 0.07  # open_clip's initial logit scale
+ARMS = ("open_clip_train", "st_oblique_k1", "st_oblique_k16", "open_clip_train_pad77", "st_oblique_k1_pad77")
+"""The runs of each repeat: the ``_pad77`` arms use a bidirectional text tower (both trainers at 77 positions)."""
 OPEN_CLIP_STEP = re.compile(r"Train Epoch: \d+ \[\s*(\d+)/")
 HF_STEP = re.compile(r"\{'loss': ")
 
@@ -98,14 +108,16 @@ def main(argv: list[str] | None = None) -> dict:
     with tempfile.TemporaryDirectory(prefix="vs_open_clip_train-") as folder:
         work = Path(folder)
         inputs = prepare(args, work)
-        runs: dict[str, list[dict]] = {"open_clip_train": [], "st_oblique_k1": [], "st_oblique_k16": []}
+        runs: dict[str, list[dict]] = {name: [] for name in ARMS}
         for repeat in range(args.repeats):
             order = list(runs) if repeat % 2 == 0 else list(reversed(runs))
             for name in order:
-                command = (open_clip_command(args, inputs, work / f"{name}-{repeat}") if name == "open_clip_train"
-                           else st_oblique_command(args, inputs, work / f"{name}-{repeat}",
-                                                   num_tokens=1 if name.endswith("k1") else args.num_tokens))
-                pattern = OPEN_CLIP_STEP if name == "open_clip_train" else HF_STEP
+                variant = "pad77" if name.endswith("_pad77") else "causal"
+                folder = work / f"{name}-{repeat}"
+                command = (open_clip_command(args, inputs, inputs[variant], folder) if name.startswith("open_clip_train")
+                           else st_oblique_command(args, inputs, inputs[variant], folder,
+                                                   num_tokens=args.num_tokens if "_k16" in name else 1))
+                pattern = OPEN_CLIP_STEP if name.startswith("open_clip_train") else HF_STEP
                 run = measure(command, pattern, args, cwd=work)
                 runs[name].append(run)
                 print(f"{name:>16} run {repeat}: {run['steady_samples_per_second']:7.2f} samples/s steady, "
@@ -114,14 +126,17 @@ def main(argv: list[str] | None = None) -> dict:
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     print(f"st-oblique / open_clip_train samples/s: K=1 {result['ratio_samples_per_second']:.3f}, "
-          f"K={args.num_tokens} {result['ratio_samples_per_second_k16']:.3f}; K={args.num_tokens} vs K=1 time per "
+          f"K={args.num_tokens} {result['ratio_samples_per_second_k16']:.3f}, K=1 at equal padding (77) "
+          f"{result['ratio_samples_per_second_equal_padding']:.3f}; K={args.num_tokens} vs K=1 time per "
           f"sample {result['k16_time_per_sample_vs_k1']:.3f} (image positions {result['image_positions_ratio']:.3f})")
     print(f"Written {args.output}")
     return result
 
 
-def prepare(args: argparse.Namespace, work: Path) -> dict[str, str]:
-    """The first ``steps x batch`` captions of Flickr8k-1k in both trainers' formats, and the architecture files."""
+def prepare(args: argparse.Namespace, work: Path) -> dict:
+    """The first ``steps x batch`` captions of Flickr8k-1k in both trainers' formats, and the architecture files:
+    ``inputs["causal"]`` and ``inputs["pad77"]`` (the bidirectional text tower) hold ``model`` (open_clip_train's
+    ``local-dir:`` folder) and ``config`` (st-oblique's ``--open-clip-config``)."""
     rows_needed = args.steps * args.batch_size
     with open(args.data / "captions.tsv", encoding="utf-8", newline="") as handle:
         rows = list(csv.DictReader(handle, delimiter="\t", quoting=csv.QUOTE_NONE))
@@ -144,18 +159,22 @@ def prepare(args: argparse.Namespace, work: Path) -> dict[str, str]:
         handle.write("image\tcaption_idx\tcaption\n")
         handle.writelines(f"{row['image']}\t{row['caption_idx']}\t{row['caption']}\n" for row in rows)
     inputs.update(csv=str(work / "train.csv"), captions=str(work / "captions.tsv"))
-    model = work / "model"
-    model.mkdir()
-    (model / "open_clip_config.json").write_text(json.dumps({"model_cfg": args.architecture, "preprocess_cfg": {}}))
-    (work / "tiny_vit.json").write_text(json.dumps(args.architecture))
-    inputs.update(model=str(model), config=str(work / "tiny_vit.json"), rows=str(rows_needed))
+    inputs["rows"] = str(rows_needed)
+    bidirectional = {**args.architecture, "text_cfg": {**args.architecture["text_cfg"], "no_causal_mask": True}}
+    for variant, architecture in (("causal", args.architecture), ("pad77", bidirectional)):
+        model = work / f"model_{variant}"
+        model.mkdir()
+        (model / "open_clip_config.json").write_text(json.dumps({"model_cfg": architecture, "preprocess_cfg": {}}))
+        config = work / f"small_vit_{variant}.json"  # st-oblique registers the architecture under the file's name
+        config.write_text(json.dumps(architecture))
+        inputs[variant] = {"model": str(model), "config": str(config)}
     return inputs
 
 
-def open_clip_command(args: argparse.Namespace, inputs: dict[str, str], logs: Path) -> list[str]:
+def open_clip_command(args: argparse.Namespace, inputs: dict, architecture: dict[str, str], logs: Path) -> list[str]:
     data = ["--train-data", inputs["csv"], "--dataset-type", "csv"]
     return [
-        sys.executable, "-m", "open_clip_train.main", "--model", f"local-dir:{inputs['model']}", *data,
+        sys.executable, "-m", "open_clip_train.main", "--model", f"local-dir:{architecture['model']}", *data,
         "--batch-size", str(args.batch_size), "--epochs", "1", "--workers", str(args.workers), "--device", "cpu",
         "--precision", "fp32", "--lr", "5e-4", "--warmup", "2", "--wd", "0.1", "--grad-clip-norm", "1.0",
         "--log-every-n-steps", "1", "--logs", str(logs), "--name", "run", "--save-frequency", "0",
@@ -163,11 +182,13 @@ def open_clip_command(args: argparse.Namespace, inputs: dict[str, str], logs: Pa
     ]
 
 
-def st_oblique_command(args: argparse.Namespace, inputs: dict[str, str], output: Path, *, num_tokens: int) -> list[str]:
+def st_oblique_command(
+    args: argparse.Namespace, inputs: dict, architecture: dict[str, str], output: Path, *, num_tokens: int
+) -> list[str]:
     data = ["--captions", inputs["captions"], "--images", inputs["tar"]]
     return [
         str(Path(sys.executable).with_name("st-oblique")), "train", "--backbone", "open_clip",
-        "--open-clip-config", inputs["config"], "--num-tokens", str(num_tokens),
+        "--open-clip-config", architecture["config"], "--num-tokens", str(num_tokens),
         "--token-dim", str(args.architecture["embed_dim"] // num_tokens), *data,
         "--batch-size", str(args.batch_size), "--max-steps", str(args.steps), "--learning-rate", "5e-4",
         "--warmup", "2", "--weight-decay", "0.1", "--scale", str(INITIAL_SCALE), "--scale-mode", "learnable",
@@ -227,6 +248,8 @@ def summarize(args: argparse.Namespace, runs: dict[str, list[dict]], load_before
                      "num_tokens": args.num_tokens, "data": str(args.data)},
         "ratio_samples_per_second": k1 / reference,
         "ratio_samples_per_second_k16": k16 / reference,
+        "ratio_samples_per_second_equal_padding": median("st_oblique_k1_pad77", "steady_samples_per_second")
+        / median("open_clip_train_pad77", "steady_samples_per_second"),
         "ratio_wall_samples_per_second": median("st_oblique_k1", "wall_samples_per_second")
         / median("open_clip_train", "wall_samples_per_second"),
         "k16_time_per_sample_vs_k1": k1 / k16,

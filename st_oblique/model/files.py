@@ -57,6 +57,9 @@ WEIGHT_FILES = (
     "open_clip_pytorch_model.bin",
 )
 """File names under which a Hugging Face / open_clip backbone keeps its weights."""
+LEGACY_NORM_NAMES = {"LayerNorm.weight": "LayerNorm.gamma", "LayerNorm.bias": "LayerNorm.beta"}
+"""LayerNorm parameters under the names of old TensorFlow-born checkpoints, which transformers reads (and 5.0
+writes) in place of ``weight`` and ``bias``."""
 DAMAGED = "The file is damaged (a truncated download or copy, or a hand edit); download or save the model again."
 
 
@@ -331,9 +334,10 @@ def _tensor_file(folder: str | os.PathLike, child_name: str, key: str) -> tuple[
         return None
     if index >= len(folders):
         return None
+    names = {key, *(key[: -len(new)] + old for new, old in LEGACY_NORM_NAMES.items() if key.endswith(new))}
     for path in sorted(folders[index].glob("*.safetensors")):
         for file_key in _safetensors_keys(path):
-            if key == file_key or key.endswith("." + file_key):
+            if any(name == file_key or name.endswith("." + file_key) for name in names):
                 return path, file_key
     return None
 

@@ -1,5 +1,5 @@
 """Smoke test of ``evaluation/benchmarks/vs_open_clip_train.py``: a few steps of open_clip_train and of
-``st-oblique train`` (K=1 and K=16) on a tiny architecture and a tiny Flickr8k-like folder; it checks that every
+``st-oblique train`` (K=1 and K=16, and both trainers at equal text padding) on a tiny architecture and a tiny Flickr8k-like folder; it checks that every
 number is produced, not its value (the numbers come from a run by hand)."""
 
 from __future__ import annotations
@@ -46,9 +46,11 @@ def test_the_benchmark_produces_its_numbers(tmp_path):
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     report = json.loads(output.read_text())
-    for key in ("ratio_samples_per_second", "ratio_samples_per_second_k16", "ratio_peak_rss", "k16_time_per_sample_vs_k1"):
+    for key in ("ratio_samples_per_second", "ratio_samples_per_second_k16", "ratio_samples_per_second_equal_padding",
+                "ratio_peak_rss", "k16_time_per_sample_vs_k1"):
         assert math.isfinite(report[key]) and report[key] > 0, key
-    assert set(report["runs"]) == {"open_clip_train", "st_oblique_k1", "st_oblique_k16"}
+    assert set(report["runs"]) == {"open_clip_train", "st_oblique_k1", "st_oblique_k16", "open_clip_train_pad77",
+                                   "st_oblique_k1_pad77"}
     for runs in report["runs"].values():
         assert len(runs) == 1 and runs[0]["steps_logged"] == 4 and runs[0]["peak_rss_mb"] > 0
     assert "load_average_before" in report["machine"] and report["settings"]["steps"] == 4

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+import urllib.error
+import urllib.request
 
-import httpx2
 import pytest
 from hub.fake_hub import WRITE_TOKEN, git_blob_id
 from huggingface_hub import HfApi, hf_hub_download
@@ -46,12 +47,24 @@ def test_private_repositories_are_hidden_from_anonymous_requests(hub):
 def test_lfs_uploads_and_unknown_endpoints_are_refused_and_recorded(hub):
     HfApi(token=WRITE_TOKEN).create_repo("user/repo")
     lines = [{"key": "header", "value": {"summary": "lfs"}}, {"key": "lfsFile", "value": {"path": "w.bin", "oid": "0" * 64}}]
-    response = httpx2.post(
+    # plain HTTP (the standard library), not huggingface_hub's own client, whose package changed between versions
+    request = urllib.request.Request(
         f"{hub.url}/api/models/user/repo/commit/main",
-        content="\n".join(json.dumps(line) for line in lines).encode(),
+        data="\n".join(json.dumps(line) for line in lines).encode(),
         headers={"Authorization": f"Bearer {WRITE_TOKEN}", "Content-Type": "application/x-ndjson"},
+        method="POST",
     )
-    assert response.status_code == 501 and "not implemented by the fake Hub" in response.json()["error"]
-    assert httpx2.get(f"{hub.url}/api/whoami-v2").status_code == 501
+    status, error = status_and_body(request)
+    assert status == 501 and "not implemented by the fake Hub" in error
+    assert status_and_body(urllib.request.Request(f"{hub.url}/api/whoami-v2"))[0] == 501
     assert ("POST", "commit line 'lfsFile'") in hub.unhandled and ("GET", "/api/whoami-v2") in hub.unhandled
     assert set(hub.files("user/repo")) == {".gitattributes"}
+
+
+def status_and_body(request: urllib.request.Request) -> tuple[int, str]:
+    """The HTTP status of ``request`` and, for an error, the fake Hub's ``error`` text."""
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, ""
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())["error"]

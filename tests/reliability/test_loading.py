@@ -74,7 +74,8 @@ DAMAGES = {
         lambda f: (f / POOL / "model.safetensors").unlink(), [f"{{f}}/{POOL}/model.safetensors is missing"]),
     "NaN in the backbone weights": (
         lambda f: poison_tensor(f / "model.safetensors", float("nan")),
-        ["the tensor 'embeddings.LayerNorm.bias' (32,) in {f}/model.safetensors holds 1 NaN", "every embedding would be NaN"]),
+        # the file's name for the tensor: LayerNorm.bias, or LayerNorm.beta as transformers 5.0 writes it
+        ["the tensor 'embeddings.LayerNorm.b", "(32,) in {f}/model.safetensors holds 1 NaN", "every embedding would be NaN"]),
     "inf in the pooling weights": (
         lambda f: poison_tensor(f / POOL / "model.safetensors", float("inf")),
         [f"Cannot load {{f}}/{POOL}/model.safetensors: its tensor", "1 infinite value(s)"]),
