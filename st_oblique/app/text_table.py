@@ -1,5 +1,6 @@
 """Tables of texts given on the command line (``.tsv`` tab-separated or ``.csv``, with a header row), read one way by
-every command that takes one (``st-oblique info --data``, ``st-oblique app --captions``).
+every command that takes one (``st-oblique info --data``, ``st-oblique app --captions``): the library's caption-table
+reader (:func:`st_oblique.data.datasets.captions.read_table`) and one rule for the text column.
 
 Example::
 
@@ -11,31 +12,12 @@ Example::
 
 from __future__ import annotations
 
-import csv
-from pathlib import Path
+from st_oblique.data.datasets.captions import read_table
 
 __all__ = ["TEXT_COLUMNS", "read_table", "text_column"]
 
 TEXT_COLUMNS = ("caption", "text", "sentence", "anchor", "sentence1", "query")
 """The column a table's texts are read from when none is named: the first of these that the table has."""
-
-
-def read_table(path: str | Path) -> tuple[list[str], list[dict[str, str]]]:
-    """``(columns, rows)`` of a ``.tsv`` (tab-separated, no quoting, as Flickr8k's ``captions.tsv``) or ``.csv`` table.
-
-    Raises:
-        FileNotFoundError: ``path`` is not a file.
-    """
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"Table not found: {path} (give a .tsv or .csv file with a header row).")
-    delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
-    with open(path, encoding="utf-8", newline="") as handle:
-        reader = csv.DictReader(
-            handle, delimiter=delimiter, quoting=csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
-        )
-        rows = list(reader)
-        return list(reader.fieldnames or []), rows
 
 
 def text_column(columns: list[str], requested: str | None) -> str | None:

@@ -24,7 +24,9 @@ def tiny_lit_dir(tmp_path_factory, tiny_bert_dir) -> str:
     root = tmp_path_factory.mktemp("tiny_lit")
     cnn = tiny_timm(root / "cnn", architecture="test_efficientnet", image_size=64)
     torch.manual_seed(0)
-    model = st_oblique.oblique_dual_encoder(tiny_bert_dir, cnn, num_tokens=NUM_TOKENS, token_dim=TOKEN_DIM, device="cpu")
+    model = st_oblique.oblique_dual_encoder(
+        tiny_bert_dir, cnn, num_tokens=NUM_TOKENS, token_dim=TOKEN_DIM, device="cpu"
+    )
     model.save(str(root / "model"))
     return str(root / "model")
 

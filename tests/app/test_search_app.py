@@ -80,7 +80,11 @@ def test_caption_corpus_with_and_without_images(photo_folder, tmp_path):
     table.write_text("image\tcaption_idx\tcaption\np1.jpg\t1\ta dog runs\np1.jpg\t0\ta dog\np5.png\t0\ta cat sits\n")
     corpus = corpus_from_captions(table, images_root=photo_folder)
     assert corpus.images == ["p1.jpg", "sub/p5.png"]
-    assert [(c.text, c.image) for c in corpus.captions] == [("a dog", "p1.jpg"), ("a dog runs", "p1.jpg"), ("a cat sits", "sub/p5.png")]
+    assert [(c.text, c.image) for c in corpus.captions] == [
+        ("a dog", "p1.jpg"),
+        ("a dog runs", "p1.jpg"),
+        ("a cat sits", "sub/p5.png"),
+    ]
     text_only = corpus_from_captions(table)
     assert text_only.images == [] and text_only.images_root is None
     assert [c.text for c in text_only.captions] == ["a dog runs", "a dog", "a cat sits"]
@@ -123,14 +127,24 @@ def test_index_is_rebuilt_when_an_image_changes(lit, photo_folder, tmp_path):
     np.testing.assert_allclose(changed[2], changed[3], atol=1e-6)  # p2 now holds p3's pixels
     assert not np.allclose(changed[2], before.images.vectors()[2], atol=1e-3)
     (photo_folder / "p9.jpg").write_bytes(target.read_bytes())  # a new file
-    assert len(load_or_build_indexes(lit, corpus_from_folder(photo_folder), tmp_path / "index", show_progress_bar=False).images) == 7
+    assert (
+        len(
+            load_or_build_indexes(
+                lit, corpus_from_folder(photo_folder), tmp_path / "index", show_progress_bar=False
+            ).images
+        )
+        == 7
+    )
 
 
 def test_index_is_rebuilt_for_another_model_and_per_part(lit, photo_folder, tmp_path):
     table = tmp_path / "captions.tsv"
     table.write_text("image\tcaption\np1.jpg\ta dog runs\np3.jpg\ta cat sits\n")
     corpus = corpus_from_captions(table, images_root=photo_folder)
-    assert set(load_or_build_indexes(lit, corpus, tmp_path / "index", show_progress_bar=False).built) == {"images", "captions"}
+    assert set(load_or_build_indexes(lit, corpus, tmp_path / "index", show_progress_bar=False).built) == {
+        "images",
+        "captions",
+    }
     table.write_text("image\tcaption\np1.jpg\ta dog runs fast\np3.jpg\ta cat sits\n")
     corpus = corpus_from_captions(table, images_root=photo_folder)
     assert set(load_or_build_indexes(lit, corpus, tmp_path / "index", show_progress_bar=False).built) == {"captions"}
@@ -171,8 +185,10 @@ def test_unreadable_images_are_left_out_and_reported(lit, photo_folder, tmp_path
 
 def test_rankings_equal_model_similarity_at_every_token_count(lit, photo_folder, tmp_path):
     table = tmp_path / "captions.tsv"
-    table.write_text("image\tcaption\np0.jpg\ta dog runs on the beach\np1.jpg\ttwo people ride bikes\n"
-                     "p2.jpg\ta red car in the street\np4.jpg\ta child eats food\n")
+    table.write_text(
+        "image\tcaption\np0.jpg\ta dog runs on the beach\np1.jpg\ttwo people ride bikes\n"
+        "p2.jpg\ta red car in the street\np4.jpg\ta child eats food\n"
+    )
     corpus = corpus_from_captions(table, images_root=photo_folder)
     engine = open_engine(lit, corpus, tmp_path / "index", name="tiny", show_progress_bar=False)
     images = [load_image(corpus.image_path(name)) for name in corpus.images]
@@ -199,7 +215,9 @@ def test_rankings_equal_model_similarity_at_every_token_count(lit, photo_folder,
 
 
 def test_queries_the_app_refuses_in_the_page(lit, tiny_text_dir, photo_folder, tmp_path):
-    engine = open_engine(lit, corpus_from_folder(photo_folder), tmp_path / "index", name="tiny", show_progress_bar=False)
+    engine = open_engine(
+        lit, corpus_from_folder(photo_folder), tmp_path / "index", name="tiny", show_progress_bar=False
+    )
     for empty in ("", "   ", None):
         with pytest.raises(QueryError, match="empty"):
             engine.text_query(empty)
@@ -214,10 +232,14 @@ def test_queries_the_app_refuses_in_the_page(lit, tiny_text_dir, photo_folder, t
 
     text_model = load_model(tiny_text_dir, device="cpu")
     with pytest.raises(ObliqueConfigError, match="no image tower"):
-        open_engine(text_model, corpus_from_folder(photo_folder), tmp_path / "index2", name="text", show_progress_bar=False)
+        open_engine(
+            text_model, corpus_from_folder(photo_folder), tmp_path / "index2", name="text", show_progress_bar=False
+        )
     table = tmp_path / "sentences.tsv"
     table.write_text("text\na man plays the guitar\ntwo dogs run in the park\na child eats food\n")
-    text_engine = open_engine(text_model, corpus_from_captions(table), tmp_path / "index3", name="text", show_progress_bar=False)
+    text_engine = open_engine(
+        text_model, corpus_from_captions(table), tmp_path / "index3", name="text", show_progress_bar=False
+    )
     with pytest.raises(QueryError, match="no image tower"):
         text_engine.image_query(str(photo_folder / "p0.jpg"))
     results = text_engine.search("dogs in the park", NUM_TOKENS, 2)
@@ -243,10 +265,20 @@ def test_the_file_route_serves_the_indexed_images_and_nothing_else(photo_folder,
     assert ok.status_code == 200 and ok.content == (photo_folder / "sub" / "p5.png").read_bytes()
     assert ok.headers["x-content-type-options"] == "nosniff" and ok.headers["content-type"] == "image/png"
     refused = [
-        "/images/../secret.txt", "/images/%2e%2e/secret.txt", "/images/..%2fsecret.txt", "/images/sub/../../secret.txt",
-        "/images/%2e%2e%2f%2e%2e%2fetc%2fpasswd", "/images//etc/passwd", "/images/" + str(secret),
-        "/images/%2F" + str(secret).lstrip("/").replace("/", "%2F"), "/images/notes.txt", "/images/.hidden.jpg",
-        "/images/escape.jpg", "/images/missing.jpg", "/images/", "/images/sub",
+        "/images/../secret.txt",
+        "/images/%2e%2e/secret.txt",
+        "/images/..%2fsecret.txt",
+        "/images/sub/../../secret.txt",
+        "/images/%2e%2e%2f%2e%2e%2fetc%2fpasswd",
+        "/images//etc/passwd",
+        "/images/" + str(secret),
+        "/images/%2F" + str(secret).lstrip("/").replace("/", "%2F"),
+        "/images/notes.txt",
+        "/images/.hidden.jpg",
+        "/images/escape.jpg",
+        "/images/missing.jpg",
+        "/images/",
+        "/images/sub",
     ]
     for path in refused:
         response = client.get(path)
@@ -266,11 +298,19 @@ def test_served_app_refuses_raw_traversal_requests(lit, photo_folder, tmp_path):
 
     secret = tmp_path / "secret.txt"
     secret.write_text("private")
-    engine = open_engine(lit, corpus_from_folder(photo_folder), tmp_path / "index", name="tiny", show_progress_bar=False)
+    engine = open_engine(
+        lit, corpus_from_folder(photo_folder), tmp_path / "index", name="tiny", show_progress_bar=False
+    )
     with BackgroundServer(create_app(engine)) as server:
         host, port = server.url.split("//")[1].rstrip("/").split(":")
-        for raw in ("/images/../secret.txt", "/images/../../" + str(secret).lstrip("/"), "/images/%2e%2e/secret.txt",
-                    "/images/..%5csecret.txt", "/../secret.txt", "/images/p0.jpg/../../secret.txt"):
+        for raw in (
+            "/images/../secret.txt",
+            "/images/../../" + str(secret).lstrip("/"),
+            "/images/%2e%2e/secret.txt",
+            "/images/..%5csecret.txt",
+            "/../secret.txt",
+            "/images/p0.jpg/../../secret.txt",
+        ):
             connection = http.client.HTTPConnection(host, int(port), timeout=10)
             connection.putrequest("GET", raw, skip_accept_encoding=True)
             connection.endheaders()
@@ -281,7 +321,10 @@ def test_served_app_refuses_raw_traversal_requests(lit, photo_folder, tmp_path):
             assert response.status in (400, 404), (raw, response.status)
         page = urllib.request.urlopen(server.url, timeout=30).read().decode()
         assert "st-oblique search" in page
-        assert urllib.request.urlopen(server.url + image_url("p1.jpg"), timeout=10).read() == (photo_folder / "p1.jpg").read_bytes()
+        assert (
+            urllib.request.urlopen(server.url + image_url("p1.jpg"), timeout=10).read()
+            == (photo_folder / "p1.jpg").read_bytes()
+        )
         for hidden in ("docs", "redoc", "gradio_api/docs"):  # Swagger/ReDoc pages load their scripts from a CDN
             with pytest.raises(urllib.error.HTTPError):
                 urllib.request.urlopen(server.url + hidden, timeout=10)
@@ -292,7 +335,16 @@ def test_served_app_refuses_raw_traversal_requests(lit, photo_folder, tmp_path):
 
 def test_command_builds_the_index_and_reuses_it(tiny_lit_dir, photo_folder, tmp_path, capsys):
     index = tmp_path / "index"
-    arguments = ["app", tiny_lit_dir, "--images", str(photo_folder), "--index", str(index), "--index-only", "--no-progress"]
+    arguments = [
+        "app",
+        tiny_lit_dir,
+        "--images",
+        str(photo_folder),
+        "--index",
+        str(index),
+        "--index-only",
+        "--no-progress",
+    ]
     assert main(arguments) == 0
     assert "images built in" in capsys.readouterr().out
     assert main(arguments) == 0
@@ -309,7 +361,9 @@ def test_command_errors(tiny_lit_dir, tiny_text_dir, photo_folder, tmp_path, cap
     for extra, message in cases:
         assert main(["app", tiny_lit_dir, *extra, "--index-only", "--index", str(tmp_path / "i")]) == 2
         assert message in capsys.readouterr().err
-    assert main(["app", tiny_text_dir, "--images", str(photo_folder), "--index-only", "--index", str(tmp_path / "i")]) == 2
+    assert (
+        main(["app", tiny_text_dir, "--images", str(photo_folder), "--index-only", "--index", str(tmp_path / "i")]) == 2
+    )
     assert "has no image tower" in capsys.readouterr().err
     assert main(["app", tiny_lit_dir]) == 2
     assert "one of the arguments --images --captions is required" in capsys.readouterr().err
@@ -321,9 +375,25 @@ def test_command_serves_on_localhost_until_stopped(tiny_lit_dir, photo_folder, t
     cleanly on SIGTERM."""
     environment = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")])}
     process = subprocess.Popen(
-        [sys.executable, "-m", "st_oblique", "app", tiny_lit_dir, "--images", str(photo_folder), "--port", "0",
-         "--index", str(tmp_path / "index"), "--no-progress"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=environment, cwd=tmp_path,
+        [
+            sys.executable,
+            "-m",
+            "st_oblique",
+            "app",
+            tiny_lit_dir,
+            "--images",
+            str(photo_folder),
+            "--port",
+            "0",
+            "--index",
+            str(tmp_path / "index"),
+            "--no-progress",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=environment,
+        cwd=tmp_path,
     )
     lines = []
     try:
@@ -338,7 +408,10 @@ def test_command_serves_on_localhost_until_stopped(tiny_lit_dir, photo_folder, t
                 url = match.group(1)
         assert url, "".join(lines)
         assert "st-oblique search" in urllib.request.urlopen(url, timeout=30).read().decode()
-        assert urllib.request.urlopen(url + image_url("p0.jpg"), timeout=10).read() == (photo_folder / "p0.jpg").read_bytes()
+        assert (
+            urllib.request.urlopen(url + image_url("p0.jpg"), timeout=10).read()
+            == (photo_folder / "p0.jpg").read_bytes()
+        )
         process.send_signal(signal.SIGTERM)
         output, _ = process.communicate(timeout=60)
     finally:

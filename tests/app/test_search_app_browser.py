@@ -100,7 +100,10 @@ def test_search_page_in_a_browser(tiny_lit_dir, flickr_sample, tmp_path, monkeyp
 
     monkeypatch.setattr(socket.socket, "connect", recording_connect)
     requests: list[str] = []
-    with BackgroundServer(create_app(engine, index_note=engine.indexes.describe())) as server, sync_playwright() as playwright:
+    with (
+        BackgroundServer(create_app(engine, index_note=engine.indexes.describe())) as server,
+        sync_playwright() as playwright,
+    ):
         browser = playwright.chromium.launch(executable_path=executable, args=BROWSER_ARGS)
         try:
             context = browser.new_context(viewport={"width": 1100, "height": 900})
@@ -149,10 +152,14 @@ def test_search_page_in_a_browser(tiny_lit_dir, flickr_sample, tmp_path, monkeyp
             assert len(bars) == NUM_TOKENS and [used for _, _, used in bars].count("used (first k)") == 1
             assert bars[0][1] == pytest.approx(scores[0], abs=1e-6)
 
-            # another result selected by a click: its own per-token view
+            # another result selected by a click: its own per-token view; "more like this" searches with its photo
             page.locator('#image-hits figure.hit[data-rank="3"]').click()
             expect(page.locator('#pair .pair[data-rank="3"]')).to_have_count(1)
             assert float(page.locator("#pair .pair").get_attribute("data-score")) == pytest.approx(scores[2], abs=1e-6)
+            page.locator("#more-like-this").click()
+            first = page.locator('#image-hits .hits[data-num-tokens="1"] figure.hit[data-rank="1"]')
+            expect(first).to_have_attribute("data-item", names[2])
+            assert float(first.get_attribute("data-score")) == pytest.approx(1.0, abs=1e-4)  # itself, 1 token
 
             # image queries: an unreadable upload is refused in the page, a photo finds itself first
             page.get_by_role("tab", name="Image query").click()
@@ -161,19 +168,23 @@ def test_search_page_in_a_browser(tiny_lit_dir, flickr_sample, tmp_path, monkeyp
             page.locator("#image-upload input[type=file]").set_input_files(str(broken))
             page.locator("#image-search").click()
             expect(page.locator("#status .error")).to_contain_text("cannot be used as an image")
-            page.locator("#image-upload button[aria-label='Clear']").first.click() if page.locator(
-                "#image-upload button[aria-label='Clear']"
-            ).count() else None
             photo = photos / corpus.images[7]
             page.locator("#image-upload input[type=file]").set_input_files(str(photo))
             page.locator("#image-search").click()
-            expect(page.locator('#image-hits figure.hit[data-rank="1"]')).to_have_attribute("data-item", corpus.images[7])
+            expect(page.locator('#image-hits figure.hit[data-rank="1"]')).to_have_attribute(
+                "data-item", corpus.images[7]
+            )
+            expect(page.locator("#image-preview img")).to_be_visible()
             expect(page.locator("#status .error")).to_have_count(0)
         finally:
             browser.close()
 
     assert any("/images/" in url for url in requests), requests  # the recording saw the page's traffic
-    elsewhere = [url for url in requests if urlparse(url).scheme not in ("data", "blob") and urlparse(url).hostname != "127.0.0.1"]
+    elsewhere = [
+        url
+        for url in requests
+        if urlparse(url).scheme not in ("data", "blob") and urlparse(url).hostname != "127.0.0.1"
+    ]
     assert elsewhere == [], f"the page requested other hosts: {elsewhere}"
     assert outbound == [], f"the server connected to other hosts: {outbound}"
 

@@ -147,7 +147,12 @@ def corpus_from_captions(
         root = _image_folder(images_root, "--images-root")
         data = read_captions(table, root, image_column=image_column, caption_column=column)
         images = [Path(path).relative_to(root).as_posix() for path in data.images]
-        captions = [Caption(text=text, image=image) for image, texts in zip(images, data.captions, strict=True) for text in texts if text]
+        captions = [
+            Caption(text=text, image=image)
+            for image, texts in zip(images, data.captions, strict=True)
+            for text in texts
+            if text
+        ]
     if not captions:
         raise ObliqueConfigError(f"--captions {table}: column {column!r} holds no text.")
     return SearchCorpus(images_root=root, images=images, captions=captions, captions_table=table, caption_column=column)

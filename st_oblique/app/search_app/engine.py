@@ -177,7 +177,9 @@ class SearchEngine:
             results.captions = self._hits("caption", self.indexes.captions, embedding, top_k)
         return results
 
-    def _hits(self, kind: Literal["image", "caption"], index: TokenIndex, embedding: np.ndarray, top_k: int) -> list[Hit]:
+    def _hits(
+        self, kind: Literal["image", "caption"], index: TokenIndex, embedding: np.ndarray, top_k: int
+    ) -> list[Hit]:
         scores, positions = index.search(embedding, top_k)
         hits = []
         for rank, (score, position) in enumerate(zip(scores[0].tolist(), positions[0].tolist(), strict=True), start=1):
@@ -209,8 +211,12 @@ class SearchEngine:
         used = [k for k in explanation.ranking if k < num_tokens][:MAPS_SHOWN]
         label = hit.item if hit.kind == "image" else "the query image"
         result.figure = attention_image(
-            image, maps, explanation.contributions, title=f"Where the top {len(used)} tokens look in {label}",
-            columns=2, tokens=used,
+            image,
+            maps,
+            explanation.contributions,
+            title=f"Where the top {len(used)} tokens look in {label}",
+            columns=2,
+            tokens=used,
         )
         return result
 
@@ -237,7 +243,12 @@ def open_engine(
         )
     identity = model_identity(model, name)
     indexes = load_or_build_indexes(
-        model, corpus, index_dir, identity=identity, batch_size=batch_size, show_progress_bar=show_progress_bar,
+        model,
+        corpus,
+        index_dir,
+        identity=identity,
+        batch_size=batch_size,
+        show_progress_bar=show_progress_bar,
         rebuild=rebuild,
     )
     return SearchEngine(model, corpus, indexes, name)

@@ -91,7 +91,9 @@ class TokenIndex:
         queries = np.asarray(queries, dtype=np.float32)
         full = self.num_tokens * self.token_dim
         if queries.ndim != 2 or queries.shape[1] > full or queries.shape[1] % self.token_dim:
-            raise ValueError(f"queries must be (Q, k*{self.token_dim}) with k <= {self.num_tokens}, got {queries.shape}.")
+            raise ValueError(
+                f"queries must be (Q, k*{self.token_dim}) with k <= {self.num_tokens}, got {queries.shape}."
+            )
         padded = np.zeros((queries.shape[0], full), dtype=np.float32)
         padded[:, : queries.shape[1]] = queries
         scores, rows = self.index.search(padded, min(top_k, len(self)))
@@ -289,7 +291,9 @@ def _encode_images(
     if unreadable:
         logger.warning(
             "%d of %d images could not be read and are not indexed, e.g. %s",
-            len(unreadable), len(corpus.images), "; ".join(f"{name}: {reason}" for name, reason in unreadable[:3]),
+            len(unreadable),
+            len(corpus.images),
+            "; ".join(f"{name}: {reason}" for name, reason in unreadable[:3]),
         )
     if not chunks:
         raise ObliqueInputError(
@@ -342,4 +346,3 @@ def _write(folder: Path, indexes: dict[str, TokenIndex | None], manifest: dict[s
             if index is not None:
                 faiss.write_index(index.index, str(staging / f"{kind}.faiss"))
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=1), encoding="utf-8")
-

@@ -36,7 +36,9 @@ __all__ = ["LOCAL_HOST", "BackgroundServer", "create_app"]
 LOCAL_HOST = "127.0.0.1"
 
 
-def create_app(engine: SearchEngine, *, top_k: int = 10, index_note: str = "", host: str = LOCAL_HOST, port: int = 7860) -> FastAPI:
+def create_app(
+    engine: SearchEngine, *, top_k: int = 10, index_note: str = "", host: str = LOCAL_HOST, port: int = 7860
+) -> FastAPI:
     """The FastAPI application: ``GET /images/...`` (the corpus's images, read-only) and the gradio page at ``/``."""
     app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
     app.include_router(image_router(engine.corpus))
@@ -88,7 +90,9 @@ class BackgroundServer:
                 )
             time.sleep(0.05)
         port = self.server.servers[0].sockets[0].getsockname()[1]
-        shown = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else f"[{self.host}]" if ":" in self.host else self.host
+        shown = (
+            "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else f"[{self.host}]" if ":" in self.host else self.host
+        )
         self.url = f"http://{shown}:{port}/"
         return self
 

@@ -16,8 +16,9 @@ from typing import Any
 import gradio as gr
 import pandas as pd
 
-from st_oblique.app.search_app.engine import Explained, Hit, QueryError, SearchEngine, SearchResults
+from st_oblique.app.search_app.engine import Explained, Hit, SearchEngine, SearchResults
 from st_oblique.app.search_app.file_route import image_url
+from st_oblique.errors import ObliqueInputError
 
 __all__ = ["CSS", "THEME_FONTS", "build_blocks"]
 
@@ -66,11 +67,16 @@ def build_blocks(engine: SearchEngine, *, top_k: int = 10, index_note: str = "")
     shared = {"concurrency_limit": 1, "concurrency_id": "model"}  # one model call at a time
     served = frozenset(engine.corpus.images)
     with gr.Blocks(title="st-oblique search", analytics_enabled=False) as blocks:
-        gr.Markdown(f"### st-oblique search\n{html.escape(engine.describe())}" + (f"  \n{html.escape(index_note)}" if index_note else ""))
+        note = f"  \n{html.escape(index_note)}" if index_note else ""
+        gr.Markdown(f"### st-oblique search\n{html.escape(engine.describe())}{note}")
         state = gr.State({})
         with gr.Row():
             tokens = gr.Slider(
-                1, num_tokens, value=num_tokens, step=1, label=f"Tokens used: the first k of K={num_tokens}",
+                1,
+                num_tokens,
+                value=num_tokens,
+                step=1,
+                label=f"Tokens used: the first k of K={num_tokens}",
                 info="The ranking with the first k whole tokens (truncate_dim = k·d, not renormalized).",
                 elem_id="num-tokens",
             )
@@ -87,7 +93,9 @@ def build_blocks(engine: SearchEngine, *, top_k: int = 10, index_note: str = "")
                     upload = gr.File(
                         label="Upload an image", file_types=["image"], type="filepath", scale=3, elem_id="image-upload"
                     )
-                    preview = gr.Image(label="Query image", interactive=False, height=160, scale=2, elem_id="image-preview")
+                    preview = gr.Image(
+                        label="Query image", interactive=False, height=160, scale=2, elem_id="image-preview"
+                    )
                 image_button = gr.Button("Search with this image", variant="primary", elem_id="image-search")
         status = gr.HTML(elem_id="status")
         with gr.Row():
@@ -99,10 +107,18 @@ def build_blocks(engine: SearchEngine, *, top_k: int = 10, index_note: str = "")
         pair = gr.HTML(elem_id="pair")
         with gr.Row():
             bars = gr.BarPlot(
-                x="token", y="cosine", color="tokens", sort=[str(k) for k in range(num_tokens)],
-                color_map={USED: "#ea580c", DROPPED: "#d4d4d8"}, y_lim=[-1, 1], x_title="token",
-                y_title="cosine", label="Per-token cosines (the used ones sum to the score)", height=300,
-                elem_id="token-bars", scale=1,
+                x="token",
+                y="cosine",
+                color="tokens",
+                sort=[str(k) for k in range(num_tokens)],
+                color_map={USED: "#ea580c", DROPPED: "#d4d4d8"},
+                y_lim=[-1, 1],
+                x_title="token",
+                y_title="cosine",
+                label="Per-token cosines (the used ones sum to the score)",
+                height=300,
+                elem_id="token-bars",
+                scale=1,
             )
             maps = gr.Image(
                 label="Where the top tokens look", interactive=False, height=300, elem_id="token-maps", scale=1
@@ -115,13 +131,16 @@ def build_blocks(engine: SearchEngine, *, top_k: int = 10, index_note: str = "")
             try:
                 value = _resolve(engine, query)
                 results = engine.search(value, k, int(top))
-            except QueryError as error:
+                hits = results.images or results.captions
+                explained = engine.explain(value, hits[0], k) if hits else None
+            except ObliqueInputError as error:  # a bad query, or an indexed photo gone since the index was built
                 return ({}, _error(str(error)), "", "", "", None, None, gr.update(visible=False), None)
-            hits = results.images or results.captions
             session = {"query": query, "results": results, "selected": (hits[0].kind, 1) if hits else None}
-            explained = engine.explain(value, hits[0], k) if hits else None
             return (
-                session, "", *_hit_lists(results, session["selected"], served), *_per_token(engine, explained),
+                session,
+                "",
+                *_hit_lists(results, session["selected"], served),
+                *_per_token(engine, explained),
                 value if query[0] != "text" else None,
             )
 
@@ -150,9 +169,12 @@ def build_blocks(engine: SearchEngine, *, top_k: int = 10, index_note: str = "")
             hit = _selected_hit(session)
             if hit is None:
                 return tuple(gr.skip() for _ in range(7))
-            value = _resolve(engine, session["query"])
-            explained = engine.explain(value, hit, session["results"].num_tokens)
-            return (session, *_hit_lists(session["results"], session["selected"], served), *_per_token(engine, explained))
+            try:
+                explained = engine.explain(_resolve(engine, session["query"]), hit, session["results"].num_tokens)
+            except ObliqueInputError as error:
+                return (session, gr.skip(), gr.skip(), _error(str(error)), None, None, gr.update(visible=False))
+            lists = _hit_lists(session["results"], session["selected"], served)
+            return (session, *lists, *_per_token(engine, explained))
 
         text_button.click(run_text, [text, tokens, count], search_outputs, **shared)
         text.submit(run_text, [text, tokens, count], search_outputs, **shared)
@@ -193,6 +215,7 @@ def _error(message: str) -> str:
 def _hit_lists(results: SearchResults, selected: tuple[str, int] | None, served: frozenset[str]) -> tuple[str, str]:
     """The HTML of the image results and of the caption results (a caption shows its image when it is one of the
     ``served`` images)."""
+
     def chosen(hit: Hit) -> str:
         return " selected" if selected == (hit.kind, hit.rank) else ""
 
@@ -232,11 +255,13 @@ def _per_token(engine: SearchEngine, explained: Explained | None) -> tuple[str, 
     if explained is None:
         return "", None, None, gr.update(visible=False)
     hit, k, contributions = explained.hit, explained.num_tokens, explained.contributions
-    frame = pd.DataFrame({
-        "token": [str(token) for token in range(len(contributions))],
-        "cosine": contributions,
-        "tokens": [USED if token < k else DROPPED for token in range(len(contributions))],
-    })
+    frame = pd.DataFrame(
+        {
+            "token": [str(token) for token in range(len(contributions))],
+            "cosine": contributions,
+            "tokens": [USED if token < k else DROPPED for token in range(len(contributions))],
+        }
+    )
     subject = f"image {hit.item}" if hit.kind == "image" else f"caption “{hit.item}”"
     described = (
         f'<p class="pair" data-kind="{hit.kind}" data-rank="{hit.rank}" data-score="{explained.score!r}" '
