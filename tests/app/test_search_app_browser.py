@@ -168,6 +168,7 @@ def test_search_page_in_a_browser(tiny_lit_dir, flickr_sample, tmp_path, monkeyp
             page.locator("#image-upload input[type=file]").set_input_files(str(broken))
             page.locator("#image-search").click()
             expect(page.locator("#status .error")).to_contain_text("cannot be used as an image")
+            page.locator("#image-upload button[aria-label='Clear']").click()  # the upload box comes back
             photo = photos / corpus.images[7]
             page.locator("#image-upload input[type=file]").set_input_files(str(photo))
             page.locator("#image-search").click()
