@@ -3,6 +3,7 @@
 The library, from the bottom up (each layer imports only the ones below it; ``.ci/run`` checks this with
 import-linter, see ``pyproject.toml``):
 
+- at the very bottom :mod:`~st_oblique.validators`, the rules arguments and options are checked by (torch-free);
 - the base: :mod:`~st_oblique.manifold` (the math), :mod:`~st_oblique.errors`, :mod:`~st_oblique.citations`,
   :mod:`~st_oblique.result_records` (evaluation records), :mod:`~st_oblique._compat` (every private upstream hook);
   :mod:`~st_oblique.output_folder` and :mod:`~st_oblique.devices`;

@@ -14,7 +14,6 @@ Example::
 from __future__ import annotations
 
 import dataclasses
-import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +22,7 @@ from typing import Any, Literal
 from st_oblique.app.options import option_flag, read_config_file
 from st_oblique.devices import check_device
 from st_oblique.errors import ObliqueConfigError
+from st_oblique.validators import check_positive_int, check_positive_number, parse_token_counts
 
 __all__ = ["MODEL_DEFINING_OPTIONS", "TrainConfig"]
 
@@ -293,20 +293,20 @@ class TrainConfig:
         if self.backbone not in ("text", "dual") and self.token_source is not None:
             raise ObliqueConfigError("--token-source applies to text and dual backbones (CLIP towers use their class tokens).")
         for name in ("num_tokens", "token_dim", "batch_size", "logging_steps", "eval_batch_size", "mini_batch_size"):
-            _check_positive(name, getattr(self, name), integer=True)
+            check_positive_int(getattr(self, name), name=option_flag(name), error=ObliqueConfigError)
         for name in ("max_steps", "save_steps", "max_train_samples", "eval_max_samples", "max_seq_length"):
             if getattr(self, name) is not None:
-                _check_positive(name, getattr(self, name), integer=True)
-        _check_positive("scale", self.scale)
-        _check_positive("learning_rate", self.learning_rate)
-        if self.max_scale is not None:
-            _check_positive("max_scale", self.max_scale)
-        if self.scale_learning_rate is not None:
-            _check_positive("scale_learning_rate", self.scale_learning_rate)
+                check_positive_int(getattr(self, name), name=option_flag(name), error=ObliqueConfigError)
+        for name in ("scale", "learning_rate", "max_scale", "scale_learning_rate"):
+            if getattr(self, name) is not None:
+                check_positive_number(getattr(self, name), name=option_flag(name), error=ObliqueConfigError)
         if self.loss not in ("contrastive", "cached", "sigmoid"):
             raise ObliqueConfigError(f"Unknown loss {self.loss!r}; choose contrastive, cached or sigmoid.")
         if self.nested_tokens is not None:
-            _check_token_counts(self.nested_tokens, self.num_tokens)
+            parse_token_counts(
+                self.nested_tokens, self.num_tokens, name="--nested-tokens", num_tokens_name="--num-tokens",
+                error=ObliqueConfigError,
+            )
         if self.scale_mode not in (None, "fixed", "learnable"):
             raise ObliqueConfigError(f"Unknown scale mode {self.scale_mode!r}; choose fixed or learnable.")
         if self.batch_size < 2:
@@ -377,25 +377,3 @@ def _as_list(name: str, value: Any) -> list[str]:
         f"{flag} ({name} in a config file) takes a list of strings, got {value!r}; write `{name}: [a, b]` or "
         f"`{name}: a`."
     )
-
-
-def _check_positive(name: str, value: Any, integer: bool = False) -> None:
-    valid = isinstance(value, int) if integer else isinstance(value, (int, float)) and math.isfinite(value)
-    if isinstance(value, bool) or not valid or value <= 0:
-        kind = "a positive integer" if integer else "a positive number"
-        raise ObliqueConfigError(f"--{name.replace('_', '-')} must be {kind}, got {value!r}.")
-
-
-def _check_token_counts(text: str, num_tokens: int) -> None:
-    """``--nested-tokens``: 'default' or comma-separated whole token counts in 1..K (checked before any import of
-    torch; ObliqueMatryoshkaLoss checks them again)."""
-    if text.strip().lower() == "default":
-        return
-    parts = [part for part in text.replace(" ", "").split(",") if part]
-    if not parts or not all(part.isdigit() and 1 <= int(part) <= num_tokens for part in parts):
-        raise ObliqueConfigError(
-            f"--nested-tokens takes comma-separated whole numbers of tokens between 1 and --num-tokens={num_tokens} "
-            f"(e.g. 1,2,4,{num_tokens}) or 'default'; got {text!r}."
-        )
-    if len(set(parts)) != len(parts):
-        raise ObliqueConfigError(f"--nested-tokens repeats a token count: {text!r}.")

@@ -37,7 +37,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import platform
 import re
 import time
 from collections.abc import Callable
@@ -47,7 +46,6 @@ from typing import TYPE_CHECKING, Any
 
 import datasets
 import open_clip
-import sentence_transformers
 import torch
 import torch.distributed
 import transformers
@@ -56,20 +54,20 @@ from transformers import TrainerCallback, set_seed
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 
 import st_oblique
-from st_oblique._version import __version__
+from st_oblique._version import __version__, package_versions
 from st_oblique.app.options import read_config_file, write_config_file
 from st_oblique.app.train_config import MODEL_DEFINING_OPTIONS, TrainConfig
-from st_oblique.app.train_data import TrainingData, _first_line, check_modalities, load_training_data
+from st_oblique.app.train_data import TrainingData, check_modalities, load_training_data
 from st_oblique.app.train_report import plot_training, score_table, token_collapse_report, training_curves
-from st_oblique.errors import CheckpointError, ObliqueConfigError, ObliqueLoadError, PushAfterTrainingError
+from st_oblique.errors import CheckpointError, ObliqueConfigError, ObliqueLoadError, PushAfterTrainingError, one_line
 from st_oblique.evaluation import ClassificationDataset, load_dataset
-from st_oblique.losses.matryoshka import parse_token_counts
 from st_oblique.model.card import set_evaluation_results
 from st_oblique.model.description import describe_model
 from st_oblique.model.push import push_to_hub
 from st_oblique.modules.tower_lock import lock_tower
 from st_oblique.output_folder import staged_output_dir
 from st_oblique.training.trainer import ObliqueTrainer
+from st_oblique.validators import parse_token_counts
 
 if TYPE_CHECKING:
     from torch import nn
@@ -164,7 +162,7 @@ def build_model(config: TrainConfig) -> ObliqueSentenceTransformer:
         raise
     except Exception as error:
         raise ObliqueLoadError(
-            f"Cannot build the {config.backbone} backbone from {name!r}: {_first_line(error)}. "
+            f"Cannot build the {config.backbone} backbone from {name!r}: {one_line(error, quoted=True)}. "
             f"{_BACKBONE_HINTS[config.backbone]}"
         ) from error
 
@@ -189,7 +187,7 @@ def register_open_clip_config(path: str | Path) -> str:
     try:
         architecture = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as error:
-        raise ObliqueLoadError(f"Cannot read the open_clip config {path}: {_first_line(error)}") from error
+        raise ObliqueLoadError(f"Cannot read the open_clip config {path}: {one_line(error, quoted=True)}") from error
     missing = [key for key in ("embed_dim", "vision_cfg", "text_cfg") if key not in architecture]
     if missing:
         raise ObliqueLoadError(f"The open_clip config {path} lacks {missing}; see open_clip's model_configs/*.json.")
@@ -308,7 +306,7 @@ def check_resume_checkpoint(checkpoint: Path, model: ObliqueSentenceTransformer,
     try:
         loaded = type(model)(str(checkpoint), device="cpu")
     except Exception as error:
-        raise CheckpointError(f"Cannot load the model saved in {checkpoint}: {_first_line(error)}") from error
+        raise CheckpointError(f"Cannot load the model saved in {checkpoint}: {one_line(error, quoted=True)}") from error
     expected = {name: tuple(value.shape) for name, value in model.state_dict().items()}
     found = {name: tuple(value.shape) for name, value in loaded.state_dict().items()}
     mismatched = sorted(name for name in expected.keys() | found.keys() if expected.get(name) != found.get(name))
@@ -378,7 +376,7 @@ def training_arguments(config: TrainConfig, output_dir: Path, train_data: Traini
     try:
         return SentenceTransformerTrainingArguments(**arguments)
     except (TypeError, ValueError) as error:
-        raise ObliqueConfigError(f"Invalid training arguments: {_first_line(error)}") from error
+        raise ObliqueConfigError(f"Invalid training arguments: {one_line(error, quoted=True)}") from error
 
 
 def check_eval_sets(config: TrainConfig) -> dict[str, float]:
@@ -692,7 +690,7 @@ def _report(config, model, trainer, train_data, loss, *, frozen, untrained, trai
             "chance": chance,
         },
         "seconds": round(seconds["total"], 1),
-        "versions": _versions(),
+        "versions": package_versions(),
     }
 
 
@@ -705,16 +703,6 @@ def _plot(report: dict, path: Path, run_name: str, chance: dict[str, float], *, 
         chance={key: value for key, value in chance.items() if key in scores},
         fixed_scale=None if training["learnable_scale"] else training["final_scale"],
     )
-
-
-def _versions() -> dict[str, str]:
-
-    return {
-        "sentence_transformers": sentence_transformers.__version__,
-        "transformers": transformers.__version__,
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-    }
 
 
 def _check_local_path(option: str, name: str | None) -> None:

@@ -28,6 +28,7 @@ from st_oblique.citations import MATRYOSHKA_CITATION
 from st_oblique.losses.base import ObliqueLoss
 from st_oblique.losses.scale import average_gradient_across_ranks
 from st_oblique.modules.shape import oblique_shape
+from st_oblique.validators import check_token_counts, default_token_counts, parse_token_counts
 
 __all__ = [
     "LOGIT_RANGES",
@@ -111,7 +112,7 @@ class ObliqueMatryoshkaLoss(CachedLossMixin, nn.Module):
         self.loss = loss
         self.num_tokens, self.token_dim = shape.num_tokens, shape.token_dim
         counts = default_token_counts(self.num_tokens) if token_counts is None else list(token_counts)
-        self.token_counts = check_token_counts(counts, self.num_tokens, self.token_dim)
+        self.token_counts = sorted(check_token_counts(counts, self.num_tokens))
         if weights is None:
             weights = [1.0] * len(self.token_counts)
         weights = [float(weight) for weight in weights]
@@ -225,48 +226,6 @@ class ObliqueMatryoshkaLoss(CachedLossMixin, nn.Module):
     @property
     def citation(self) -> str:
         return MATRYOSHKA_CITATION
-
-
-def default_token_counts(num_tokens: int) -> list[int]:
-    """1, 2, 4, ... (powers of two below K), then K: ``[1, 2, 4, 8, 16]`` for K=16, ``[1, 2, 4, 8, 12]`` for 12."""
-    counts, count = [], 1
-    while count < num_tokens:
-        counts.append(count)
-        count *= 2
-    return [*counts, num_tokens]
-
-
-def check_token_counts(counts: Sequence[Any], num_tokens: int, token_dim: int) -> list[int]:
-    """``counts`` sorted and validated as whole token counts in ``1..K``; a ValueError that says what is wrong."""
-    if not counts:
-        raise ValueError("token_counts must hold at least one number of tokens (e.g. [1, 2, 4, 8, 16]).")
-    for count in counts:
-        if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= num_tokens:
-            raise ValueError(
-                f"token_counts holds {count!r}, which is not a whole number of tokens between 1 and K={num_tokens}. "
-                f"ObliqueMatryoshkaLoss cuts only between tokens (embedding size k*d with d={token_dim}); a cut "
-                "inside a token would leave a partial token that is not a unit vector."
-            )
-    if len(set(counts)) != len(counts):
-        raise ValueError(f"token_counts must not repeat a count, got {list(counts)}.")
-    return sorted(counts)
-
-
-def parse_token_counts(text: str, num_tokens: int | None = None) -> list[int]:
-    """``"1,2,4,8,16"`` -> ``[1, 2, 4, 8, 16]`` (the ``--nested-tokens`` option); ``"default"`` needs ``num_tokens``."""
-    if text.strip().lower() == "default":
-        if num_tokens is None:
-            raise ValueError("'default' token counts need the model's K.")
-        return default_token_counts(num_tokens)
-    try:
-        counts = [int(part) for part in text.replace(" ", "").split(",") if part]
-    except ValueError:
-        raise ValueError(
-            f"Token counts must be comma-separated whole numbers of tokens, like 1,2,4,8,16; got {text!r}."
-        ) from None
-    if num_tokens is not None:
-        check_token_counts(counts, num_tokens, 1)
-    return counts
 
 
 def check_no_sentence_transformers_matryoshka(losses: Iterable[Any], model: nn.Module) -> None:

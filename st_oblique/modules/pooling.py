@@ -13,6 +13,7 @@ from torch import Tensor, nn
 from st_oblique import manifold
 from st_oblique._compat import similarity_fn_name_if_set
 from st_oblique.modules.serialization import load_safetensors_module, save_safetensors_module, with_version
+from st_oblique.validators import check_positive_int
 
 if TYPE_CHECKING:
     from sentence_transformers.base.model import BaseModel
@@ -194,8 +195,8 @@ class ObliquePooling(Module):
         logit_bias: float | None = None,
     ) -> None:
         super().__init__()
-        _check_positive_int("num_tokens", num_tokens)
-        _check_positive_int("token_dim", token_dim)
+        check_positive_int(num_tokens, name="num_tokens")
+        check_positive_int(token_dim, name="token_dim")
         widths, sources = _per_modality(in_features, token_source)
         for source in sources.values():
             if source not in TOKEN_SOURCES:
@@ -206,7 +207,7 @@ class ObliquePooling(Module):
                     "use per_token_projection=True."
                 )
         for width in widths.values():
-            _check_positive_int("in_features", width)
+            check_positive_int(width, name="in_features")
         heads = _resolve_heads(num_attention_heads, widths, sources)
 
         self.in_features = in_features
@@ -466,8 +467,3 @@ def _compact(heads: dict) -> int | dict | None:
     if list(heads) == [SINGLE_HEAD]:
         return heads[SINGLE_HEAD]
     return {name: value for name, value in heads.items() if value is not None} or None
-
-
-def _check_positive_int(name: str, value: Any) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}.")

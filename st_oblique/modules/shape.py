@@ -18,8 +18,8 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from st_oblique.manifold import kept_tokens
 from st_oblique.modules.pooling import ObliquePooling
+from st_oblique.validators import kept_tokens
 
 __all__ = ["ObliqueShape", "check_truncate_dim", "oblique_poolings", "oblique_shape"]
 

@@ -8,6 +8,7 @@ from sentence_transformers.base.modules import Module
 from torch import nn
 
 from st_oblique.modules.serialization import load_safetensors_module, save_safetensors_module, with_version
+from st_oblique.validators import check_positive_int
 
 __all__ = ["TokenLayerNorm"]
 
@@ -43,8 +44,7 @@ class TokenLayerNorm(Module):
 
     def __init__(self, in_features: int, eps: float = 1e-5) -> None:
         super().__init__()
-        if not isinstance(in_features, int) or isinstance(in_features, bool) or in_features < 1:
-            raise ValueError(f"in_features must be a positive integer, got {in_features!r}.")
+        check_positive_int(in_features, name="in_features")
         self.in_features = in_features
         self.eps = float(eps)
         self.norm = nn.LayerNorm(in_features, eps=self.eps)

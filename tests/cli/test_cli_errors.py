@@ -72,7 +72,7 @@ CASES = {
     "bad option value": (
         lambda a, o: text_args(a, o, "--num-tokens", "many"), "argument --num-tokens: invalid int value"),
     "non-positive option": (
-        lambda a, o: text_args(a, o, "--token-dim", 0), "--token-dim must be a positive integer"),
+        lambda a, o: text_args(a, o, "--token-dim", 0), "--token-dim must be a positive whole number"),
     "unwritable output folder": (
         lambda a, o: text_args(a, UNWRITABLE_PARENT / "run"), "choose another output folder"),
 }
