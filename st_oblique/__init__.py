@@ -23,6 +23,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from st_oblique._version import __version__
+from st_oblique.builders.families import builder_exports
 from st_oblique.lazy_exports import lazy_exports
 
 # public name -> module that defines it
@@ -32,10 +33,7 @@ _PUBLIC: dict[str, str] = {
     "ClassTokenTransformer": "st_oblique.modules.class_token_transformer",
     "ObliqueSentenceTransformer": "st_oblique.model.sentence_transformer",
     "load": "st_oblique.model.sentence_transformer",
-    "oblique_text_model": "st_oblique.builders",
-    "oblique_clip": "st_oblique.builders",
-    "oblique_open_clip": "st_oblique.builders",
-    "oblique_dual_encoder": "st_oblique.builders",
+    **builder_exports(),  # oblique_text_model, oblique_clip, ...: one per backbone family
     "ObliqueContrastiveLoss": "st_oblique.losses.contrastive",
     "CachedObliqueContrastiveLoss": "st_oblique.losses.cached",
     "ObliqueSigmoidLoss": "st_oblique.losses.sigmoid",

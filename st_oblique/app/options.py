@@ -189,8 +189,8 @@ def add_dataclass_options(parser: argparse.ArgumentParser, cls: type) -> None:
     Field types map to options as follows: ``bool`` -> ``--flag/--no-flag``; ``int``/``float``/``str`` (or
     ``X | None``, where ``none`` on the command line means None) -> one value; ``list[str]`` -> repeatable
     (``metadata["nargs"] = "+"`` for one option with several values); ``dict`` -> a JSON object; a
-    ``typing.Literal`` -> its choices. ``metadata`` may also give ``help``, ``flag`` (the option name) and
-    ``metavar``.
+    ``typing.Literal`` -> its choices. ``metadata`` may also give ``help``, ``flag`` (the option name),
+    ``metavar`` and ``choices`` (for a ``str`` field whose values come from a table).
     """
     hints = typing.get_type_hints(cls)
     groups: dict[str, argparse._ArgumentGroup] = {}
@@ -202,6 +202,7 @@ def add_dataclass_options(parser: argparse.ArgumentParser, cls: type) -> None:
             target = groups.setdefault(group_name, parser.add_argument_group(group_name))
         default = field.default if field.default is not dataclasses.MISSING else field.default_factory()
         kind, optional, choices = _field_kind(hints[field.name])
+        choices = metadata.get("choices", choices)
         help_text = metadata.get("help", "")
         if default not in (None, [], {}) and kind is not bool:
             help_text += f" (default: {default})"

@@ -36,6 +36,7 @@ from datasets import Image as ImageFeature
 from PIL import Image
 from tqdm.auto import tqdm
 
+from st_oblique.builders.families import BACKBONE_FAMILIES
 from st_oblique.data.datasets import read_captions
 from st_oblique.data.datasets.captions import CaptionTableColumnsError, header_looks_like_data
 from st_oblique.errors import TrainingDataError, one_line
@@ -265,8 +266,12 @@ def check_modalities(data: TrainingData, modalities: Sequence[str]) -> None:
     if data.image_columns and "image" not in modalities:
         raise TrainingDataError(
             f"The column(s) {data.image_columns} of the training data hold images, but this backbone embeds only "
-            "text; use an image-text backbone (--backbone clip, open_clip or dual) or text columns."
+            f"text; use an image-text backbone (--backbone {' or '.join(_image_text_families())}) or text columns."
         )
+
+
+def _image_text_families() -> list[str]:
+    return [name for name, family in BACKBONE_FAMILIES.items() if "image" in family.modalities]
 
 
 def select_columns(data: Any, columns: Sequence[str], source: str) -> Any:

@@ -59,6 +59,7 @@ from st_oblique.app.options import read_config_file, write_config_file
 from st_oblique.app.train_config import MODEL_DEFINING_OPTIONS, TrainConfig
 from st_oblique.app.train_data import TrainingData, check_modalities, load_training_data
 from st_oblique.app.train_report import plot_training, score_table, token_collapse_report, training_curves
+from st_oblique.builders.families import BACKBONE_FAMILIES
 from st_oblique.errors import CheckpointError, ObliqueConfigError, ObliqueLoadError, PushAfterTrainingError, one_line
 from st_oblique.evaluation import ClassificationDataset, load_dataset
 from st_oblique.model.card import set_evaluation_results
@@ -115,66 +116,32 @@ class TrainResult:
 
 
 def build_model(config: TrainConfig) -> ObliqueSentenceTransformer:
-    """The untrained oblique model described by ``config`` (see the ``model`` options of :class:`TrainConfig`).
+    """The untrained oblique model described by ``config`` (see the ``model`` options of :class:`TrainConfig`),
+    built by its backbone family's builder (:data:`~st_oblique.builders.families.BACKBONE_FAMILIES`).
 
     Raises:
         ObliqueLoadError: the backbone cannot be loaded or is not the kind ``config.backbone`` says.
     """
-
-    common: dict[str, Any] = {"per_token_projection": config.per_token_projection, "device": config.device}
-    if config.layer_norm is not None:
-        common["layer_norm"] = config.layer_norm
-    name = config.model
-    for option in ("model", "text_model", "image_model"):
+    family = BACKBONE_FAMILIES[str(config.backbone)]
+    for option in family.arguments:
         _check_local_path(option, getattr(config, option))
+    if config.open_clip_config:  # a custom architecture, registered under its file name (the resolved --model)
+        register_open_clip_config(config.open_clip_config)
+    values = config.resolved().to_dict()
+    arguments, options = family.builder_arguments(values)
+    options.update(num_tokens=config.num_tokens, token_dim=config.token_dim, device=config.device,
+                   per_token_projection=config.per_token_projection)
+    if config.layer_norm is not None:
+        options["layer_norm"] = config.layer_norm
     try:
-        if config.backbone == "clip":
-            return st_oblique.oblique_clip(
-                config.model, num_tokens=config.num_tokens, token_dim=config.token_dim,
-                max_seq_length=config.max_seq_length, trust_remote_code=config.trust_remote_code, **common,
-            )
-        if config.backbone == "open_clip":
-            if config.open_clip_config:
-                registered = register_open_clip_config(config.open_clip_config)
-                name = config.model or registered
-            model = st_oblique.oblique_open_clip(
-                name, config.pretrained, num_tokens=config.num_tokens, token_dim=config.token_dim,
-                config_kwargs=config.open_clip_model_kwargs, **common,
-            )
-            if not config.pretrained and not name.startswith(("hf-hub:", "local-dir:")):
-                model.model_card_data.base_model = None  # random weights: there is no base model to link to
-            if config.max_seq_length is not None:
-                model.max_seq_length = config.max_seq_length
-            return model
-        loading = {"max_seq_length": config.max_seq_length, "trust_remote_code": config.trust_remote_code}
-        if config.backbone == "text":
-            return st_oblique.oblique_text_model(
-                config.model, num_tokens=config.num_tokens, token_dim=config.token_dim,
-                token_source=config.token_source or "first", **loading, **common,
-            )
-        name = f"{config.text_model} + {config.image_model}"
-        return st_oblique.oblique_dual_encoder(
-            config.text_model, config.image_model, num_tokens=config.num_tokens, token_dim=config.token_dim,
-            text_token_source=config.token_source or "first", image_token_source=config.image_token_source,
-            **loading, **common,
-        )
+        return family.load_builder()(*arguments, **options)
     except ObliqueLoadError:
         raise
     except Exception as error:
+        name = " + ".join(str(values[option]) for option in family.required)
         raise ObliqueLoadError(
-            f"Cannot build the {config.backbone} backbone from {name!r}: {one_line(error, quoted=True)}. "
-            f"{_BACKBONE_HINTS[config.backbone]}"
+            f"Cannot build the {family.name} backbone from {name!r}: {one_line(error, quoted=True)}. {family.hint}"
         ) from error
-
-
-_BACKBONE_HINTS = {
-    "clip": "--backbone clip takes a Hugging Face CLIP model id (e.g. openai/clip-vit-base-patch32) or a local folder.",
-    "open_clip": "--backbone open_clip takes an open_clip model name (open_clip.list_models(), hf-hub:org/repo, "
-    "local-dir:/path) with --pretrained TAG, or --open-clip-config FILE for a custom architecture.",
-    "text": "--backbone text takes a Hugging Face text encoder or Sentence Transformers model (id or folder).",
-    "dual": "--backbone dual takes --text-model (a text encoder) and --image-model (a HF/timm image model), ids or "
-    "folders.",
-}
 
 
 def register_open_clip_config(path: str | Path) -> str:
@@ -614,11 +581,9 @@ def _name_for_card(model: ObliqueSentenceTransformer, config: TrainConfig, data:
     """Name the model and its local training data on the card (Sentence Transformers names Hub datasets itself;
     without names, its card says "a sentence-transformers model trained. It maps ...")."""
     card = model.model_card_data
-    backbone = (
-        f"dual encoder {Path(str(config.text_model)).name} + {Path(str(config.image_model)).name}"
-        if config.backbone == "dual" else f"{config.backbone} {Path(str(config.model)).name}"
+    card.model_name = (
+        f"{run_name}: oblique {config.describe_backbone(short=True)} (K={config.num_tokens}, d={config.token_dim})"
     )
-    card.model_name = f"{run_name}: oblique {backbone} (K={config.num_tokens}, d={config.token_dim})"
     if config.captions:  # the folder of a caption table names the collection (flickr8k_1k/captions.tsv)
         name = Path(config.captions).expanduser().resolve().parent.name
     elif config.pairs:

@@ -32,24 +32,17 @@ from st_oblique.model.files import (
 )
 from st_oblique.model.hub_errors import explain_push_errors
 from st_oblique.model.hub_ids import is_hub_model_id
+from st_oblique.modules import MODULE_CLASSES
 from st_oblique.modules.shape import check_truncate_dim, oblique_shape
 
 PACKAGE = "st-oblique"
 MIN_READER_VERSION = "0.1.0"
 """Oldest st-oblique release that can read what this release saves (written as a model requirement)."""
 
-MODULE_CLASS_REFS: tuple[str, ...] = (
-    "st_oblique.modules.pooling.ObliquePooling",
-    "st_oblique.modules.class_token_transformer.ClassTokenTransformer",
-    "st_oblique.modules.clip_class_token_transformer.CLIPClassTokenTransformer",
-    "st_oblique.modules.image_class_token_transformer.ImageClassTokenTransformer",
-    "st_oblique.modules.open_clip_encoder.OpenCLIPEncoder",
-    "st_oblique.modules.modality_router.ModalityRouter",
-    "st_oblique.modules.token_layer_norm.TokenLayerNorm",
-    "st_oblique.modules.torchvision_image_class_token_transformer.TorchvisionImageClassTokenTransformer",
-)
-"""The ``modules.json`` types of st-oblique's module classes. They have at least two dots, so a file in a
-model repository can never shadow them (ST's dynamic-module loader rejects such refs)."""
+MODULE_CLASS_REFS: tuple[str, ...] = tuple(f"{module}.{name}" for name, module in MODULE_CLASSES.items())
+"""The ``modules.json`` types of st-oblique's module classes (from the registry
+:data:`st_oblique.modules.MODULE_CLASSES`). They have at least two dots, so a file in a model repository can never
+shadow them (ST's dynamic-module loader rejects such refs)."""
 
 RENAMED_MODULE_CLASS_REFS: dict[str, str] = {
     "st_oblique.modules.text_class_tokens.ClassTokenTransformer":
