@@ -45,12 +45,21 @@ Hooks (mteb 2.26; mteb is imported inside these functions only, so that importin
     finds them. Removed if mteb gets a public task registration.
 11. ``mteb.cli.build_cli.build_cli``: mteb's command-line parser (``mteb.cli.main`` reads ``sys.argv``), so that
     ``st-oblique mteb`` runs mteb's CLI in-process on its own argument list.
+
+Hook (clip-benchmark 1.6.2, the optional reference implementation; imported inside the function only):
+
+12. ``clip_benchmark.metrics.zeroshot_classification.accuracy``: computes ``float(array of shape (1,))``, a
+    TypeError on NumPy >= 2.4, and ``evaluate`` calls it by its module-global name (no argument takes another).
+    :func:`clip_benchmark_numpy2_fix` puts the same computation with ``.item()`` in its place for the duration of a
+    ``with`` block only, so that the parity tests and ``python -m evaluation.speed`` run CLIP_benchmark's own code
+    as the reference. Removed when clip-benchmark fixes ``accuracy`` (the canary says when it works unpatched).
 """
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any, ClassVar
 
 from sentence_transformers import SentenceTransformer
@@ -58,6 +67,7 @@ from torch import nn
 
 __all__ = [
     "SentenceTransformerHooks",
+    "clip_benchmark_numpy2_fix",
     "loaded_model_card",
     "model_id_placeholder",
     "mteb_registered_model_meta",
@@ -167,3 +177,26 @@ def run_mteb_cli(argv: list[str]) -> None:
         build_cli().print_help()
         raise SystemExit(2)
     args.func(args)
+
+
+@contextmanager
+def clip_benchmark_numpy2_fix() -> Iterator[None]:
+    """Make ``clip_benchmark.metrics.zeroshot_classification.accuracy`` work with NumPy 2 while in the block (hook 12).
+
+    clip-benchmark 1.6.2 computes ``float(array_of_shape_1)``, a TypeError on NumPy >= 2.4; the replacement is the
+    same computation with ``.item()``, and the original is back when the block ends. Needs ``pip install
+    clip-benchmark``.
+    """
+    from clip_benchmark.metrics import zeroshot_classification as clip_benchmark_classification
+
+    def accuracy(output, target, topk: tuple[int, ...] = (1,)) -> list[float]:
+        pred = output.topk(max(topk), 1, True, True)[1].t()
+        correct = pred.eq(target.view(1, -1).expand_as(pred))
+        return [float(correct[:k].reshape(-1).float().sum(0, keepdim=True).item()) / len(target) for k in topk]
+
+    original = clip_benchmark_classification.accuracy
+    clip_benchmark_classification.accuracy = accuracy
+    try:
+        yield
+    finally:
+        clip_benchmark_classification.accuracy = original

@@ -290,7 +290,7 @@ class TrainConfig:
         """Raise :class:`~st_oblique.app.options.ObliqueConfigError` (one sentence, with the fix) for an unusable config.
 
         Args:
-            has_data: training data is passed to :func:`train` directly (no data option needed).
+            has_data: training data is passed to :func:`~st_oblique.app.train_pipeline.train` directly (no data option needed).
         """
         self._validate_backbone()
         for name in ("num_tokens", "token_dim", "batch_size", "logging_steps", "eval_batch_size", "mini_batch_size"):

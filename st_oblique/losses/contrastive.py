@@ -42,7 +42,7 @@ class ObliqueContrastiveLoss(ObliqueLoss):
     (``SentenceTransformerTrainer``, ``model.fit``) a learnable scale is trained, gets no weight decay and is
     recorded in the model's ObliquePooling config (``logit_scale``) whenever the model is saved;
     :class:`~st_oblique.ObliqueTrainer` also logs it as ``logit_scale`` and restores it when resuming from a
-    checkpoint (see :class:`~st_oblique.ObliqueLoss`). Its own learning rate:
+    checkpoint (see :class:`~st_oblique.losses.base.ObliqueLoss`). Its own learning rate:
     ``learning_rate_mapping={r"logit_scale": 1e-3}``.
 
     Every step checks that the embeddings are ``(B, K*d)``, finite and on the oblique manifold (each token of unit

@@ -59,7 +59,7 @@ class OpenCLIPEncoder(TowerLockMixin, InputModule):
     (the BPE ``SimpleTokenizer`` ships with open_clip and works offline).
 
     - **Image**, ViT towers with class-token pooling: K−1 learned class tokens are inserted right after the class
-      token (:class:`~st_oblique.modules.image.ExtraClassTokens`); ``token_embeddings`` ``(B, K + N, W)`` after
+      token (:class:`~st_oblique.modules.vit_towers.ExtraClassTokens`); ``token_embeddings`` ``(B, K + N, W)`` after
       ``ln_post``, class tokens first. Other towers (ModifiedResNet, timm CNNs): the last feature map flattened to
       tokens, ``(B, H*W, C)``, for ``ObliquePooling(token_source="attention")``. :attr:`image_token_source` says
       which applies.
