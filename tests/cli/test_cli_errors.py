@@ -68,7 +68,7 @@ CASES = {
     "unknown evaluation set": (
         lambda a, o: text_args(a, o, "--eval-dataset", "no_such_set"), "Unknown dataset 'no_such_set'"),
     "not a checkpoint": (
-        lambda a, o: text_args(a, o, "--resume-from-checkpoint", a.pairs.parent), "is not a training checkpoint"),
+        lambda a, o: text_args(a, o, "--resume-from-checkpoint", a.pairs.parent), "is not a complete training checkpoint"),
     "bad option value": (
         lambda a, o: text_args(a, o, "--num-tokens", "many"), "argument --num-tokens: invalid int value"),
     "non-positive option": (

@@ -22,6 +22,8 @@ from hub.hub_worker import (
 )
 from huggingface_hub import ModelCard
 
+from st_oblique.model.sentence_transformer import MIN_READER_VERSION
+
 TESTS = Path(__file__).resolve().parents[1]
 
 
@@ -65,7 +67,7 @@ def test_without_st_oblique_loading_says_pip_install(round_trip):
     _, _, _, loaded = round_trip
     for source in ("hub", "folder"):
         message = loaded["without_st_oblique"][source]
-        assert 'pip install -U "st-oblique>=0.1.0"' in message, message
+        assert f'pip install -U "st-oblique>={MIN_READER_VERSION}"' in message, message
         assert "it is not installed" in message
 
 
