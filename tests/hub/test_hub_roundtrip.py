@@ -121,10 +121,10 @@ def test_card_has_a_valid_header_and_the_oblique_section(round_trip, repo):
         assert "modality:image" in card.data.tags
         assert "| text | CLIPModel |" in readme and "| image | CLIPModel |" in readme
         scale = pushed["clip_logit_scale"]
-        assert f"inverse temperature):** {'not recorded' if scale is None else format(scale, '.4g')}" in readme
+        assert f"inverse temperature):** {format(scale, '.4g')} (fixed)" in readme  # the model's, never trained
     else:
         assert "| text | BertModel | `first` | 4 class tokens at the front" in readme
-        assert f"inverse temperature):** {TEXT_LOGIT_SCALE:.4g} (temperature {1 / TEXT_LOGIT_SCALE:.4g})" in readme
+        assert f"inverse temperature):** {TEXT_LOGIT_SCALE:.4g} (fixed) (temperature {1 / TEXT_LOGIT_SCALE:.4g})" in readme
         assert "## st-oblique Evaluation" in readme and "| sts | spearman | 0.5000 |" in readme
         assert "python -m evaluation.run --model text_local" in readme
 
