@@ -38,7 +38,8 @@ _PUBLIC: dict[str, str] = {
     "CachedObliqueContrastiveLoss": "st_oblique.losses.cached",
     "ObliqueSigmoidLoss": "st_oblique.losses.sigmoid",
     "ObliqueMatryoshkaLoss": "st_oblique.losses.matryoshka",
-    "LogitScaleCallback": "st_oblique.losses.logit_scale_callback",
+    "LogitScaleCallback": "st_oblique.training.logit_scale_callback",
+    "LogitScale": "st_oblique.modules.logit_scale",
     "ObliqueTrainer": "st_oblique.training.trainer",
     "ObliqueShape": "st_oblique.modules.shape",
     "oblique_shape": "st_oblique.modules.shape",
@@ -83,7 +84,6 @@ if TYPE_CHECKING:
     )
     from st_oblique.losses.cached import CachedObliqueContrastiveLoss
     from st_oblique.losses.contrastive import ObliqueContrastiveLoss
-    from st_oblique.losses.logit_scale_callback import LogitScaleCallback
     from st_oblique.losses.matryoshka import ObliqueMatryoshkaLoss
     from st_oblique.losses.sigmoid import ObliqueSigmoidLoss
     from st_oblique.model.card import ObliqueModelCardData
@@ -91,6 +91,8 @@ if TYPE_CHECKING:
     from st_oblique.model.push import push_to_hub
     from st_oblique.model.sentence_transformer import ObliqueSentenceTransformer, load
     from st_oblique.modules.class_token_transformer import ClassTokenTransformer
+    from st_oblique.modules.logit_scale import LogitScale
     from st_oblique.modules.pooling import ObliquePooling
     from st_oblique.modules.shape import ObliqueShape, oblique_shape
+    from st_oblique.training.logit_scale_callback import LogitScaleCallback
     from st_oblique.training.trainer import ObliqueTrainer

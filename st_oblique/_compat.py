@@ -31,9 +31,11 @@ Behaviours relied on (no attribute is touched, but the canary tests pin them):
    (``BaseTrainer.get_data_collator``). :class:`~st_oblique.modules.ModalityRouter` routes each column by the
    modality of its values, so it needs none. If ST switches to ``isinstance``, dual encoders need
    ``router_mapping={"image": "image", "caption": "text"}`` (the canary says so).
-8. transformers' ``Trainer.get_decay_parameter_names`` and ``model.fit``'s ``no_decay`` list leave parameters
-   whose name contains ``bias`` out of weight decay; the learnable temperatures of the losses are named
-   accordingly (``logit_scale.log_scale_bias``, ``logit_bias``).
+8. transformers' ``Trainer.get_decay_parameter_names`` leaves parameters whose name contains ``bias`` out of weight
+   decay (its docstring says so); Sentence Transformers' trainer and ``model.fit`` build their optimizer groups with
+   it. The model's temperature (``ObliquePooling.temperature``: ``log_scale_bias``, ``logit_bias``) is named
+   accordingly, so plain trainers never decay a learned scale; :class:`~st_oblique.ObliqueTrainer` excludes it by
+   identity instead (its ``get_decay_parameter_names``), which needs no name.
 
 Hooks (mteb 2.26; mteb is imported inside these functions only, so that importing st-oblique stays fast):
 

@@ -7,7 +7,7 @@ import platform
 import sys
 from importlib import metadata
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 _DISTRIBUTIONS = {
     "sentence_transformers": "sentence-transformers",

@@ -263,8 +263,8 @@ def temperature_names(loss) -> set[str]:
 def test_hook_8_trainer_decay_grouping_skips_the_temperatures(oblique, tmp_path):
     name = hook(8, "transformers' Trainer.get_decay_parameter_names")
     losses = [ObliqueContrastiveLoss(oblique, learnable_scale=True), ObliqueSigmoidLoss(oblique)]
-    assert temperature_names(losses[0]) == {"logit_scale.log_scale_bias"}
-    assert temperature_names(losses[1]) == {"logit_scale.log_scale_bias", "logit_bias"}
+    # the model's temperature, seen through the loss (whose model is a submodule): named *bias*
+    assert temperature_names(losses[1]) == {"model.1.temperature.log_scale_bias", "model.1.temperature.logit_bias"}
     pairs = Dataset.from_dict({"anchor": SENTENCES[:4], "positive": SENTENCES[4:]})
     for loss in losses:
         trainer = SentenceTransformerTrainer(

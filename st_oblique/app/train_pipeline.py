@@ -51,7 +51,7 @@ import torch.distributed
 import transformers
 from sentence_transformers import SentenceTransformerTrainingArguments
 from transformers import TrainerCallback, set_seed
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 import st_oblique
 from st_oblique._version import __version__, package_versions
@@ -67,7 +67,8 @@ from st_oblique.model.description import describe_model
 from st_oblique.model.push import push_to_hub
 from st_oblique.modules.tower_lock import lock_tower
 from st_oblique.output_folder import staged_output_dir
-from st_oblique.training.trainer import ObliqueTrainer
+from st_oblique.training.trainer import ObliqueTrainer, check_checkpoint
+from st_oblique.training.trainer import resolve_checkpoint as resolve_trainer_checkpoint
 from st_oblique.validators import parse_token_counts
 
 if TYPE_CHECKING:
@@ -228,61 +229,33 @@ def build_loss(model: ObliqueSentenceTransformer, config: TrainConfig) -> nn.Mod
 
 
 def resolve_checkpoint(config: TrainConfig) -> Path | None:
-    """The checkpoint to resume from (``"last"``: the newest in ``config.checkpoints_path``), or None.
+    """The checkpoint to resume from (``"last"``: the newest in ``config.checkpoints_path``), or None; resolved by the
+    library's one resume path (:func:`st_oblique.training.trainer.resolve_checkpoint`).
 
     Raises:
         CheckpointError: no checkpoint there.
     """
-    if not config.resume_from_checkpoint:
-        return None
-    if config.resume_from_checkpoint == "last":
-
-        folder = config.checkpoints_path
-        last = get_last_checkpoint(str(folder)) if folder.is_dir() else None
-        if last is None:
-            raise CheckpointError(f"No checkpoint to resume from in {folder}; train with --save-steps N first.")
-        return Path(last)
-    return Path(config.resume_from_checkpoint).expanduser()
+    return resolve_trainer_checkpoint(config.checkpoints_path, config.resume_from_checkpoint or None)
 
 
-def check_resume_checkpoint(checkpoint: Path, model: ObliqueSentenceTransformer, config: TrainConfig) -> None:
-    """Raise :class:`CheckpointError` unless the run can resume from ``checkpoint``.
+def check_resume_checkpoint(checkpoint: Path, config: TrainConfig) -> None:
+    """Raise :class:`CheckpointError` when ``checkpoint`` was written with other model-defining options
+    (:data:`MODEL_DEFINING_OPTIONS`, read from its ``train_config.yaml``).
 
-    The checkpoint must be a trainer checkpoint (``trainer_state.json``) written with the same model-defining
-    options (:data:`MODEL_DEFINING_OPTIONS`, from its ``train_config.yaml``), and its model must have the same
-    parameters, with the same shapes, as ``model``.
+    This is the application's own check, which names the options as typed; that the checkpoint is a complete one of
+    a model with the same tensors is checked by :class:`~st_oblique.ObliqueTrainer` when it resumes.
     """
-    if not checkpoint.is_dir():
-        raise CheckpointError(f"Checkpoint not found: {checkpoint}")
-    if not (checkpoint / "trainer_state.json").is_file():
-        raise CheckpointError(
-            f"{checkpoint} is not a training checkpoint (no trainer_state.json); pass a checkpoint-<step> folder "
-            "written with --save-steps."
-        )
     saved_config = checkpoint / CONFIG_FILE
-    if saved_config.is_file():
-        saved = read_config_file(saved_config)
-        current = config.to_dict()
-        differences = [key for key in MODEL_DEFINING_OPTIONS if key in saved and saved[key] != current[key]]
-        if differences:
-            listed = ", ".join(f"{key}={saved[key]!r} there but {current[key]!r} here" for key in differences)
-            raise CheckpointError(
-                f"Cannot resume from {checkpoint}: it was trained with other settings ({listed}); resume with that "
-                f"run's settings (--config {saved_config}) or start without --resume-from-checkpoint."
-            )
-    try:
-        loaded = type(model)(str(checkpoint), device="cpu")
-    except Exception as error:
-        raise CheckpointError(f"Cannot load the model saved in {checkpoint}: {one_line(error, quoted=True)}") from error
-    expected = {name: tuple(value.shape) for name, value in model.state_dict().items()}
-    found = {name: tuple(value.shape) for name, value in loaded.state_dict().items()}
-    mismatched = sorted(name for name in expected.keys() | found.keys() if expected.get(name) != found.get(name))
-    if mismatched:
-        name = mismatched[0]
+    if not saved_config.is_file():
+        return
+    saved = read_config_file(saved_config)
+    current = config.to_dict()
+    differences = [key for key in MODEL_DEFINING_OPTIONS if key in saved and saved[key] != current[key]]
+    if differences:
+        listed = ", ".join(f"{key}={saved[key]!r} there but {current[key]!r} here" for key in differences)
         raise CheckpointError(
-            f"Cannot resume from {checkpoint}: its model differs from this one in {len(mismatched)} tensor(s), e.g. "
-            f"{name} has shape {found.get(name)} there and {expected.get(name)} here; resume with that run's settings "
-            "or start without --resume-from-checkpoint."
+            f"Cannot resume from {checkpoint}: it was trained with other settings ({listed}); resume with that "
+            f"run's settings (--config {saved_config}) or start without --resume-from-checkpoint."
         )
 
 
@@ -338,7 +311,8 @@ def training_arguments(config: TrainConfig, output_dir: Path, train_data: Traini
         # a gradient in each image-text step, so the search is not needed (and costs a graph traversal per call).
         arguments["ddp_find_unused_parameters"] = False
     if config.scale_learning_rate is not None:
-        arguments["learning_rate_mapping"] = {r"logit_scale": config.scale_learning_rate}
+        # The model's temperature: ObliquePooling.temperature.log_scale_bias (and a sigmoid loss's logit_bias).
+        arguments["learning_rate_mapping"] = {r"\.temperature\.": config.scale_learning_rate}
     arguments.update(config.training_arguments or {})
     try:
         return SentenceTransformerTrainingArguments(**arguments)
@@ -489,7 +463,8 @@ def _train_steps(
     loss = build_loss(model, config)
     _name_for_card(model, config, train_data, run_name)
     if checkpoint is not None:
-        check_resume_checkpoint(checkpoint, model, config)
+        check_resume_checkpoint(checkpoint, config)
+        check_checkpoint(checkpoint, model)  # before the untrained evaluation: fail fast
 
     untrained: list = []
     if staging is not None and config.eval_untrained:

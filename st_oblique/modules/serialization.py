@@ -120,8 +120,13 @@ def check_config_keys(name: str, location: str, config: dict[str, Any], known_ke
     return config
 
 
-def load_module_weights(module: nn.Module, model_name_or_path: str, **kwargs: Any) -> nn.Module:
+def load_module_weights(
+    module: nn.Module, model_name_or_path: str, *, optional_tensor_prefix: str | None = None, **kwargs: Any
+) -> nn.Module:
     """Load ``model.safetensors`` of a module folder into ``module``, strictly.
+
+    Tensors whose names start with ``optional_tensor_prefix`` may be missing from the file (older releases did not
+    save them); they keep the values the module was built with from its config.
 
     Raises:
         ObliqueLoadError: the file is missing or unreadable (e.g. truncated), or its tensors do not match the
@@ -141,6 +146,8 @@ def load_module_weights(module: nn.Module, model_name_or_path: str, **kwargs: An
         ) from error
 
     expected = module.state_dict()
+    if optional_tensor_prefix:
+        state = {**{k: v for k, v in expected.items() if k.startswith(optional_tensor_prefix)}, **state}
     problems = []
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
@@ -184,7 +191,12 @@ def save_safetensors_module(module: nn.Module, output_path: str, *, safe_seriali
 
 
 def load_safetensors_module(
-    cls: type, model_name_or_path: str, *, required_keys: list[str], **kwargs: Any
+    cls: type,
+    model_name_or_path: str,
+    *,
+    required_keys: list[str],
+    optional_tensor_prefix: str | None = None,
+    **kwargs: Any,
 ) -> nn.Module:
     """Build ``cls`` from its saved ``config.json`` and load its ``model.safetensors`` (what ``save_safetensors_module``
     wrote), ``subfolder`` and hub arguments as for any ST module.
@@ -200,7 +212,7 @@ def load_safetensors_module(
     except (TypeError, ValueError) as error:
         location = describe_location(model_name_or_path, kwargs.get("subfolder", ""), cls.config_file_name)
         raise ObliqueLoadError(f"Cannot load {cls.__name__}: {location} holds an invalid config: {error}") from error
-    return load_module_weights(module, model_name_or_path, **kwargs)
+    return load_module_weights(module, model_name_or_path, optional_tensor_prefix=optional_tensor_prefix, **kwargs)
 
 
 def check_finite_tensors(state: dict[str, torch.Tensor], location: str) -> None:
