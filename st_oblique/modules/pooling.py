@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from st_oblique import manifold
 from st_oblique._compat import similarity_fn_name_if_set
 from st_oblique.modules.logit_scale import OPEN_CLIP_MAX_SCALE, LogitScale
-from st_oblique.modules.serialization import load_safetensors_module, save_safetensors_module, with_version
+from st_oblique.modules.serialization import SafetensorsModule
 from st_oblique.validators import check_positive_int
 
 if TYPE_CHECKING:
@@ -107,7 +107,7 @@ class ObliqueHead(nn.Module):
         return attended
 
 
-class ObliquePooling(Module):
+class ObliquePooling(SafetensorsModule, Module):
     """Pools a backbone's token embeddings into a point of the oblique manifold OB(d, K).
 
     Each of the K output tokens comes from its own token state, goes through a LayerNorm and a projection to
@@ -175,6 +175,9 @@ class ObliquePooling(Module):
     :func:`st_oblique.oblique_text_model` builds this with K class tokens in one line.
     """
 
+    required_config_keys = ("in_features",)
+    # Folders saved before the scale lived in the model have no temperature tensors: the config's values serve.
+    optional_tensor_prefix = "temperature."
     config_keys: list[str] = [
         "in_features",
         "num_tokens",
@@ -352,24 +355,6 @@ class ObliquePooling(Module):
                     f"A {name} module follows ObliquePooling and may change the oblique embeddings; the flat dot "
                     "product is the sum of per-token cosines only if every token keeps unit norm."
                 )
-
-    def get_config_dict(self) -> dict[str, Any]:
-        return with_version(super().get_config_dict())
-
-    def save(self, output_path: str, *args, safe_serialization: bool = True, **kwargs) -> None:
-        save_safetensors_module(self, output_path, safe_serialization=safe_serialization)
-
-    @classmethod
-    def load(cls, model_name_or_path: str, **kwargs) -> ObliquePooling:
-        """Load from a model folder or Hub repo (``subfolder`` and hub arguments as for any ST module).
-
-        Raises:
-            ObliqueLoadError: a missing, unreadable or inconsistent ``config.json`` / ``model.safetensors``.
-        """
-        # Folders saved before the scale lived in the model have no temperature tensors: the config's values serve.
-        return load_safetensors_module(
-            cls, model_name_or_path, required_keys=["in_features"], optional_tensor_prefix="temperature.", **kwargs
-        )
 
     def _head_for(self, modality: Any) -> ObliqueHead:
         if SINGLE_HEAD in self.heads:

@@ -265,3 +265,37 @@ def _version_hint(saved_version: str | None) -> str:
         f"It was saved by st-oblique {saved_version or 'of an unknown release'} and the installed release is "
         f"{__version__}; the file may have been edited by hand."
     )
+
+
+class SafetensorsModule:
+    """Saving and loading of st-oblique's Sentence Transformers modules: ``config.json`` stamped with the release
+    (:func:`with_version`) and ``model.safetensors``, loaded back with errors that name the file
+    (:func:`load_safetensors_module`). Mix in before ``sentence_transformers.base.modules.Module``.
+
+    Subclasses set ``required_config_keys`` (keys a config must hold) and, for tensors that older releases did not
+    save, ``optional_tensor_prefix`` (they keep the values built from the config).
+    """
+
+    required_config_keys: tuple[str, ...] = ()
+    optional_tensor_prefix: str | None = None
+
+    def get_config_dict(self) -> dict[str, Any]:
+        return with_version(super().get_config_dict())
+
+    def save(self, output_path: str, *args: Any, safe_serialization: bool = True, **kwargs: Any) -> None:
+        save_safetensors_module(self, output_path, safe_serialization=safe_serialization)
+
+    @classmethod
+    def load(cls, model_name_or_path: str, **kwargs: Any) -> nn.Module:
+        """Load from a model folder or Hub repo (``subfolder`` and hub arguments as for any ST module).
+
+        Raises:
+            ObliqueLoadError: a missing, unreadable or inconsistent ``config.json`` / ``model.safetensors``.
+        """
+        return load_safetensors_module(
+            cls,
+            model_name_or_path,
+            required_keys=list(cls.required_config_keys),
+            optional_tensor_prefix=cls.optional_tensor_prefix,
+            **kwargs,
+        )
