@@ -99,6 +99,7 @@ def test_attention_maps_one_panel_per_token_each_summing_to_one(lit_model, tmp_p
     assert [axis.get_title() for axis in panels] == [
         f"token {k}: {value:+.3f}" for k, value in enumerate(explanation.contributions)
     ]
+    assert figure.canvas.get_default_filetype() == "png"  # an Agg canvas of its own
     # a chosen subset, in the given order (the search app draws the top tokens): each panel is its own token's map
     top = explanation.ranking[:2]
     figure = attention_figure(image, maps, explanation.contributions, tokens=top)
@@ -113,3 +114,24 @@ def test_attention_maps_one_panel_per_token_each_summing_to_one(lit_model, tmp_p
     # no attention pooling in a text-only class-token model: no maps
     assert attention_grid(12, torch.zeros(1, 3, 30, 40)) == (3, 4)
     assert attention_grid(49) == (7, 7)
+
+
+def test_attention_figure_leaves_the_users_matplotlib_alone(lit_model, tmp_path):
+    """A library never switches the user's backend nor adds figures to pyplot's list."""
+    import matplotlib
+    import matplotlib.pyplot as plt
+
+    from st_oblique.diagnostics.explanations import save_attention_figure
+
+    image = tiny_images(1, size=(64, 64))[0]
+    maps = token_attention_maps(lit_model, image)
+    original = matplotlib.get_backend()
+    matplotlib.use("svg")  # a backend of the user's that is not Agg
+    try:
+        figures = plt.get_fignums()
+        attention_figure(image, maps)
+        save_attention_figure(image, maps, tmp_path / "explain.png")
+        assert matplotlib.get_backend() == "svg" and plt.get_fignums() == figures
+    finally:
+        matplotlib.use(original)
+    assert (tmp_path / "explain.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

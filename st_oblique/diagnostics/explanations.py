@@ -23,7 +23,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -34,6 +34,10 @@ from st_oblique.data.images import load_image
 from st_oblique.modules.pooling import SINGLE_HEAD, ObliquePooling
 from st_oblique.modules.shape import oblique_poolings, oblique_shape
 from st_oblique.modules.vit_towers import vit_tower
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+    from PIL import Image
 
 __all__ = [
     "Explanation",
@@ -180,9 +184,13 @@ def attention_figure(
     title: str | None = None,
     columns: int = 4,
     tokens: Sequence[int] | None = None,
-):
+) -> Figure:
     """A matplotlib figure: a grid of the K attention maps (one panel per token), each over the photo, with each
     token's contribution in its title.
+
+    The figure is made with matplotlib's object API (a :class:`matplotlib.figure.Figure` on an Agg canvas), not
+    pyplot: the caller's backend and pyplot figures are left alone. Save it with ``figure.savefig(path)``, or show
+    it in a notebook with ``IPython.display.display(figure)``.
 
     Args:
         image: the photo (a PIL image or anything :func:`st_oblique.data.images.load_image` reads).
@@ -193,10 +201,8 @@ def attention_figure(
         tokens: the token indices to draw, in panel order (default: all K in token order), e.g. the top 4 of
             :attr:`Explanation.ranking`.
     """
-    import matplotlib  # optional heavy dependency, only for the figure
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # matplotlib is only needed for the figure
+    from matplotlib.figure import Figure
 
     photo = load_image(image).convert("RGB")
     photo.thumbnail((160, 160))
@@ -205,7 +211,9 @@ def attention_figure(
         raise ValueError(f"tokens must be indices of the {maps.shape[0]} maps, got {tokens}.")
     columns = min(columns, len(tokens))
     rows = math.ceil(len(tokens) / columns)
-    figure, axes = plt.subplots(rows, columns, figsize=(2.1 * columns, 2.3 * rows + (0.4 if title else 0)))
+    figure = Figure(figsize=(2.1 * columns, 2.3 * rows + (0.4 if title else 0)))
+    FigureCanvasAgg(figure)  # renders and saves the figure without pyplot or a backend switch
+    axes = figure.subplots(rows, columns)
     axes = np.atleast_1d(axes).reshape(-1)
     extent = (0, photo.width, photo.height, 0)
     for panel, axis in enumerate(axes):
@@ -233,17 +241,15 @@ def attention_image(
     title: str | None = None,
     columns: int = 4,
     tokens: Sequence[int] | None = None,
-):
-    """:func:`attention_figure` rendered as a PIL palette image (72 dpi, 128 colours), the figure closed."""
+) -> Image.Image:
+    """:func:`attention_figure` rendered as a PIL palette image (72 dpi, 128 colours)."""
     import io
 
-    import matplotlib.pyplot as plt  # optional heavy dependency, only for the figure
     from PIL import Image
 
     figure = attention_figure(image, maps, contributions, title, columns, tokens)
     buffer = io.BytesIO()
     figure.savefig(buffer, dpi=72, format="png")
-    plt.close(figure)
     buffer.seek(0)
     # a palette PNG: photos with smooth heatmaps are 3-4x smaller, with no visible change at this size
     return Image.open(buffer).convert("RGB").quantize(colors=128)

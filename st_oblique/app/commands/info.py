@@ -51,6 +51,7 @@ def run(args: argparse.Namespace) -> None:
     path = Path(args.model)
     model = load_model(args.model, device="cpu")
     description = describe_model(model)
+    family = _backbone_family(model)
     training = _training_summary(path / "training_report.json") if path.is_dir() else None
     collapse = None
     if texts is not None:
@@ -63,16 +64,34 @@ def run(args: argparse.Namespace) -> None:
             )
         collapse = {"data": source, **collapse_diagnostics(model, texts).to_dict(with_matrix=True)}
     if args.json:
-        print(json.dumps({"model": args.model, **description.to_dict(), "training": training,
+        print(json.dumps({"model": args.model, **description.to_dict(), "backbone_family": family, "training": training,
                           **({"token_collapse": collapse} if collapse else {})}, indent=2))
         return
     print(description.to_text())
+    if family:
+        print(f"\nBuilt like `st-oblique train --backbone {family}` (st_oblique.{_builder_name(family)}).")
     if training:
         print(f"\nTraining ({path / 'training_report.json'}):")
         print(_training_text(training))
     if collapse:
         print(f"\nToken collapse on {collapse['data']}:")
         print(_collapse_text(collapse))
+
+
+def _backbone_family(model) -> str | None:
+    """The backbone family (``--backbone``) whose builder makes models of ``model``'s module classes, or None."""
+    from st_oblique.builders.families import family_of
+    from st_oblique.modules import MODULE_CLASSES
+
+    classes = {type(module) for module in model.modules()}
+    family = family_of(cls.__name__ for cls in classes if MODULE_CLASSES.get(cls.__name__) == cls.__module__)
+    return None if family is None else family.name
+
+
+def _builder_name(family: str) -> str:
+    from st_oblique.builders.families import BACKBONE_FAMILIES
+
+    return BACKBONE_FAMILIES[family].builder.split(":")[1]
 
 
 def _diagnostic_texts(data: str, column: str | None, limit: int) -> tuple[list[str], str]:
