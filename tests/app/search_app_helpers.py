@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 
@@ -28,9 +29,7 @@ def chromium_or_skip() -> str:
     line, or fails when ``ST_OBLIQUE_REQUIRE_BROWSER=1`` (set by .ci/run where chromium is installed)."""
     missing = []
     for module in ("playwright", "gradio", "faiss"):
-        try:
-            __import__(module)
-        except ImportError:
+        if importlib.util.find_spec(module) is None:
             missing.append(f"the Python package {module!r} is not installed")
     executable = shutil.which("chromium") or shutil.which("chromium-browser")
     if executable is None:

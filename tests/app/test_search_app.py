@@ -325,9 +325,31 @@ def test_served_app_refuses_raw_traversal_requests(lit, photo_folder, tmp_path):
             urllib.request.urlopen(server.url + image_url("p1.jpg"), timeout=10).read()
             == (photo_folder / "p1.jpg").read_bytes()
         )
+        # gradio's own file route serves its cache and uploads only: not the image folder, the index or other files
+        for path in (secret, photo_folder / "p0.jpg", tmp_path / "index" / "manifest.json", Path("/etc/passwd")):
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(f"{server.url}gradio_api/file={path}", timeout=10)
+            assert refused.value.code in (403, 404)
         for hidden in ("docs", "redoc", "gradio_api/docs"):  # Swagger/ReDoc pages load their scripts from a CDN
             with pytest.raises(urllib.error.HTTPError):
                 urllib.request.urlopen(server.url + hidden, timeout=10)
+
+
+def test_browser_check_skips_or_fails_with_the_install_line(monkeypatch):
+    import shutil
+
+    from app.search_app_helpers import INSTALL_LINE, REQUIRE_BROWSER, chromium_or_skip
+
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    monkeypatch.delenv(REQUIRE_BROWSER, raising=False)
+    with pytest.raises(pytest.skip.Exception, match="no `chromium` on PATH") as skipped:
+        chromium_or_skip()
+    assert INSTALL_LINE in str(skipped.value)
+    monkeypatch.setenv(REQUIRE_BROWSER, "1")
+    with pytest.raises(pytest.fail.Exception, match="ST_OBLIQUE_REQUIRE_BROWSER=1"):
+        chromium_or_skip()
+    monkeypatch.setattr(shutil, "which", lambda name: "/usr/bin/chromium" if name == "chromium" else None)
+    assert chromium_or_skip() == "/usr/bin/chromium"  # Playwright, gradio and faiss are installed here
 
 
 # --- the command -----------------------------------------------------------------------------------------------------
