@@ -188,6 +188,9 @@ def test_search_page_in_a_browser(tiny_lit_dir, flickr_sample, tmp_path, monkeyp
     ]
     assert elsewhere == [], f"the page requested other hosts: {elsewhere}"
     assert outbound == [], f"the server connected to other hosts: {outbound}"
+    prefixes = ("/assets/", "/images/", "/gradio_api/file=", "/gradio_api/heartbeat/")
+    paths = sorted({next((p + "..." for p in prefixes if urlparse(u).path.startswith(p)), urlparse(u).path) for u in requests})
+    print(f"{len(requests)} requests, all to 127.0.0.1: {paths}")  # shown with pytest -s
 
 
 def save_readme_screenshot(shot: Path) -> None:

@@ -58,7 +58,7 @@ class SearchCorpus:
     caption_column: str | None = None
 
     def image_path(self, relative: str) -> Path:
-        """The file of one of :attr:`images`."""
+        """The file of one of ``images``."""
         if self.images_root is None:
             raise ValueError("This corpus has no image folder.")
         return self.images_root / relative

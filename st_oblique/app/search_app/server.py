@@ -68,7 +68,7 @@ class BackgroundServer:
     Args:
         app: the FastAPI application.
         host: the address to listen on.
-        port: the port (0: any free port; :attr:`url` has the one chosen).
+        port: the port (0: any free port; ``url`` has the one chosen).
         timeout: seconds to wait for the server to start.
     """
 
