@@ -256,7 +256,7 @@ class ObliquePooling(SafetensorsModule, Module):
 
     @property
     def logit_scale(self) -> float:
-        """The current logit scale (inverse temperature) of :attr:`temperature`; assigning sets it (fixed or learned
+        """The current logit scale (inverse temperature) of ``temperature``; assigning sets it (fixed or learned
         as before)."""
         return self.temperature.value
 
@@ -292,7 +292,7 @@ class ObliquePooling(SafetensorsModule, Module):
 
     def forward(self, features: dict[str, Any], **kwargs) -> dict[str, Any]:
         """Adds ``oblique_embeddings`` ``(B, K, d)`` and ``sentence_embedding`` ``(B, K*d)`` to ``features`` (and,
-        with gradients enabled, the learnable ``logit_scale``/``logit_bias`` of :attr:`temperature`, ``(B,)`` each).
+        with gradients enabled, the learnable ``logit_scale``/``logit_bias`` of ``temperature``, ``(B,)`` each).
 
         Reads ``token_embeddings`` ``(B, L, in_features)``, ``attention_mask`` ``(B, L)`` if present (absent for
         images: every position is real), ``sentence_embedding`` ``(B, in_features)`` for ``"split"`` without token
