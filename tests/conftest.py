@@ -48,6 +48,8 @@ SEAMS = (
     "hub/",  # huggingface_hub: the fake Hub round trip, pushes, cards, olah downloads
     "evaluation/test_mteb_integration.py", "evaluation/test_mteb_registry.py",  # mteb
     "cli/test_cli_demo.py",  # the command line end to end
+    "app/test_streamed_training_data.py",  # datasets' streaming and sharding
+    "app/test_search_app.py", "app/test_search_app_browser.py",  # gradio
     "cli/test_cli_distributed.py::test_text_backbone", "cli/test_cli_distributed.py::test_dual_encoder_lit",  # DDP
 )
 """Test files (or folders, or single tests) of the ``seams`` subset, relative to tests/."""

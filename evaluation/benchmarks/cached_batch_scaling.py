@@ -202,7 +202,7 @@ def loss_seconds(cached, batch_size: int, width: int) -> float:
 def exactness(model, features, mini_batch_size: int) -> dict:
     """Loss and gradients of the cached and the uncached loss on the same batch, in float64 (a random model's
     scores are nearly all equal, so its float32 gradients are mostly rounding noise): relative differences of the
-    loss and of all parameters' gradients as one vector; the scale's two gradients and their absolute difference."""
+    loss and of all weights' gradients as one vector; the scale's two gradients and their absolute difference."""
     model.double()
     results = {}
     for name, loss in (
@@ -212,8 +212,10 @@ def exactness(model, features, mini_batch_size: int) -> dict:
         model.zero_grad(set_to_none=True)
         value = loss(features, None)
         value.backward()
-        gradients = torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
-        results[name] = (value.detach(), gradients, loss.logit_scale.log_scale_bias.grad.detach())
+        # the model holds its learnable scale: compared on its own below (absolutely), not in the weights' vector
+        scale = loss.logit_scale.log_scale_bias
+        gradients = torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None and p is not scale])
+        results[name] = (value.detach(), gradients, scale.grad.detach())
     (loss_c, grad_c, scale_c), (loss_u, grad_u, scale_u) = results["cached"], results["uncached"]
     relative = {
         "loss": (abs(loss_c - loss_u) / abs(loss_u)).item(),
