@@ -44,7 +44,7 @@ SEAMS = (
     "test_version_bounds.py",  # pyproject.toml's bounds are the versions installed
     "test_model.py", "modules/test_serialization.py", "reliability/test_loading.py", "cli/test_hub_layout.py",  # loading
     "modules/test_open_clip_module.py", "modules/test_clip_tokens.py",  # open_clip's and transformers' CLIP internals
-    "test_training.py", "losses/test_trainer_integration.py",  # Sentence Transformers' trainer
+    "test_training.py", "test_training_processes.py", "losses/test_trainer_integration.py",  # the trainer
     "hub/",  # huggingface_hub: the fake Hub round trip, pushes, cards, olah downloads
     "evaluation/test_mteb_integration.py", "evaluation/test_mteb_registry.py",  # mteb
     "cli/test_cli_demo.py",  # the command line end to end
