@@ -132,16 +132,26 @@ def main(argv: list[str] | None = None) -> int:
     base = {"regime": "multivector", "budget": study_budget(config)}
     timings["data_notes"] = store.get_or_compute("data_notes", base, lambda: data().notes)
     start, cpu_start = time.monotonic(), time.process_time()
-    records = run_all(config, model_path, data, store, cache_dir, run_missing=args.phase in ("train", "all"))
+    run_missing = args.phase in ("train", "all")
+    if args.phase == "all":  # the timing phase needs only the seed-0 models: measure it before the other seeds
+        records = run_all(config, model_path, data, store, cache_dir, seeds=config["seeds"][:1])
+        if config.get("timing"):
+            phase_start = time.monotonic()
+            run_timing({**config, "_shared": str(shared)}, model_path, data, store, cache_dir,
+                       choose(config, records), base)
+            timings["timing_phase_wall_seconds"] = time.monotonic() - phase_start
+    records = run_all(config, model_path, data, store, cache_dir, run_missing=run_missing)
     timings["train_phase_wall_seconds"] = time.monotonic() - start
     selection = choose(config, records)
     timing = None
-    if args.phase in ("timing", "all") and config.get("timing"):
+    if args.phase == "timing" and config.get("timing"):
         phase_start = time.monotonic()
         timing = run_timing({**config, "_shared": str(shared)}, model_path, data, store, cache_dir, selection, base)
         timings["timing_phase_wall_seconds"] = time.monotonic() - phase_start
     elif config.get("timing"):
         timing = stored_value(store, "timing", timing_spec(base, config, selection))
+        if timing is None and args.phase == "all":
+            raise RuntimeError("The timing phase ran but its record is missing.")
     timings["total_wall_seconds"] = time.monotonic() - start
     timings["main_process_cpu_seconds"] = time.process_time() - cpu_start
     timings["load_average_at_end"] = os.getloadavg()
@@ -160,53 +170,66 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def run_all(config, model_path: str, data, store: RunStore, cache_dir: Path, run_missing: bool = True) -> list[dict]:
-    """Seed 0 at every learning rate of the grid (validation and test), then the other seeds at the chosen one."""
+def run_all(
+    config, model_path: str, data, store: RunStore, cache_dir: Path, run_missing: bool = True, seeds=None
+) -> list[dict]:
+    """The runs, cheapest first: learning-rate selection at seed 0 (validation only; the models are kept), the
+    chosen seed-0 model on the test tasks, then the other seeds at the chosen learning rate (test only).
+
+    ``seeds`` limits the main runs (default: the config's); stored records are reused; with ``run_missing=False``
+    nothing is trained (the report of what is stored).
+    """
     from evaluation.studies.multivector_arms import StudyArm, TrainSettings
 
     arms = {name: StudyArm.from_config(name, spec) for name, spec in config["arms"].items()}
     settings = TrainSettings(**config["train"])
     base = {"regime": "multivector", "budget": study_budget(config)}
-    grid, seeds = config["lr_selection"]["grid"], config["seeds"]
+    grid, all_seeds = config["lr_selection"]["grid"], config["seeds"]
+    seeds = all_seeds if seeds is None else seeds
     records: list[dict] = []
 
-    def run(arm, seed: int, learning_rate: float) -> dict | None:
-        spec = {
-            **base,
-            "phase": "select" if seed == seeds[0] else "main",
-            "arm": arm.name,
-            "arm_config": arm.__dict__,
-            "seed": seed,
-            "learning_rate": learning_rate,
-        }
-        save_to = cache_dir / "models" / spec_id(spec) if seed == seeds[0] and config.get("timing") else None
+    def run(arm, phase: str, seed: int, learning_rate: float, compute) -> dict | None:
+        spec = {**base, "phase": phase, "arm": arm.name, "arm_config": arm.__dict__, "seed": seed,
+                "learning_rate": learning_rate}
         if not run_missing:
             stored = store.stored(lambda s, spec=spec: s == json.loads(json.dumps(spec, default=str)))
             store.reused += bool(stored)
             return stored[0] if stored else None
-        record = store.get_or_run(
-            spec, lambda: train_and_evaluate(arm, model_path, data(), settings, config, seed, learning_rate, save_to)
-        )
-        logger.info(
-            "%s seed=%d lr=%g: validation %s test %s (%.0f s)",
-            arm.name,
-            seed,
-            learning_rate,
-            _short(record["metrics"]["validation"]),
-            _short(record["metrics"]["test"]),
-            record["wall_seconds"],
-        )
+        record = store.get_or_run(spec, lambda: compute(spec))
+        logger.info("%s %s seed=%d lr=%g: %s (%.0f s)", phase, arm.name, seed, learning_rate,
+                    " ".join(f"{split}: {_short(m)}" for split, m in record["metrics"].items()), record["wall_seconds"])
         return record
 
+    def select(arm, learning_rate):
+        def compute(spec):
+            return train_and_evaluate(arm, model_path, data(), settings, config, all_seeds[0], learning_rate,
+                                      ("validation",), cache_dir / "models" / spec_id(spec))
+
+        return run(arm, "select", all_seeds[0], learning_rate, compute)
+
     for arm in arms.values():
-        records += [r for r in (run(arm, seeds[0], lr) for lr in grid) if r]
+        records += [r for r in (select(arm, lr) for lr in grid) if r]
     chosen = choose(config, records)["learning_rates"]
-    for seed in seeds[1:]:
+    for seed in seeds:
         for arm in arms.values():
-            if arm.name in chosen:
-                record = run(arm, seed, chosen[arm.name])
-                if record:
-                    records.append(record)
+            if arm.name not in chosen:
+                continue
+            learning_rate = chosen[arm.name]
+            if seed == all_seeds[0]:
+                selected = next(r for r in records if r["spec"]["arm"] == arm.name
+                                and r["spec"]["learning_rate"] == learning_rate)
+
+                def compute(spec, arm=arm, selected=selected):
+                    return evaluate_saved(arm, Path(selected["saved_model"]), data(), settings, config, selected)
+            else:
+
+                def compute(spec, arm=arm, seed=seed, learning_rate=learning_rate):
+                    return train_and_evaluate(arm, model_path, data(), settings, config, seed, learning_rate,
+                                              ("test",), None)
+
+            record = run(arm, "main", seed, learning_rate, compute)
+            if record:
+                records.append(record)
     return records
 
 
@@ -220,18 +243,36 @@ def _short(metrics: dict[str, dict[str, dict[str, float]]]) -> str:
     return " ".join(parts)
 
 
-def train_and_evaluate(arm, model_path, data, settings, config, seed, learning_rate, save_to: Path | None) -> dict:
+def train_and_evaluate(arm, model_path, data, settings, config, seed, learning_rate, splits, save_to: Path | None):
+    """Train the arm, evaluate it on ``splits`` (``"validation"``, ``"test"``) and optionally keep the model."""
     from evaluation.studies.multivector_arms import evaluate_arm, train_arm
 
     model, info = train_arm(arm, model_path, data.pairs, settings, seed, learning_rate)
     fde = fde_designs(config["muvera"], arm.token_dim) if arm.kind == "multivector" else None
     start = time.monotonic()
-    validation = evaluate_arm(arm, model, data.validation, settings.encode_batch_size, fde)
-    test = evaluate_arm(arm, model, data.test, settings.encode_batch_size, fde)
+    metrics = {split: evaluate_arm(arm, model, getattr(data, split), settings.encode_batch_size, fde) for split in splits}
     if save_to is not None:
         model.save(str(save_to))
-    return {**info, "metrics": {"validation": validation, "test": test}, "eval_seconds": time.monotonic() - start,
-            "num_pairs": len(data.pairs), "saved_model": str(save_to) if save_to else None}
+    return {**info, "metrics": metrics, "eval_seconds": time.monotonic() - start, "num_pairs": len(data.pairs),
+            "saved_model": str(save_to) if save_to else None}
+
+
+def evaluate_saved(arm, path: Path, data, settings, config, selected: dict) -> dict:
+    """The chosen seed-0 model (kept by its selection run) on the test tasks; training figures from that run."""
+    from evaluation.studies.multivector_arms import evaluate_arm
+
+    if not path.is_dir():
+        raise FileNotFoundError(
+            f"The selection run of {arm.name} kept its model in {path}, which is gone; run again with --rerun (or the "
+            "same --cache-dir as the selection runs)."
+        )
+    model = load_model(arm, path)
+    fde = fde_designs(config["muvera"], arm.token_dim) if arm.kind == "multivector" else None
+    start = time.monotonic()
+    test = evaluate_arm(arm, model, data.test, settings.encode_batch_size, fde)
+    training = {key: selected[key] for key in ("train_seconds", "train_cpu_seconds", "steps", "loss_history")}
+    return {**training, "metrics": {"test": test}, "eval_seconds": time.monotonic() - start,
+            "num_pairs": len(data.pairs), "saved_model": str(path), "trained_by": selected["spec"]["phase"]}
 
 
 def choose(config: dict[str, Any], records: list[dict]) -> dict[str, Any]:
@@ -243,7 +284,8 @@ def choose(config: dict[str, Any], records: list[dict]) -> dict[str, Any]:
     learning_rates, muvera, trials = {}, {}, {}
     for name, spec in config["arms"].items():
         arm = StudyArm.from_config(name, spec)
-        mine = [r for r in records if r["spec"]["arm"] == name and r["spec"]["seed"] == seed0]
+        mine = [r for r in records if r["spec"]["arm"] == name and r["spec"]["phase"] == "select"
+                and r["spec"]["seed"] == seed0]
         if not mine:
             continue
         scored = {r["spec"]["learning_rate"]: validation_score(r["metrics"]["validation"][primary_view(arm)])

@@ -46,7 +46,8 @@ def chosen_runs(config: dict, records: Sequence[dict], selection: dict, arm: str
     return [
         r
         for r in records
-        if r["spec"]["arm"] == arm and r["spec"]["learning_rate"] == learning_rate and r["spec"]["seed"] in config["seeds"]
+        if r["spec"]["arm"] == arm and r["spec"]["phase"] == "main" and r["spec"]["learning_rate"] == learning_rate
+        and r["spec"]["seed"] in config["seeds"]
     ]
 
 
@@ -102,7 +103,7 @@ def selection_rows(config, records, selection) -> list[list[str]]:
     rows = []
     for name, spec in config["arms"].items():
         view = primary_view(StudyArm.from_config(name, spec))
-        for r in sorted((r for r in records if r["spec"]["arm"] == name and r["spec"]["seed"] == config["seeds"][0]),
+        for r in sorted((r for r in records if r["spec"]["arm"] == name and r["spec"]["phase"] == "select"),
                         key=lambda r: r["spec"]["learning_rate"]):
             validation = r["metrics"]["validation"][view]
             chosen = "**chosen**" if selection["learning_rates"].get(name) == r["spec"]["learning_rate"] else ""

@@ -258,8 +258,10 @@ def test_smoke_run_trains_every_arm_and_writes_tables_timings_and_plots(shared, 
     config = load_config(DEFAULT_CONFIG, smoke=True)
     records = [json.loads(path.read_text()) for path in (output / "runs").glob("*.json")]
     grid, seeds = config["lr_selection"]["grid"], config["seeds"]
-    assert len(records) == len(config["arms"]) * (len(grid) + len(seeds) - 1)
-    multivector = next(r for r in records if r["spec"]["arm"] == "multivector32")
+    # Selection (validation only) at every learning rate, then every seed at the chosen one (test only).
+    assert len(records) == len(config["arms"]) * (len(grid) + len(seeds))
+    assert all(set(r["metrics"]) == ({"validation"} if r["spec"]["phase"] == "select" else {"test"}) for r in records)
+    multivector = next(r for r in records if r["spec"]["arm"] == "multivector32" and r["spec"]["phase"] == "main")
     views = set(multivector["metrics"]["test"])
     assert {"multivector32_pooled", "multivector32_unpooled"} <= views
     assert {f"multivector32_muvera_{design}_{source}" for design in config["muvera"]["designs"]
