@@ -19,6 +19,18 @@ from evaluation.studies.multivector_data import (
 )
 
 
+def _sentence_transformers_version() -> tuple[int, ...]:
+    import sentence_transformers
+
+    return tuple(int(part) for part in sentence_transformers.__version__.split(".")[:2] if part.isdigit())
+
+
+requires_st63 = pytest.mark.skipif(
+    _sentence_transformers_version() < (6, 3),
+    reason="needs sentence-transformers >= 6.3 (HierarchicalTokenPooling, MultiVectorTokenPoolingLoss, util.maxsim)",
+)
+
+
 def unit_sets(rng: np.random.Generator, lengths, dim: int) -> list[np.ndarray]:
     sets = [rng.standard_normal((n, dim)) for n in lengths]
     return [s / np.linalg.norm(s, axis=1, keepdims=True) for s in sets]
@@ -35,6 +47,7 @@ def chamfer64(query: np.ndarray, document: np.ndarray) -> float:
 # ---------------------------------------------------------------------------------------------------------------
 
 
+@requires_st63
 def test_maxsim_views_match_float64_chamfer():
     rng = np.random.default_rng(0)
     queries = unit_sets(rng, (3, 5, 1), 8)
@@ -135,6 +148,7 @@ def test_fde_with_one_partition_is_the_sum_against_the_mean():
     assert score == pytest.approx(float(queries[0].sum(0) @ documents[0].mean(0)), abs=1e-5)
 
 
+@requires_st63
 def test_fde_inner_product_approximates_chamfer_maxsim():
     """On clustered unit vectors (like token embeddings), FDE scores track ST's MaxSim, better with repetitions."""
     from sentence_transformers.util import maxsim
@@ -245,6 +259,7 @@ def test_older_sentence_transformers_is_refused_with_the_fix(monkeypatch):
         require_sentence_transformers()
 
 
+@requires_st63
 @pytest.mark.shared
 @pytest.mark.slow
 def test_smoke_run_trains_every_arm_and_writes_tables_timings_and_plots(shared, tiny_bert_dir, tmp_path):
