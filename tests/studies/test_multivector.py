@@ -229,12 +229,15 @@ def test_study_splits_have_no_query_document_leakage(shared):
     from evaluation.studies.multivector_data import build_study_data, read_flickr_1k_images
     from evaluation.studies.topology import load_config
 
-    data = build_study_data(load_config(DEFAULT_CONFIG)["data"], shared)
+    config = load_config(DEFAULT_CONFIG)["data"]
+    data = build_study_data(config, shared)
     assert len(data.pairs) > 1000 and data.notes["pairs_dropped_for_leakage"] >= 1  # STSb holds MSRP sentences
     assert leaked_texts(data.pairs, data.evaluation_texts()) == set()
     test_images = {cid.split("#")[0] for cid in data.test["flickr"].queries}
     validation_images = {cid.split("#")[0] for cid in data.validation["flickr"].queries}
-    assert test_images == set(read_flickr_1k_images(shared / "data" / "flickr8k_1k" / "captions.tsv"))
+    flickr_1k = read_flickr_1k_images(shared / "data" / "flickr8k_1k" / "captions.tsv")
+    assert test_images == set(flickr_1k[: config["flickr_test_images"]])
+    assert not validation_images & set(flickr_1k)  # validation images come from outside Flickr8k-1k
     assert not test_images & validation_images
     assert not set(data.validation["scifact"].queries) & set(data.test["scifact"].queries)
     assert len(data.test["scifact"].queries) == 300 and len(data.test["stsb"].scores) == 1379
