@@ -187,6 +187,8 @@ def train_arm(
     from datasets import Dataset
     from transformers import set_seed
 
+    from evaluation.studies.text_finetune import pair_training_arguments
+
     set_seed(seed)
     model, loss = build_arm(arm, model_path, settings.max_seq_length)
     dataset = Dataset.from_dict({"anchor": [a for a, _ in pairs], "positive": [p for _, p in pairs]})
@@ -201,22 +203,15 @@ def train_arm(
         from sentence_transformers import SentenceTransformerTrainer as Trainer
         from sentence_transformers import SentenceTransformerTrainingArguments as Arguments
     with tempfile.TemporaryDirectory(prefix="multivector-study-") as output_dir:
-        args = Arguments(
-            output_dir=output_dir,
-            num_train_epochs=1,
-            max_steps=settings.max_steps or -1,
-            per_device_train_batch_size=settings.batch_size,
+        args = pair_training_arguments(
+            Arguments,
+            output_dir,
+            batch_size=settings.batch_size,
             learning_rate=learning_rate,
             learning_rate_mapping={NEW_MODULES: settings.head_learning_rate},
-            warmup_steps=settings.warmup_ratio,  # a float below 1: a fraction of the steps (Transformers 5)
+            warmup_ratio=settings.warmup_ratio,
             seed=seed,
-            data_seed=seed,
-            dataloader_drop_last=True,
-            save_strategy="no",
-            report_to="none",
-            logging_steps=10,
-            disable_tqdm=True,
-            use_cpu=True,
+            max_steps=settings.max_steps or -1,
         )
         trainer = Trainer(model=model, args=args, train_dataset=dataset, loss=loss)
         start, cpu_start = time.monotonic(), time.process_time()
