@@ -140,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
             run_timing({**config, "_shared": str(shared)}, model_path, data, store, cache_dir,
                        choose(config, records), base)
             timings["timing_phase_wall_seconds"] = time.monotonic() - phase_start
+        store.rerun = False  # --rerun: what this invocation just stored is fresh; reuse it below
     records = run_all(config, model_path, data, store, cache_dir, run_missing=run_missing)
     timings["train_phase_wall_seconds"] = time.monotonic() - start
     selection = choose(config, records)
