@@ -46,7 +46,7 @@ from st_oblique.data.templates import DEFAULT_TEMPLATES, Templates, load_classna
 from st_oblique.devices import check_device
 from st_oblique.errors import ObliqueLoadError
 from st_oblique.evaluation.classification import zeroshot_classification
-from st_oblique.evaluation.encoding import embedding_num_tokens
+from st_oblique.evaluation.encoding import embedding_num_tokens, progress_shown
 from st_oblique.evaluation.identity import model_name, weights_fingerprint
 from st_oblique.evaluation.model_loading import load_model, parse_model_spec
 from st_oblique.evaluation.mteb_runner import resolve_mteb_tasks, run_mteb
@@ -141,7 +141,7 @@ def run_evaluation(
         classnames_file: CLIP_benchmark-style class names JSON (``{dataset: [names]}``) overriding the datasets'.
         mteb_overwrite_strategy: mteb's cache strategy for Hub tasks.
         trust_remote_code: passed when loading models from paths.
-        show_progress_bar: tqdm bars.
+        show_progress_bar: tqdm bars over every encoding loop (datasets and MTEB tasks); False: none.
         title: the plot's title.
         command: the command line that started the run (recorded in ``summary.json``).
         token_counts: evaluate oblique models at their first k whole tokens for each k here (``truncate_dim=k*d``:
@@ -292,7 +292,7 @@ def _evaluate_one(
             cache_dir=mteb_cache,
             overwrite_strategy=mteb_overwrite_strategy,
             batch_size=batch_size,
-            show_progress_bar=bool(show_progress_bar),
+            show_progress_bar=progress_shown(show_progress_bar),
         ):
             write_result(result, output_dir / RECORDS_DIR)
             results.append(result)
