@@ -209,7 +209,9 @@ def freeze_parameters(
     frozen by ``patterns`` are not recorded (``training_report.json`` counts them).
 
     Returns:
-        ``{"frozen": parameters frozen, "trainable": parameters still trained}`` (counts of scalars).
+        The run's parameter account, in scalars, adding up to ``total``: ``trainable`` (trained by the run),
+        ``frozen`` (frozen by the run: locked towers and ``patterns``) and ``not_trainable`` (already without
+        gradient in the model as built: parameters the oblique model does not use, e.g. open_clip's own projection).
 
     Raises:
         ObliqueConfigError: a pattern that matches no parameter.
@@ -237,7 +239,8 @@ def freeze_parameters(
     if trainable == 0:
         raise ObliqueConfigError("Every parameter is frozen; unlock a tower or remove a --freeze pattern.")
     frozen = sum(parameter.numel() for _, parameter in named if id(parameter) in frozen_ids)
-    return {"frozen": frozen, "trainable": trainable}
+    total = sum(parameter.numel() for _, parameter in named)
+    return {"total": total, "trainable": trainable, "frozen": frozen, "not_trainable": total - trainable - frozen}
 
 
 def build_loss(model: ObliqueSentenceTransformer, config: TrainConfig) -> nn.Module:
@@ -548,6 +551,7 @@ def _train_steps(
             checkpoints.rmdir()
         raise
     train_seconds = time.monotonic() - train_started
+    model.model_card_data.training_seconds = train_seconds  # the card's training time is the run's, not until save
     if staging is None:
         return None
     if checkpoints.is_dir() and not any(checkpoints.iterdir()):
