@@ -90,8 +90,14 @@ def test_attention_maps_one_panel_per_token_each_summing_to_one(lit_model, tmp_p
     panels = [axis for axis in figure.axes if axis.images]
     assert len(panels) == K
     assert [axis.get_title() for axis in panels] == [
-        f"token {k}: {value:+.3f}" for k, value in enumerate(explanation.contributions)
+        f"token {k}: cos {value:+.3f}" for k, value in enumerate(explanation.contributions)
     ]
+    # one colour bar on one scale for every panel, and the score the cosines add up to in the title
+    (bar,) = [axis for axis in figure.axes if not axis.images and axis.get_visible() and axis.get_ylabel()]
+    assert bar.get_ylabel() == "share of the token's attention on each position"
+    assert {image.get_clim() for axis in panels for image in axis.images[1:]} == {(0.0, float(maps.max()))}
+    assert f"= {sum(explanation.contributions):+.3f}" in figure.get_suptitle() and SENTENCES[0] in figure.get_suptitle()
+    assert min(axis.title.get_fontsize() for axis in panels) >= 10
     # no attention pooling in a text-only class-token model: no maps
     assert attention_grid(12, torch.zeros(1, 3, 30, 40)) == (3, 4)
     assert attention_grid(49) == (7, 7)

@@ -272,7 +272,7 @@ def run_demo(
         report = result.report
         training = report["training"]
         demo = DemoResult(
-            output_dir=result.output_dir,
+            output_dir=output_dir,  # where the folder goes (result.output_dir is still the staging folder)
             chance=1.0 / len(DIGIT_WORDS),
             untrained_accuracy=_accuracy(report["evaluation"]["untrained"]),
             trained_accuracy=_accuracy(report["evaluation"]["trained"]),

@@ -63,6 +63,8 @@ from st_oblique.app.train_data import TrainingData, _first_line, check_modalitie
 from st_oblique.app.train_report import plot_training, score_table, token_collapse_report, training_curves
 from st_oblique.errors import CheckpointError, ObliqueConfigError, ObliqueLoadError, PushAfterTrainingError
 from st_oblique.evaluation import ClassificationDataset, load_dataset
+from st_oblique.evaluation.chance import chance_levels
+from st_oblique.evaluation.report import PLOT_METRICS
 from st_oblique.losses.matryoshka import parse_token_counts
 from st_oblique.model.card import set_evaluation_results
 from st_oblique.model.description import describe_model
@@ -395,11 +397,8 @@ def check_eval_sets(config: TrainConfig) -> dict[str, float]:
     for name in config.eval_datasets:
         data = load_dataset(name, config.eval_paths.get(name), data_root=config.data_root,
                             max_samples=config.eval_max_samples)
-        if isinstance(data, ClassificationDataset):
-            chance[f"{data.name} acc1"] = 1.0 / len(data.classnames)
-        else:
-            for metric in ("image_retrieval_recall@1", "text_retrieval_recall@1"):
-                chance[f"{data.name} {metric}"] = 1.0 / len(data)
+        plotted = ("acc1",) if isinstance(data, ClassificationDataset) else PLOT_METRICS["zeroshot_retrieval"]
+        chance.update({f"{data.name} {metric}": chance_levels(data)[metric] for metric in plotted})
     if config.mteb_tasks:
         # Imported here: mteb takes seconds to import (~10 s cold on a loaded 2-core machine), which a run
         # without MTEB tasks should not pay before its first step.

@@ -179,7 +179,8 @@ def attention_figure(
     columns: int = 4,
 ):
     """A matplotlib figure: a grid of the K attention maps (one panel per token), each over the photo, with each
-    token's contribution in its title.
+    token's contribution in its title, one colour bar for all panels (the same scale: the share of a token's
+    attention on each image position) and, in the figure title, the score they add up to.
 
     Args:
         image: the photo (a PIL image or anything :func:`st_oblique.data.images.load_image` reads).
@@ -194,27 +195,39 @@ def attention_figure(
     import matplotlib.pyplot as plt
 
     photo = load_image(image).convert("RGB")
-    photo.thumbnail((160, 160))
+    photo.thumbnail((240, 240))
     num_tokens = maps.shape[0]
     columns = min(columns, num_tokens)
     rows = math.ceil(num_tokens / columns)
-    figure, axes = plt.subplots(rows, columns, figsize=(2.1 * columns, 2.3 * rows + (0.4 if title else 0)))
+    panel_width = 2.6  # inches; panels keep the photo's aspect, with room for a 10-pt title above each
+    panel_height = panel_width * photo.height / photo.width + 0.35
+    size = (panel_width * columns + 1.2, panel_height * rows + 0.9)
+    figure, axes = plt.subplots(rows, columns, figsize=size, layout="constrained")
     axes = np.atleast_1d(axes).reshape(-1)
     extent = (0, photo.width, photo.height, 0)
+    top = float(maps.max()) or 1.0  # one colour scale for every panel, so brightness compares across tokens
+    heatmap = None
     for k, axis in enumerate(axes):
         axis.axis("off")
         if k >= num_tokens:
-            figure.delaxes(axis)
+            axis.set_visible(False)
             continue
         axis.imshow(photo, extent=extent)
-        axis.imshow(maps[k].numpy(), cmap="inferno", alpha=0.55, extent=extent, interpolation="bilinear")
+        heatmap = axis.imshow(maps[k].numpy(), cmap="inferno", alpha=0.55, extent=extent, interpolation="bilinear",
+                              vmin=0.0, vmax=top)
         label = f"token {k}"
         if contributions is not None:
-            label += f": {contributions[k]:+.3f}"
-        axis.set_title(label, fontsize=8)
-    if title:
-        figure.suptitle(title, fontsize=9)
-    figure.tight_layout()
+            label += f": cos {contributions[k]:+.3f}"
+        axis.set_title(label, fontsize=10)
+    if heatmap is not None:
+        bar = figure.colorbar(heatmap, ax=axes[:num_tokens].tolist(), shrink=0.6, pad=0.02)
+        bar.set_label("share of the token's attention on each position", fontsize=10)
+    heading = [title] if title else []
+    if contributions is not None:
+        heading.append(f"score = sum of the {num_tokens} token cosines = {sum(contributions):+.3f}; "
+                       "brighter = where the token attends")
+    if heading:
+        figure.suptitle("\n".join(heading), fontsize=12)
     return figure
 
 

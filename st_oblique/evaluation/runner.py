@@ -45,6 +45,7 @@ from st_oblique.data.datasets import ClassificationDataset, RetrievalDataset, lo
 from st_oblique.data.templates import DEFAULT_TEMPLATES, Templates, load_classnames, load_templates
 from st_oblique.devices import check_device
 from st_oblique.errors import ObliqueLoadError
+from st_oblique.evaluation.chance import chance_levels
 from st_oblique.evaluation.classification import zeroshot_classification
 from st_oblique.evaluation.encoding import embedding_num_tokens, progress_shown
 from st_oblique.evaluation.identity import model_name, weights_fingerprint
@@ -266,7 +267,7 @@ def _evaluate_one(
             show_progress_bar=show_progress_bar,
         )
         seconds = time.monotonic() - start
-        settings: dict[str, Any] = {"batch_size": batch_size, "max_samples": max_samples}
+        settings: dict[str, Any] = {"batch_size": batch_size, "max_samples": max_samples, "chance": chance_levels(data)}
         if data.name in chosen_templates:
             settings["num_templates"] = len(chosen_templates[data.name])
         result = EvaluationResult(
