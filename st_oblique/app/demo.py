@@ -1,4 +1,4 @@
-"""``st-oblique demo``: the whole pipeline, offline, in a few minutes on a laptop CPU.
+"""``st-oblique demo``: the whole pipeline, offline, in about a minute on two CPU cores.
 
 It trains a small oblique image-text model from random weights on scikit-learn's bundled handwritten digits
 (8x8 grey images, shipped inside scikit-learn, so nothing is downloaded) with generated captions
