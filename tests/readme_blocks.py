@@ -4,8 +4,8 @@
   program, run on its own (a fresh namespace: its imports included) in that folder after the blocks above it. Other
   fence languages (``text``, ``yaml``, ``json``, ...) are data, not run. Other spellings of shell or Python
   (``sh``, ``shell``, ``console``, ``py``) are refused: the tests would not run them.
-- Markers: a comment line ``# online: <reason>`` or ``# not run by the README tests: <reason>`` marks what the tests
-  only parse (every option checked, Python compiled): in a bash block the commands after it, to the end of the
+- Markers: a comment line ``# online: <reason>``, ``# serves <until when>`` (a server such as ``st-oblique app``) or
+  ``# not run by the README tests: <reason>`` marks what the tests only parse (every option checked, Python compiled): in a bash block the commands after it, to the end of the
   block; in a python block the whole block (the marker is its first line). Every marker gives its reason.
 - Local paths: the README names this project's offline data and weights as ``../shared/...`` and a Hub model
   through the environment variable ``MODEL`` (its default the Hub id; ``MODEL=../shared/weights/all-MiniLM-L6-v2``
@@ -29,7 +29,7 @@ README = REPO_ROOT / "README.md"
 
 SHELL, PYTHON = "bash", "python"
 REFUSED_SPELLINGS = {"sh", "shell", "console", "zsh", "py", "python3", "pycon"}
-MARKER = re.compile(r"^#\s*(online|not run by the README tests)\b\s*:?\s*(.*)$", re.IGNORECASE)
+MARKER = re.compile(r"^#\s*(online|serves|not run by the README tests)\b\s*:?\s*(.*)$", re.IGNORECASE)
 OFFLINE_MODEL = "../shared/weights/all-MiniLM-L6-v2"
 """What the README tells offline users to set ``MODEL`` to."""
 

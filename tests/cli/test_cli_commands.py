@@ -20,6 +20,7 @@ def test_info_text_and_json(cli, text_run):
     assert "4 x 8 (embedding size 32)" in result.out and f"{scale:.4g}" in result.out
     assert "dot: sum of 4 per-token cosines, range [-4, 4]" in result.out
     assert "4 steps of ObliqueContrastiveLoss" in result.out and "class tokens" in result.out
+    assert "Built like `st-oblique train --backbone text` (st_oblique.oblique_text_model)." in result.out
     account = next(line for line in result.out.splitlines() if line.startswith("parameters ") and "trained" in line)
     total = report["parameters"]["total"]
     assert f"{total:,} in total = {report['parameters']['trainable']:,} trained + 0 frozen by the run" in account
@@ -31,6 +32,7 @@ def test_info_text_and_json(cli, text_run):
     assert {key: info[key] for key in expected} == expected
     assert info["num_tokens"] == 4 and info["token_dim"] == 8 and info["logit_scale"] == pytest.approx(scale)
     assert info["training"]["steps"] == 4 and info["training"]["command"].startswith("st-oblique train")
+    assert info["backbone_family"] == "text"
 
 
 def test_the_card_shows_the_runs_training_time_and_task(demo_run):

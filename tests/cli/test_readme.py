@@ -117,6 +117,9 @@ def test_readme_has_the_commands_it_promises():
     assert {argv[0] for _, argv, _ in COMMANDS} <= {"pip", "python", "python3", "source", "st-oblique", "accelerate",
                                                     "torchrun"}
     assert sum(block.language == PYTHON for block in BLOCKS) >= 5
+    # `st-oblique app` serves until stopped: a README command that would run it must be marked (# serves ...)
+    servers = [argv for _, argv, not_run in COMMANDS if argv[:2] == ["st-oblique", "app"] and not not_run]
+    assert all("--index-only" in argv for argv in servers), servers
 
 
 def test_every_code_block_is_one_the_tests_run_or_parse():
@@ -253,9 +256,9 @@ def git_ignores(entry: Path) -> bool:
 
 
 def _check_install(argv: list[str], pyproject: dict) -> None:
-    """A README ``pip install`` installs this checkout (or an extra of it), ``build``, the wheel ``python -m build``
-    writes, or PyTorch's CPU wheels from PyTorch's index; never a bare ``st-oblique`` (not on the package index
-    yet: it would fail, or install another package)."""
+    """A README ``pip install`` installs this checkout or one of its extras (``.[dev]``, ``.[app]``...), ``build``, the
+    wheel ``python -m build`` writes, or PyTorch's CPU wheels from PyTorch's index; never a bare ``st-oblique`` (not
+    on the package index yet: it would fail, or install another package)."""
     assert argv[1] == "install", shlex.join(argv)
     wheel = f"dist/st_oblique-{st_oblique.__version__}-py3-none-any.whl"
     extras = pyproject["project"]["optional-dependencies"]
@@ -266,7 +269,7 @@ def _check_install(argv: list[str], pyproject: dict) -> None:
     targets = [arg for arg in argv[2:] if arg != "-e"]  # -e: editable, from the checkout
     assert targets and all(not arg.startswith("-") for arg in targets), shlex.join(argv)
     for target in targets:
-        extra = re.fullmatch(r"\.\[(\w+)\]", target)
+        extra = re.fullmatch(r"\.\[([\w-]+)\]", target)
         assert target in {".", "build", wheel} or (extra and extra.group(1) in extras), shlex.join(argv)
 
 

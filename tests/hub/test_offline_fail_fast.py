@@ -180,7 +180,7 @@ def test_random_open_clip_architectures_and_local_folders_are_not_checked(unreac
     assert "model_name_or_path" in MODEL_NAME_PARAMETERS
     model = st_oblique.oblique_text_model(tiny_bert_dir, num_tokens=2, token_dim=4)
     assert model.encode(["a"]).shape == (1, 8)
-    from st_oblique.builders import _open_clip_hub_models
+    from st_oblique.builders.open_clip import _open_clip_hub_models
 
     defaults = {"revision": None, "token": None, "local_files_only": False, "trust_remote_code": False}
     assert _open_clip_hub_models({"model_name": "ViT-B-32", "pretrained": None, **defaults}) == []
