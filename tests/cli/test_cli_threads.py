@@ -54,3 +54,11 @@ def test_threads_after_torch_was_imported(monkeypatch):
         assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
     finally:
         torch.set_num_threads(threads)
+
+
+def test_every_command_takes_threads():
+    from st_oblique.app.cli import build_parser
+
+    _, subparsers = build_parser()
+    for name, parser in subparsers.items():
+        assert "--threads" in parser._option_string_actions, name
