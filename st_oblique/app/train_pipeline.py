@@ -459,10 +459,10 @@ def _train_steps(
     set_seed(config.seed)
     model = build_model(config)
     check_modalities(train_data, model.modalities)
+    loss = build_loss(model, config)  # first: a learned scale is a parameter of the model, counted and freezable
     frozen = freeze_parameters(
         model, lock_image_tower=config.lock_image_tower, lock_text_tower=config.lock_text_tower, patterns=config.freeze
     )
-    loss = build_loss(model, config)
     _name_for_card(model, config, train_data, run_name)
     if checkpoint is not None:
         check_resume_checkpoint(checkpoint, config)
