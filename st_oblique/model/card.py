@@ -280,13 +280,20 @@ class ObliqueModelCardData(SentenceTransformerModelCardData):
         other_base_models = [_base_model_text(name) for name in named if name and not is_hub_model_id(name)]
         # A local folder is no base model for the Hub: its YAML and links would point nowhere. A dual encoder has
         # one base model per tower (the Hub's YAML takes a list); the ones left after dropping local folders stay.
+        # Only while Sentence Transformers renders: the names stay, so every rendering of the card says the same.
+        original = (self.base_model, self.base_model_revision)
         if isinstance(self.base_model, (list, tuple)):
             hub_models = [name for name in self.base_model if is_hub_model_id(name)]
             self.base_model = hub_models if len(hub_models) > 1 else next(iter(hub_models), None)
             self.base_model_revision = None
         elif self.base_model and not is_hub_model_id(self.base_model):
             self.base_model = self.base_model_revision = None
-        data = super().to_dict()
+        rendered_with = self.base_model
+        try:
+            data = super().to_dict()
+        finally:
+            if self.base_model == rendered_with:  # unless Sentence Transformers found the base model itself
+                self.base_model, self.base_model_revision = original
         data["other_base_models"] = other_base_models
         data["task_name"] = self.task_name or _task_name(self.model)
         data.pop("training_seconds", None)

@@ -56,7 +56,8 @@ def run_calls(calls: dict[str, str], env_changes: dict[str, str | None], tmp_pat
     script = textwrap.dedent(
         """
         import json, sys, time
-        import st_oblique, st_oblique.builders
+        import st_oblique
+        from st_oblique import load, oblique_text_model  # the lazy imports (torch, ...) before the clock starts
         calls = json.loads(sys.argv[1])
         outcomes = {}
         for name, call in calls.items():
