@@ -5,8 +5,9 @@
   fence languages (``text``, ``yaml``, ``json``, ...) are data, not run. Other spellings of shell or Python
   (``sh``, ``shell``, ``console``, ``py``) are refused: the tests would not run them.
 - Markers: a comment line ``# online: <reason>``, ``# serves <until when>`` (a server such as ``st-oblique app``) or
-  ``# not run by the README tests: <reason>`` marks what the tests only parse (every option checked, Python compiled): in a bash block the commands after it, to the end of the
-  block; in a python block the whole block (the marker is its first line). Every marker gives its reason.
+  ``# not run by the README tests: <reason>`` marks what the tests only parse (every option checked, Python
+  compiled): in a bash block the commands after it, to the end of the block; in a python block the whole block (the
+  marker is its first line). Every marker gives its reason.
 - Local paths: the README names this project's offline data and weights as ``../shared/...`` and a Hub model
   through the environment variable ``MODEL`` (its default the Hub id; ``MODEL=../shared/weights/all-MiniLM-L6-v2``
   offline, as the README says). The tests run in a working folder whose ``../shared`` holds tiny stand-ins of the

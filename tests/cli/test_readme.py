@@ -40,7 +40,9 @@ EVAL_REDUCTION = ["--max-samples", "60", "--no-progress"]
 
 
 BLOCKS = readme_blocks()
-COMMANDS = [(block.section, command.argv, command.not_run is not None) for block in BLOCKS for command in block.commands]
+COMMANDS = [
+    (block.section, command.argv, command.not_run is not None) for block in BLOCKS for command in block.commands
+]
 """``(section, argv, not run)`` of every bash command, in order."""
 
 
@@ -88,7 +90,8 @@ def check_repository_command(argv: list[str]) -> None:
     be one of its options, and the files after ``--config`` must exist."""
     if argv[1] == "-m":
         package = REPO_ROOT / argv[2].replace(".", "/")
-        script, options = package.with_suffix(".py") if package.with_suffix(".py").is_file() else package / "__main__.py", argv[3:]
+        script = package.with_suffix(".py") if package.with_suffix(".py").is_file() else package / "__main__.py"
+        options = argv[3:]
         assert script.is_file(), f"no module {argv[2]} in the repository for `{shlex.join(argv)}`"
     else:
         script, options = REPO_ROOT / argv[1], argv[2:]
