@@ -17,12 +17,18 @@ import argparse
 import json
 import os
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
 from sentence_transformers import SentenceTransformer
 
 import st_oblique
+
+if __package__ in (None, ""):  # run as a script: the repository's evaluation package (its output rules) is importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from evaluation.study_output import add_overwrite_option, checked_output
 
 
 def read_stsb_sentences(path: str, limit: int) -> list[str]:
@@ -57,7 +63,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--output", help="write the measurements as JSON here")
+    add_overwrite_option(parser)
     args = parser.parse_args()
+    if args.output:
+        checked_output(parser, args.output, args.overwrite)
     if args.threads:
         torch.set_num_threads(args.threads)
 
