@@ -22,8 +22,11 @@ def test_info_text_and_json(cli, text_run):
     assert "4 steps of ObliqueContrastiveLoss" in result.out and "class tokens" in result.out
     assert "Built like `st-oblique train --backbone text` (st_oblique.oblique_text_model)." in result.out
     account = next(line for line in result.out.splitlines() if line.startswith("parameters ") and "trained" in line)
-    total = report["parameters"]["total"]
-    assert f"{total:,} in total = {report['parameters']['trainable']:,} trained + 0 frozen by the run" in account
+    total, run = report["parameters"]["total"], report["parameters"]
+    # the run freezes only what the loss cannot reach: BERT's pooler (st_oblique/training/unreached_parameters.py)
+    assert {name.rsplit("pooler.", 1)[-1] for name in run["frozen_unreached_by_loss"]} == {"dense.weight", "dense.bias"}
+    assert f"{total:,} in total = {run['trainable']:,} trained + {run['frozen']:,} frozen by the run + 0 never" in account
+    assert run["frozen"] == 32 * 32 + 32  # the tiny BERT's pooler.dense (width 32)
 
     result = cli("info", text_run, "--json")
     assert result.code == 0, result.err
@@ -60,7 +63,11 @@ def test_info_parameter_account_adds_up(cli, demo_run):
     assert (info["parameters"], info["trainable_parameters"]) == (total, trainable)
     run = info["training"]["parameters"]
     assert run["total"] == total == run["trainable"] + run["frozen"] + run["not_trainable"]
-    assert run["frozen"] == model[0].model.token_embedding.weight.numel()  # the demo's --freeze token_embedding
+    # the demo's --freeze token_embedding, and what its loss cannot reach (frozen for the run too; trainable when loaded)
+    parameters = dict(model.named_parameters())
+    report = json.loads((demo_output / "training_report.json").read_text())
+    unreached = sum(parameters[name].numel() for name in report["parameters"]["frozen_unreached_by_loss"])
+    assert run["frozen"] == model[0].model.token_embedding.weight.numel() + unreached
     unused = sum(parameter.numel() for name, parameter in model.named_parameters() if not parameter.requires_grad)
     assert run["not_trainable"] == unused > 0  # open_clip's text projection and logit scale, unused by the heads
     text = cli("info", demo_output).out
