@@ -25,9 +25,11 @@ from st_oblique.model.sentence_transformer import ObliqueSentenceTransformer
 from st_oblique.modules.class_token_transformer import ClassTokenTransformer
 from st_oblique.modules.clip_class_token_transformer import CLIPClassTokenTransformer
 from st_oblique.modules.image_class_token_transformer import ImageClassTokenTransformer
+from st_oblique.modules.late_class_tokens import class_attention_options, initialize_class_attention
 from st_oblique.modules.modality_router import ModalityRouter
 from st_oblique.modules.open_clip_encoder import OpenCLIPEncoder
-from st_oblique.modules.pooling import ObliquePooling, TokenSource
+from st_oblique.modules.pooling import SINGLE_HEAD, ObliquePooling, TokenSource
+from st_oblique.modules.tower_layers import tower_layers
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack  # typing.Unpack from Python 3.11
@@ -45,6 +47,10 @@ def oblique_text_model(
     per_token_projection: bool = True,
     layer_norm: bool = True,
     max_seq_length: int | None = None,
+    class_attention_layers: int = 2,
+    class_attention_width: int | None = None,
+    class_attention_heads: int | None = None,
+    class_attention_mlp_ratio: float | None = None,
     **loading: Unpack[LoadingOptions],
 ) -> ObliqueSentenceTransformer:
     """An oblique text embedding model from a bidirectional Hugging Face text encoder.
@@ -52,7 +58,10 @@ def oblique_text_model(
     With ``token_source="first"`` (default, the paper's design) the encoder gets K class tokens
     (:class:`~st_oblique.modules.ClassTokenTransformer` prepends K−1 copies of ``[CLS]``) and
     :class:`~st_oblique.ObliquePooling` turns each into a unit vector of size d. With ``"attention"`` or
-    ``"split"`` the encoder is left unchanged and the K tokens come from the pooling head.
+    ``"split"`` the encoder is left unchanged and the K tokens come from the pooling head. With
+    ``"class_attention"`` the encoder is left unchanged too and K class tokens join after it (CaiT's late class
+    tokens, :class:`~st_oblique.modules.class_attention.ClassAttention`): texts are no longer than for the plain
+    model, so encoding runs at about its speed.
 
     The pooling head is new (randomly initialised): train the model (``ObliqueContrastiveLoss``) before use.
 
@@ -65,6 +74,13 @@ def oblique_text_model(
         per_token_projection: separate projection per token (default) or one shared projection.
         layer_norm: LayerNorm before the projection.
         max_seq_length: text truncation length (class tokens come on top); default: the model's.
+        class_attention_layers: class-attention blocks of ``token_source="class_attention"`` (default 2, as CaiT).
+        class_attention_width: their width. Default (None): 128, capped at the encoder's width; the blocks, the
+            projection down to it and the class tokens are random (fast: about the plain model's encoding speed).
+            The encoder's own width (e.g. 384 for MiniLM): the blocks start as copies of the encoder's last layers
+            and the class tokens as its ``[CLS]`` embeddings at positions 0..K-1 (costs more per class token).
+        class_attention_heads: attention heads; None: the encoder's at its width, else 4 (heads of 32) or fewer.
+        class_attention_mlp_ratio: MLP width over width; None: the encoder's at its width, else 4.
         <loading options>
 
     Returns:
@@ -82,7 +98,8 @@ def oblique_text_model(
     if token_source == "last":
         raise ValueError(
             "token_source='last' is for causal text towers with class positions after EOS (st_oblique.oblique_clip); "
-            "a bidirectional text encoder uses 'first' (class tokens prepended), 'attention' or 'split'."
+            "a bidirectional text encoder uses 'first' (class tokens prepended), 'attention', 'split' or "
+            "'class_attention' (class tokens after the encoder)."
         )
     backbone = _load_transformer(
         ClassTokenTransformer,
@@ -91,6 +108,14 @@ def oblique_text_model(
         max_seq_length=max_seq_length,
         loading=_hf_loading(loading),
     )
+    late = _class_attention_head(
+        {SINGLE_HEAD: (backbone.model, "text", backbone.tokenizer)} if token_source == "class_attention" else {},
+        {SINGLE_HEAD: backbone.get_embedding_dimension()},
+        layers=class_attention_layers,
+        width=class_attention_width,
+        heads=class_attention_heads,
+        mlp_ratio=class_attention_mlp_ratio,
+    )
     pooling = ObliquePooling(
         backbone.get_embedding_dimension(),
         num_tokens=num_tokens,
@@ -98,7 +123,9 @@ def oblique_text_model(
         token_source=token_source,
         per_token_projection=per_token_projection,
         layer_norm=layer_norm,
+        **late.options,
     )
+    late.initialize(pooling)
     return _oblique_model(backbone, pooling, device=loading["device"], base_model=model_name_or_path)
 
 
@@ -112,6 +139,11 @@ def oblique_clip(
     per_token_projection: bool = True,
     layer_norm: bool = False,
     max_seq_length: int | None = None,
+    token_source: str | None = None,
+    class_attention_layers: int = 2,
+    class_attention_width: int | None = None,
+    class_attention_heads: int | None = None,
+    class_attention_mlp_ratio: float | None = None,
     **loading: Unpack[LoadingOptions],
 ) -> ObliqueSentenceTransformer:
     """An oblique image-text model from a Hugging Face CLIP model, with K class tokens inside both towers.
@@ -128,6 +160,12 @@ def oblique_clip(
     (e.g. 16 x 32 for 512) the oblique embedding starts as CLIP's embedding cut into K normalised pieces. The
     towers end in CLIP's LayerNorms, so the heads have none of their own by default (``layer_norm=False``).
 
+    With ``token_source="class_attention"`` both towers are left unchanged and the K class tokens join after them
+    (CaiT's late class tokens, see :func:`oblique_text_model`): captions and images are encoded at about CLIP's own
+    speed; the class tokens may attend to every caption position up to EOS (padding is never attended). At the
+    towers' widths the blocks start from their last layers and final LayerNorms and the heads from CLIP's
+    projections; at the default width 128 they are random.
+
     Args:
         model_name_or_path: Hub id or local path of a Hugging Face CLIP model (``"openai/clip-vit-base-patch32"``),
             or of a Sentence Transformers folder holding one.
@@ -137,6 +175,9 @@ def oblique_clip(
         per_token_projection: a projection per token (default) or one shared projection.
         layer_norm: a LayerNorm in the heads before the projection.
         max_seq_length: caption truncation length (the K−1 class positions come on top, within CLIP's 77).
+        token_source: None (K class tokens inside both towers) or ``"class_attention"`` (late class tokens).
+        class_attention_layers, class_attention_width, class_attention_heads, class_attention_mlp_ratio: the
+            class-attention blocks, as in :func:`oblique_text_model`.
         <loading options>
 
     Returns:
@@ -152,21 +193,32 @@ def oblique_clip(
         text_embeddings = model.encode(["a photo of a cat", "a photo of a dog"])
         scores = model.similarity(image_embeddings, text_embeddings)    # (2, 2): sums of 16 cosines
     """
+    late_tokens = _check_late_source("oblique_clip", token_source)
     clip = _load_transformer(
         CLIPClassTokenTransformer,
         model_name_or_path,
-        num_class_tokens=num_tokens,
+        num_class_tokens=1 if late_tokens else num_tokens,
         max_seq_length=max_seq_length,
         loading=_hf_loading(loading),
+    )
+    late = _class_attention_head(
+        {modality: (clip.model, modality, None) for modality in ("text", "image")} if late_tokens else {},
+        clip.embedding_dimensions,
+        layers=class_attention_layers,
+        width=class_attention_width,
+        heads=class_attention_heads,
+        mlp_ratio=class_attention_mlp_ratio,
     )
     pooling = ObliquePooling(
         clip.embedding_dimensions,
         num_tokens=num_tokens,
         token_dim=token_dim,
-        token_source={"text": "last", "image": "first"},
+        token_source=dict.fromkeys(("text", "image"), "class_attention") if late_tokens else {"text": "last", "image": "first"},
         per_token_projection=per_token_projection,
         layer_norm=layer_norm,
+        **late.options,
     )
+    late.initialize(pooling)
     if init_from_clip_projections:
         init_heads_from_projections(
             pooling,
@@ -186,6 +238,11 @@ def oblique_open_clip(
     per_token_projection: bool = True,
     layer_norm: bool = False,
     max_seq_length: int | None = None,
+    token_source: str | None = None,
+    class_attention_layers: int = 2,
+    class_attention_width: int | None = None,
+    class_attention_heads: int | None = None,
+    class_attention_mlp_ratio: float | None = None,
     **loading: Unpack[LoadingOptions],
 ) -> ObliqueSentenceTransformer:
     """An oblique image-text model from any open_clip model, with K class tokens inside both towers.
@@ -194,7 +251,8 @@ def oblique_open_clip(
     (open_clip's transforms and tokenizer, K class tokens in a ViT and after the EOT of the causal text tower);
     :class:`~st_oblique.ObliquePooling` has one head per tower. Image towers without a class token (ResNet, timm
     CNNs) are pooled by K attention queries over their feature map. The heads start from open_clip's
-    projections as in :func:`oblique_clip`.
+    projections as in :func:`oblique_clip`. With ``token_source="class_attention"`` both towers are left unchanged
+    and K class tokens join after them, as in :func:`oblique_clip` (for CNN image towers the blocks are random).
 
     The loading options are those of the other builders, as far as ``open_clip.create_model`` supports them; the
     others raise a ``ValueError`` saying what to do instead:
@@ -219,6 +277,9 @@ def oblique_open_clip(
         per_token_projection: a projection per token (default) or one shared projection.
         layer_norm: a LayerNorm in the heads before the projection (the towers end in open_clip's own).
         max_seq_length: caption truncation length (the K−1 class positions come on top, within the context).
+        token_source: None (K class tokens inside both towers) or ``"class_attention"`` (late class tokens).
+        class_attention_layers, class_attention_width, class_attention_heads, class_attention_mlp_ratio: the
+            class-attention blocks, as in :func:`oblique_text_model`.
         cache_folder: open_clip's download cache (its ``cache_dir``).
         revision: not supported (see above); must be None.
         token: not supported (see above); must be None.
@@ -248,10 +309,11 @@ def oblique_open_clip(
         model.save("oblique-vit-b-32")  # open_clip.create_model("local-dir:oblique-vit-b-32") loads the backbone
     """
     _check_open_clip_options(model_name, pretrained, loading)
+    late_tokens = _check_late_source("oblique_open_clip", token_source)
     encoder = OpenCLIPEncoder(
         model_name,
         pretrained=pretrained,
-        num_class_tokens=num_tokens,
+        num_class_tokens=1 if late_tokens else num_tokens,
         model_kwargs=loading["model_kwargs"],
         config_kwargs=loading["config_kwargs"],
         processor_kwargs=loading["processor_kwargs"],
@@ -259,20 +321,32 @@ def oblique_open_clip(
     )
     if max_seq_length is not None:
         encoder.max_seq_length = max_seq_length
+    late = _class_attention_head(
+        {modality: (encoder.model, modality, None) for modality in ("text", "image")} if late_tokens else {},
+        encoder.embedding_dimensions,
+        layers=class_attention_layers,
+        width=class_attention_width,
+        heads=class_attention_heads,
+        mlp_ratio=class_attention_mlp_ratio,
+    )
+    sources = {"text": "last", "image": encoder.image_token_source}
     pooling = ObliquePooling(
         encoder.embedding_dimensions,
         num_tokens=num_tokens,
         token_dim=token_dim,
-        token_source={"text": "last", "image": encoder.image_token_source},
+        token_source=dict.fromkeys(sources, "class_attention") if late_tokens else sources,
         per_token_projection=per_token_projection,
         layer_norm=layer_norm,
+        **late.options,
     )
+    late.initialize(pooling)
     if init_from_clip_projections:
         projections = {}
         text_projection = encoder.text_tower.text_projection
         if text_projection is not None:
             projections["text"] = text_projection.weight.T if isinstance(text_projection, nn.Linear) else text_projection
         if encoder.image_token_source == "first" and getattr(encoder.model.visual, "proj", None) is not None:
+            # a ViT's projection reads its class token (K early or late class tokens)
             projections["image"] = encoder.model.visual.proj
         init_heads_from_projections(pooling, projections)
     base_model = model_name if pretrained is None else f"{model_name} ({pretrained})"
@@ -298,6 +372,10 @@ def oblique_dual_encoder(
     text_config_kwargs: dict[str, Any] | None = None,
     image_config_kwargs: dict[str, Any] | None = None,
     revision: str | dict[str, str] | None = None,
+    class_attention_layers: int = 2,
+    class_attention_width: int | None = None,
+    class_attention_heads: int | None = None,
+    class_attention_mlp_ratio: float | None = None,
     **loading: Unpack[LoadingOptions],
 ) -> ObliqueSentenceTransformer:
     """An oblique image-text model from separate text and image towers (LiT-style), e.g. MiniLM + EfficientNet.
@@ -327,9 +405,10 @@ def oblique_dual_encoder(
         image_model: Hub id or local path of a Hugging Face image model (e.g. ``"timm/efficientnet_b0.ra_in1k"``).
         num_tokens: K (default 16, as in the paper).
         token_dim: d (default 32, as in the paper).
-        text_token_source: ``"first"`` (K class tokens), ``"attention"`` or ``"split"`` for the text head.
-        image_token_source: ``"first"`` (ViTs only), ``"attention"`` or ``"split"``; None: ``"first"`` for ViTs
-            with a class token, else ``"attention"``.
+        text_token_source: ``"first"`` (K class tokens), ``"attention"``, ``"split"`` or ``"class_attention"``
+            (K class tokens that join after the unchanged tower, see :func:`oblique_text_model`) for the text head.
+        image_token_source: ``"first"`` (ViTs only), ``"attention"``, ``"split"`` or ``"class_attention"``; None:
+            ``"first"`` for ViTs with a class token, else ``"attention"``.
         per_token_projection: a projection per token (default) or one shared projection.
         layer_norm: a LayerNorm in the heads before the projection.
         max_seq_length: text truncation length (the K−1 class tokens come on top).
@@ -342,6 +421,9 @@ def oblique_dual_encoder(
         model_kwargs: passed to both towers' ``from_pretrained`` (e.g. ``{"dtype": torch.bfloat16}``).
         processor_kwargs: passed to both towers' ``AutoProcessor.from_pretrained``.
         config_kwargs: passed to both towers' ``AutoConfig.from_pretrained`` (config overrides).
+        class_attention_layers, class_attention_width, class_attention_heads, class_attention_mlp_ratio: the
+            class-attention blocks of the ``"class_attention"`` heads, as in :func:`oblique_text_model` (a CNN's
+            blocks are random).
         <loading options>
 
     Returns:
@@ -361,7 +443,8 @@ def oblique_dual_encoder(
         scores = model.similarity(image_embeddings, text_embeddings)  # (1, 1), in [-16, 16]
     """
     if text_token_source == "last":
-        raise ValueError("text_token_source='last' is for causal text towers; use 'first', 'attention' or 'split'.")
+        raise ValueError("text_token_source='last' is for causal text towers; use 'first', 'attention', 'split' or "
+            "'class_attention'.")
     revisions = _tower_revisions(revision)
     tower_kwargs = {
         "text": (text_model_kwargs, text_processor_kwargs, text_config_kwargs),
@@ -382,16 +465,63 @@ def oblique_dual_encoder(
         image_token_source = image.image_token_source
     if image_token_source == "first":
         image.set_num_class_tokens(num_tokens)
+    widths = {"text": text.get_embedding_dimension(), "image": image.get_embedding_dimension()}
+    towers = {"text": (text.model, "text", text.tokenizer), "image": (image.model, "image", None)}
+    sources = {"text": text_token_source, "image": image_token_source}
+    late = _class_attention_head(
+        {name: tower for name, tower in towers.items() if sources[name] == "class_attention"},
+        widths,
+        layers=class_attention_layers,
+        width=class_attention_width,
+        heads=class_attention_heads,
+        mlp_ratio=class_attention_mlp_ratio,
+    )
     pooling = ObliquePooling(
-        {"text": text.get_embedding_dimension(), "image": image.get_embedding_dimension()},
+        widths,
         num_tokens=num_tokens,
         token_dim=token_dim,
-        token_source={"text": text_token_source, "image": image_token_source},
+        token_source=sources,
         per_token_projection=per_token_projection,
         layer_norm=layer_norm,
+        **late.options,
     )
+    late.initialize(pooling)
     router = ModalityRouter(text=[text], image=[image])
     return _oblique_model(router, pooling, device=loading["device"], base_model=[text_model, image_model])
+
+
+@dataclass(frozen=True)
+class _LateClassTokens:
+    """The ``class_attention_*`` options of ObliquePooling for a backbone's towers, and their initialisation."""
+
+    towers: dict[str, Any]
+    options: dict[str, Any]
+
+    def initialize(self, pooling: ObliquePooling) -> None:
+        if self.towers:
+            initialize_class_attention(pooling, self.towers)
+
+
+def _class_attention_head(
+    sources: dict[str, tuple[nn.Module, str, Any]],
+    widths: dict[str, int],
+    *,
+    layers: int,
+    width: int | None,
+    heads: int | None,
+    mlp_ratio: float | None,
+) -> _LateClassTokens:
+    """``sources``: ``{head name: (tower model, modality, tokenizer or None)}`` of the class-attention heads."""
+    if not sources:
+        return _LateClassTokens({}, {})
+    towers = {
+        name: tower_layers(model, modality, first_token_id=getattr(tokenizer, "cls_token_id", None))
+        for name, (model, modality, tokenizer) in sources.items()
+    }
+    options = class_attention_options(
+        towers, widths, layers=layers, width=width, heads=heads, mlp_ratio=mlp_ratio
+    )
+    return _LateClassTokens(towers, options)
 
 
 @dataclass(frozen=True)
@@ -542,6 +672,16 @@ def init_heads_from_projections(pooling: ObliquePooling, projections: dict[str, 
             weight.copy_(blocks.permute(1, 0, 2)[torch.arange(weight.shape[0]) % blocks.shape[1]])
         else:
             weight.copy_(blocks[:, 0])
+
+
+def _check_late_source(builder: str, token_source: str | None) -> bool:
+    """Whether a CLIP-like builder gets late class tokens (``token_source="class_attention"``)."""
+    if token_source not in (None, "class_attention"):
+        raise ValueError(
+            f"{builder} takes token_source=None (K class tokens inside both towers) or 'class_attention' (K class "
+            f"tokens that join after the unchanged towers), got {token_source!r}."
+        )
+    return token_source == "class_attention"
 
 
 def _load_transformer(
