@@ -27,7 +27,6 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional
 
-
 DEFAULT_WIDTH = 128
 """Width of the class-attention blocks when not given (capped at the tower's width); chosen by measurement: at
 K=16 two blocks of width 128 keep all-MiniLM-L6-v2 and the ViT-B/16-shaped CLIP at >= 0.9x the plain model's encode

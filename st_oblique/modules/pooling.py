@@ -82,13 +82,17 @@ class ObliqueHead(nn.Module):
         Returns:
             ``(B, K, d)``, every token of unit norm.
         """
+        return manifold.project(self.token_projections(token_embeddings, attention_mask, pooled))
+
+    def token_projections(
+        self, token_embeddings: Tensor | None, attention_mask: Tensor | None, pooled: Tensor | None
+    ) -> Tensor:
+        """The K projected tokens before each is normalized, ``(B, K, d)`` (inputs as :meth:`forward`)."""
         states = self._select(token_embeddings, attention_mask, pooled)
         states = self.norm(states.to(self.projection.dtype))
         if self.projection.ndim == 3:
-            projected = torch.einsum("bki,kid->bkd", states, self.projection)
-        else:
-            projected = states @ self.projection
-        return manifold.project(projected)
+            return torch.einsum("bki,kid->bkd", states, self.projection)
+        return states @ self.projection
 
     def _select(self, tokens: Tensor | None, mask: Tensor | None, pooled: Tensor | None) -> Tensor:
         """``(B, K, in_features)`` token states according to ``token_source``."""
