@@ -75,10 +75,11 @@ def oblique_text_model(
         layer_norm: LayerNorm before the projection.
         max_seq_length: text truncation length (class tokens come on top); default: the model's.
         class_attention_layers: class-attention blocks of ``token_source="class_attention"`` (default 2, as CaiT).
-        class_attention_width: their width. Default (None): 128, capped at the encoder's width; the blocks, the
-            projection down to it and the class tokens are random (fast: about the plain model's encoding speed).
-            The encoder's own width (e.g. 384 for MiniLM): the blocks start as copies of the encoder's last layers
-            and the class tokens as its ``[CLS]`` embeddings at positions 0..K-1 (costs more per class token).
+        class_attention_width: their width (two-tower builders: one for both or ``{"text": ..., "image": ...}``).
+            Default (None): 128, capped at the encoder's width; the blocks, the projection down to it and the class
+            tokens are random (fast: about the plain model's encoding speed). The encoder's own width (e.g. 384 for
+            MiniLM): the blocks start as copies of the encoder's last layers and the class tokens as its ``[CLS]``
+            embeddings at positions 0..K-1 (costs more per class token).
         class_attention_heads: attention heads; None: the encoder's at its width, else 4 (heads of 32) or fewer.
         class_attention_mlp_ratio: MLP width over width; None: the encoder's at its width, else 4.
         <loading options>
@@ -141,7 +142,7 @@ def oblique_clip(
     max_seq_length: int | None = None,
     token_source: str | None = None,
     class_attention_layers: int = 2,
-    class_attention_width: int | None = None,
+    class_attention_width: int | dict[str, int] | None = None,
     class_attention_heads: int | None = None,
     class_attention_mlp_ratio: float | None = None,
     **loading: Unpack[LoadingOptions],
@@ -240,7 +241,7 @@ def oblique_open_clip(
     max_seq_length: int | None = None,
     token_source: str | None = None,
     class_attention_layers: int = 2,
-    class_attention_width: int | None = None,
+    class_attention_width: int | dict[str, int] | None = None,
     class_attention_heads: int | None = None,
     class_attention_mlp_ratio: float | None = None,
     **loading: Unpack[LoadingOptions],
@@ -373,7 +374,7 @@ def oblique_dual_encoder(
     image_config_kwargs: dict[str, Any] | None = None,
     revision: str | dict[str, str] | None = None,
     class_attention_layers: int = 2,
-    class_attention_width: int | None = None,
+    class_attention_width: int | dict[str, int] | None = None,
     class_attention_heads: int | None = None,
     class_attention_mlp_ratio: float | None = None,
     **loading: Unpack[LoadingOptions],
@@ -507,7 +508,7 @@ def _class_attention_head(
     widths: dict[str, int],
     *,
     layers: int,
-    width: int | None,
+    width: int | dict[str, int] | None,
     heads: int | None,
     mlp_ratio: float | None,
 ) -> _LateClassTokens:

@@ -36,7 +36,7 @@ def class_attention_options(
     widths: Mapping[str, int],
     *,
     layers: int = 2,
-    width: int | None = None,
+    width: int | Mapping[str, int] | None = None,
     heads: int | None = None,
     mlp_ratio: float | None = None,
 ) -> dict[str, Any]:
@@ -46,8 +46,9 @@ def class_attention_options(
         towers: ``{head name: the tower's layers or None}`` (None: an unknown family or a CNN; CaiT's defaults).
         widths: ``{head name: width of the tower's token states}``.
         layers: class-attention blocks per head.
-        width: the blocks' width; None: :data:`~st_oblique.modules.class_attention.DEFAULT_WIDTH` capped at the
-            tower's width. Pass the tower's width to start the blocks from its last layers.
+        width: the blocks' width, one for every head or ``{head name: width}``; None:
+            :data:`~st_oblique.modules.class_attention.DEFAULT_WIDTH` capped at the tower's width. Pass the tower's
+            width to start the blocks from its last layers.
         heads: attention heads; None: the tower's own at its width, else the module's default.
         mlp_ratio: MLP width over width; None: the tower's own at its width, else 4.
 
@@ -57,7 +58,8 @@ def class_attention_options(
     """
     options: dict[str, dict[str, Any]] = {"width": {}, "heads": {}, "mlp_ratio": {}, "style": {}}
     for name, tower in towers.items():
-        chosen = default_width(widths[name]) if width is None else width
+        given = width.get(name) if isinstance(width, Mapping) else width
+        chosen = default_width(widths[name]) if given is None else given
         full = tower is not None and chosen == tower.width
         options["width"][name] = chosen
         options["heads"][name] = tower.num_heads if heads is None and full else heads

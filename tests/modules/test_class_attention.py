@@ -173,10 +173,14 @@ def towers(tmp_path_factory):
          lambda: open_clip_model.encode_image(pixels)),
     ):
         inputs, outputs = [], []
-        handles = [block.register_forward_pre_hook(lambda m, args: inputs.append(args[0])) for block in
-                   transformer.resblocks]
-        handles += [block.register_forward_hook(lambda m, args, out: outputs.append(out)) for block in
-                    transformer.resblocks]
+        handles = [
+            block.register_forward_pre_hook(lambda m, args, kept=inputs: kept.append(args[0]))
+            for block in transformer.resblocks
+        ]
+        handles += [
+            block.register_forward_hook(lambda m, args, out, kept=outputs: kept.append(out))
+            for block in transformer.resblocks
+        ]
         run()
         for handle in handles:
             handle.remove()
@@ -289,13 +293,13 @@ def test_pooling_saves_the_resolved_options_and_loads_them(tmp_path):
 
 
 def test_pooling_refuses_bad_options():
-    with pytest.raises(ValueError, match="class_attention_heads=3 must divide the class-attention width 128"):
+    with pytest.raises(ValueError, match=r"class_attention_heads=3 must divide the class-attention width 128"):
         ObliquePooling(384, num_tokens=4, token_source="class_attention", class_attention_heads=3)
     with pytest.raises(ValueError, match="activation must be one of"):
         ObliquePooling(384, num_tokens=4, token_source="class_attention", class_attention_style={"activation": "tanh"})
     with pytest.raises(ValueError, match="num_layers must be a positive integer"):
         ObliquePooling(384, num_tokens=4, token_source="class_attention", class_attention_layers=0)
-    with pytest.raises(ValueError, match="class_attention_width is given for .'image'. but not for the 'text' head"):
+    with pytest.raises(ValueError, match=r"class_attention_width is given for \['image'\] but not for the 'text' head"):
         ObliquePooling({"text": 8, "image": 8}, token_source="class_attention", class_attention_width={"image": 8})
     with pytest.raises(ValueError, match="expects inputs of width 384"):
         ObliquePooling(384, num_tokens=4, token_source="class_attention")({"token_embeddings": torch.randn(1, 3, 128)})

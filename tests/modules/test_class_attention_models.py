@@ -86,7 +86,7 @@ def test_the_trunk_is_the_plain_tower(family, folders):
 def test_the_trunk_is_the_hugging_face_model(folders):
     """And the plain tower is the library's own forward pass: BERT's last_hidden_state, CLIP's two towers, timm's."""
     text = build("text", folders, **LATE)
-    states, mask, features = trunk(text, SENTENCES[:5])
+    states, _, features = trunk(text, SENTENCES[:5])
     bert = AutoModel.from_pretrained(folders["bert"]).eval()
     with torch.no_grad():
         expected = bert(input_ids=features["input_ids"], attention_mask=features["attention_mask"]).last_hidden_state
@@ -94,7 +94,7 @@ def test_the_trunk_is_the_hugging_face_model(folders):
 
     clip_model = build("clip", folders, **LATE)
     clip = CLIPModel.from_pretrained(folders["clip"]).eval()
-    states, mask, features = trunk(clip_model, SENTENCES[:5])
+    states, _, features = trunk(clip_model, SENTENCES[:5])
     with torch.no_grad():
         expected = clip.text_model(input_ids=features["input_ids"], attention_mask=features["attention_mask"])
     torch.testing.assert_close(states, expected.last_hidden_state, rtol=0, atol=1e-6)
@@ -180,7 +180,7 @@ def test_full_width_starts_from_the_towers_last_layers(folders):
 
 
 def test_builders_refuse_unknown_sources(folders):
-    with pytest.raises(ValueError, match="oblique_clip takes token_source=None .* or 'class_attention'"):
+    with pytest.raises(ValueError, match=r"oblique_clip takes token_source=None .* or 'class_attention'"):
         st_oblique.oblique_clip(folders["clip"], num_tokens=K, token_dim=D, token_source="first")
 
 
@@ -191,3 +191,34 @@ def test_a_plain_sentence_transformer_loads_it(folders, tmp_path):
     assert torch.equal(
         loaded.encode(SENTENCES, convert_to_tensor=True), model.encode(SENTENCES, convert_to_tensor=True)
     )
+
+
+@pytest.mark.parametrize("family,grid", [("clip", (4, 4)), ("dual_cnn", (2, 2)), ("dual_vit", (2, 2))])
+def test_explain_draws_the_late_class_tokens_attention(family, folders, grid):
+    """Each late class token's last-block attention over the patches (a ViT's own class token left out)."""
+    from st_oblique.diagnostics.explanations import token_attention_maps
+
+    model = build(family, folders, **LATE).eval()
+    image = tiny_images(1, size=(64, 64))[0]
+    maps = token_attention_maps(model, image)
+    assert maps.shape == (K, *grid)
+    torch.testing.assert_close(maps.sum(dim=(1, 2)), torch.ones(K))
+    states, _, _ = trunk(model, [image])
+    head = model[1].heads["image"].class_attention
+    with torch.no_grad():
+        weights = head.attention_maps(states)[-1].mean(dim=1)[0]  # (K, K + L)
+    prefix = K + (states.shape[1] - grid[0] * grid[1])  # class tokens, then the ViT's own class token if any
+    expected = weights[:, prefix:] / weights[:, prefix:].sum(-1, keepdim=True)
+    torch.testing.assert_close(maps.reshape(K, -1), expected)
+
+
+def test_info_and_card_describe_the_late_class_tokens(folders):
+    from st_oblique.model.description import describe_model
+
+    description = describe_model(build("dual_cnn", folders, **LATE))
+    towers = {tower.modality: tower for tower in description.towers}
+    assert {tower.token_source for tower in towers.values()} == {"class_attention"}
+    assert towers["text"].class_token_placement.startswith(f"{K} class tokens that join after the unchanged tower: 2")
+    assert "width 128, the tower's 256-wide states projected down to it" in towers["image"].class_token_placement
+    assert "post-norm" in towers["text"].class_token_placement and "pre-norm" in towers["image"].class_token_placement
+    assert "token_source='class_attention'" in description.to_text()
