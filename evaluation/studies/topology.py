@@ -500,10 +500,14 @@ def run_regime_c(config: dict[str, Any], store: RunStore, timings: dict) -> list
         mine = [record for record in trials if record["spec"]["arm"] == name]
         chosen_lr[name] = max(mine, key=lambda record: record["metrics"]["val"]["mean_recall"])["spec"]["learning_rate"]
     timings["regime_c_chosen_lr"] = chosen_lr
+    # the regime's seeds in both conditions first, then the headline arms' extra seeds: an interrupted study has
+    # complete paired comparisons for as many seeds as it got to
+    extra = sorted({seed for name in arms for seed in seeds[name]} - set(config["seeds"]))
     main_specs = [
         spec("main", arm, fraction, seed, chosen_lr[arm.name], ("val", "test"))
+        for seed_group in ([seed for seed in config["seeds"]], extra)
         for fraction in config["conditions"]
-        for seed in sorted({seed for name in arms for seed in seeds[name]})
+        for seed in seed_group
         for arm in arms.values()
         if seed in seeds[arm.name]
     ]
