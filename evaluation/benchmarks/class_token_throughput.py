@@ -82,10 +82,14 @@ def random_images(count: int, seed: int = 0) -> list[Image.Image]:
     return [Image.fromarray(rng.integers(0, 256, (256, 320, 3), dtype=np.uint8)) for _ in range(count)]
 
 
-def items_per_second(model: SentenceTransformer, inputs: list, batch_size: int, **encode_kwargs) -> float:
-    start = time.perf_counter()
+def items_per_second(
+    model: SentenceTransformer, inputs: list, batch_size: int, **encode_kwargs
+) -> tuple[float, float]:
+    """Items per second of wall time and per second of this process's CPU time (the steadier measure on a shared
+    machine with ``--threads 1``)."""
+    start, cpu_start = time.perf_counter(), time.process_time()
     model.encode(inputs, batch_size=batch_size, show_progress_bar=False, **encode_kwargs)
-    return len(inputs) / (time.perf_counter() - start)
+    return len(inputs) / (time.perf_counter() - start), len(inputs) / (time.process_time() - cpu_start)
 
 
 def mean_text_positions(model: SentenceTransformer, captions: list[str], **encode_kwargs) -> float:
@@ -180,11 +184,14 @@ def main() -> None:
             model.encode(inputs[: args.batch_size], batch_size=args.batch_size, **kwargs)
 
     speeds = {name: {workload: [] for workload in workloads} for name in models}
+    cpu_speeds = {name: {workload: [] for workload in workloads} for name in models}
     uptime_before = load_average()
     for _ in range(args.repeats):
         for workload, (inputs, kwargs) in workloads.items():
             for name, model in models.items():
-                speeds[name][workload].append(items_per_second(model, inputs, args.batch_size, **kwargs))
+                wall, cpu = items_per_second(model, inputs, args.batch_size, **kwargs)
+                speeds[name][workload].append(wall)
+                cpu_speeds[name][workload].append(cpu)
 
     baseline, oblique = list(models)[:2]
     positions = {
@@ -197,6 +204,7 @@ def main() -> None:
         for name, model in models.items()
     }
     medians = {name: {w: statistics.median(v) for w, v in runs.items()} for name, runs in speeds.items()}
+    cpu_medians = {name: {w: statistics.median(v) for w, v in runs.items()} for name, runs in cpu_speeds.items()}
     result = {
         "command": shlex.join(["python", *sys.argv]),
         "machine": f"shared ({os.cpu_count()} cores; other sessions' jobs ran at the same time): compare the ratios",
@@ -217,7 +225,14 @@ def main() -> None:
             for name in models
             if name != baseline
         },
+        "items_per_cpu_second": cpu_medians,
+        f"cpu_relative_to_{baseline}": {
+            name: {workload: cpu_medians[name][workload] / cpu_medians[baseline][workload] for workload in workloads}
+            for name in models
+            if name != baseline
+        },
         "runs": speeds,
+        "runs_cpu": cpu_speeds,
     }
     print(json.dumps(result, indent=2))
     if args.output:

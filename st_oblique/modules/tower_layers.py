@@ -158,20 +158,11 @@ def _bert_like(model: nn.Module, modality: str, first_token_id: int | None) -> T
             embeddings.train(was_training)
         return states[0]
 
-    return TowerLayers(
-        family="BERT-like",
-        layers=read,
-        width=read[-1].query[0].shape[1],
-        num_heads=heads,
-        hidden_width=read[-1].fc1[0].shape[0],
-        style=BlockStyle(norm_first=False, activation=activation, layer_norm_eps=read[-1].norm1.eps),
-        final_norm=None,
-        class_token_origin=(
-            "the embeddings of the first token ([CLS]) at positions 0..K-1 (the paper's class tokens as the first "
-            "layer sees them)"
-        ),
-        _class_tokens=class_tokens,
+    origin = (
+        "the embeddings of the first token ([CLS]) at positions 0..K-1 (the paper's class tokens as the first layer "
+        "sees them)"
     )
+    return _described("BERT-like", read, heads, activation, None, class_tokens, origin, norm_first=False)
 
 
 # -- Hugging Face CLIP towers (pre-norm) ----------------------------------------------------------------------------
@@ -211,7 +202,7 @@ def _hf_clip(model: nn.Module, modality: str, first_token_id: int | None) -> Tow
             return tower.pre_layrnorm(embeddings.class_embedding + embeddings.position_embedding.weight[0])
 
         class_tokens, origin = _copies(first_state), _VIT_CLASS_TOKEN
-    return _pre_norm("Hugging Face CLIP", read, int(layers[-1].self_attn.num_heads), activation, final, class_tokens, origin)
+    return _described("Hugging Face CLIP", read, int(layers[-1].self_attn.num_heads), activation, final, class_tokens, origin)
 
 
 # -- open_clip (pre-norm) -------------------------------------------------------------------------------------------
@@ -264,7 +255,7 @@ def _open_clip(model: nn.Module, modality: str, first_token_id: int | None) -> T
     if len(activations) != 1 or None in activations:
         return None
     heads = int(blocks[-1].attn.num_heads)
-    return _pre_norm("open_clip", read, heads, activations.pop(), final, class_tokens, origin)
+    return _described("open_clip", read, heads, activations.pop(), final, class_tokens, origin)
 
 
 # -- timm ViTs (pre-norm) -------------------------------------------------------------------------------------------
@@ -326,7 +317,7 @@ def _timm_vit(model: nn.Module, modality: str, first_token_id: int | None) -> To
     else:
         class_tokens, origin = _no_class_tokens, None
     heads = int(blocks[-1].attn.num_heads)
-    return _pre_norm("timm ViT", read, heads, activations.pop(), final, class_tokens, origin)
+    return _described("timm ViT", read, heads, activations.pop(), final, class_tokens, origin)
 
 
 # -- helpers --------------------------------------------------------------------------------------------------------
@@ -337,14 +328,15 @@ _VIT_CLASS_TOKEN = (
 )
 
 
-def _pre_norm(
+def _described(
     family: str,
     layers: list[LayerWeights],
     heads: int,
     activation: str,
-    final: nn.LayerNorm,
+    final: nn.LayerNorm | None,
     class_tokens: Callable[[int], Tensor | None],
     origin: str | None,
+    norm_first: bool = True,
 ) -> TowerLayers:
     return TowerLayers(
         family=family,
@@ -352,7 +344,7 @@ def _pre_norm(
         width=layers[-1].query[0].shape[1],
         num_heads=heads,
         hidden_width=layers[-1].fc1[0].shape[0],
-        style=BlockStyle(norm_first=True, activation=activation, layer_norm_eps=layers[-1].norm1.eps),
+        style=BlockStyle(norm_first=norm_first, activation=activation, layer_norm_eps=layers[-1].norm1.eps),
         final_norm=final,
         class_token_origin=origin,
         _class_tokens=class_tokens,
