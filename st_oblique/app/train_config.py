@@ -29,7 +29,7 @@ __all__ = ["MODEL_DEFINING_OPTIONS", "TrainConfig"]
 Backbone = Literal["clip", "open_clip", "text", "dual"]
 LossName = Literal["contrastive", "cached", "sigmoid"]
 ScaleMode = Literal["fixed", "learnable"]
-TokenSource = Literal["first", "attention", "split"]
+TokenSource = Literal["first", "attention", "split", "class_attention"]
 
 MODEL = "model"
 LOSS = "loss"
@@ -84,10 +84,21 @@ class TrainConfig:
     num_tokens: int = _option(16, MODEL, "K, the number of unit tokens per embedding")
     token_dim: int = _option(32, MODEL, "d, the size of each token (embeddings have K*d floats)")
     token_source: TokenSource | None = _option(
-        None, MODEL, "text/dual: where the K text tokens come from: first (K class tokens), attention or split",
+        None, MODEL,
+        "where the K tokens come from: first (K class tokens in the text tower; text/dual), attention, split "
+        "(text/dual) or class_attention (K class tokens that join after the unchanged towers: about the plain "
+        "model's encoding speed; every backbone)",
     )
     image_token_source: TokenSource | None = _option(
-        None, MODEL, "dual: first (ViTs), attention or split; default: first for ViTs, else attention",
+        None, MODEL,
+        "dual: first (ViTs), attention, split or class_attention; default: first for ViTs, else attention "
+        "(class_attention when --token-source is class_attention)",
+    )
+    class_attention_layers: int = _option(2, MODEL, "class_attention: class-attention blocks per tower")
+    class_attention_width: int | None = _option(
+        None, MODEL,
+        "class_attention: the blocks' width (default 128, capped at the tower's; the tower's own width starts the "
+        "blocks from its last layers)",
     )
     per_token_projection: bool = _option(True, MODEL, "a separate projection per token (else one shared projection)")
     layer_norm: bool | None = _option(
@@ -290,8 +301,11 @@ class TrainConfig:
             raise ObliqueConfigError(f"--backbone {self.backbone} needs --model (the backbone's id, folder or name).")
         if self.backbone != "open_clip" and (self.pretrained or self.open_clip_config or self.open_clip_model_kwargs):
             raise ObliqueConfigError("--pretrained, --open-clip-config and --open-clip-model-kwargs are for --backbone open_clip.")
-        if self.backbone not in ("text", "dual") and self.token_source is not None:
-            raise ObliqueConfigError("--token-source applies to text and dual backbones (CLIP towers use their class tokens).")
+        if self.backbone not in ("text", "dual") and self.token_source not in (None, "class_attention"):
+            raise ObliqueConfigError(
+                f"--token-source {self.token_source} applies to text and dual backbones; CLIP backbones take "
+                "class_attention (or nothing: K class tokens inside both towers)."
+            )
         for name in ("num_tokens", "token_dim", "batch_size", "logging_steps", "eval_batch_size", "mini_batch_size"):
             _check_positive(name, getattr(self, name), integer=True)
         for name in ("max_steps", "save_steps", "max_train_samples", "eval_max_samples", "max_seq_length"):
@@ -357,6 +371,7 @@ _FLAGS = {item.name: item.metadata["flag"] for item in dataclasses.fields(TrainC
 MODEL_DEFINING_OPTIONS = (
     "backbone", "model", "pretrained", "open_clip_config", "open_clip_model_kwargs", "text_model", "image_model",
     "num_tokens", "token_dim", "token_source", "image_token_source", "per_token_projection", "layer_norm",
+    "class_attention_layers", "class_attention_width",
     "lock_image_tower", "lock_text_tower", "freeze", "loss", "scale_mode",
 )
 """Options a resumed run must share with the run that wrote the checkpoint (model shape, trainable parameters,

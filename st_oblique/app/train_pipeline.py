@@ -129,11 +129,18 @@ def build_model(config: TrainConfig) -> ObliqueSentenceTransformer:
     name = config.model
     for option in ("model", "text_model", "image_model"):
         _check_local_path(option, getattr(config, option))
+    late = {}
+    if config.token_source == "class_attention" or config.image_token_source == "class_attention":
+        late = {
+            "class_attention_layers": config.class_attention_layers,
+            "class_attention_width": config.class_attention_width,
+        }
     try:
         if config.backbone == "clip":
             return st_oblique.oblique_clip(
                 config.model, num_tokens=config.num_tokens, token_dim=config.token_dim,
-                max_seq_length=config.max_seq_length, trust_remote_code=config.trust_remote_code, **common,
+                max_seq_length=config.max_seq_length, trust_remote_code=config.trust_remote_code,
+                token_source=config.token_source, **late, **common,
             )
         if config.backbone == "open_clip":
             if config.open_clip_config:
@@ -141,7 +148,7 @@ def build_model(config: TrainConfig) -> ObliqueSentenceTransformer:
                 name = config.model or registered
             model = st_oblique.oblique_open_clip(
                 name, config.pretrained, num_tokens=config.num_tokens, token_dim=config.token_dim,
-                config_kwargs=config.open_clip_model_kwargs, **common,
+                config_kwargs=config.open_clip_model_kwargs, token_source=config.token_source, **late, **common,
             )
             if not config.pretrained and not name.startswith(("hf-hub:", "local-dir:")):
                 model.model_card_data.base_model = None  # random weights: there is no base model to link to
@@ -152,13 +159,16 @@ def build_model(config: TrainConfig) -> ObliqueSentenceTransformer:
         if config.backbone == "text":
             return st_oblique.oblique_text_model(
                 config.model, num_tokens=config.num_tokens, token_dim=config.token_dim,
-                token_source=config.token_source or "first", **loading, **common,
+                token_source=config.token_source or "first", **loading, **late, **common,
             )
         name = f"{config.text_model} + {config.image_model}"
+        image_source = config.image_token_source
+        if image_source is None and config.token_source == "class_attention":
+            image_source = "class_attention"
         return st_oblique.oblique_dual_encoder(
             config.text_model, config.image_model, num_tokens=config.num_tokens, token_dim=config.token_dim,
-            text_token_source=config.token_source or "first", image_token_source=config.image_token_source,
-            **loading, **common,
+            text_token_source=config.token_source or "first", image_token_source=image_source,
+            **loading, **late, **common,
         )
     except ObliqueLoadError:
         raise
