@@ -4,6 +4,7 @@ come from a run by hand on all-MiniLM-L6-v2)."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -18,7 +19,8 @@ SCRIPT = Path(__file__).resolve().parents[2] / "evaluation" / "benchmarks" / "en
 
 def test_the_benchmark_times_every_token_source(tmp_path, tiny_bert_dir):
     stsb = tmp_path / "sts-test.csv"
-    stsb.write_text("".join(f"g\tf\t2012\t{i}\t1.0\t{a}\t{b}\n" for i, (a, b) in enumerate(zip(SENTENCES, SENTENCES[1:]))))
+    pairs = enumerate(itertools.pairwise(SENTENCES))
+    stsb.write_text("".join(f"g\tf\t2012\t{i}\t1.0\t{a}\t{b}\n" for i, (a, b) in pairs))
     output = tmp_path / "result.json"
     command = [
         sys.executable, str(SCRIPT), "--model", tiny_bert_dir, "--stsb", str(stsb), "--num-sentences", "12",
