@@ -237,18 +237,14 @@ def _open_clip(model: nn.Module, modality: str, first_token_id: int | None) -> T
             return None  # open_clip's custom blocks (scaled cosine attention, extra norms) do not fit
         if attention.in_proj_weight is None:
             return None
-        query, key, value = attention.in_proj_weight.chunk(3)
-        biases = (None, None, None) if attention.in_proj_bias is None else attention.in_proj_bias.chunk(3)
         read.append(
-            LayerWeights(
-                query=(query, biases[0]),
-                key=(key, biases[1]),
-                value=(value, biases[2]),
-                output=_scaled(_linear(attention.out_proj), block.ls_1),
-                norm1=_layer_norm(block.ln_1),
-                norm2=_layer_norm(block.ln_2),
-                fc1=_linear(block.mlp.c_fc),
-                fc2=_scaled(_linear(block.mlp.c_proj), block.ls_2),
+            _fused_qkv_layer(
+                (attention.in_proj_weight, attention.in_proj_bias),
+                _scaled(_linear(attention.out_proj), block.ls_1),
+                _layer_norm(block.ln_1),
+                _layer_norm(block.ln_2),
+                _linear(block.mlp.c_fc),
+                _scaled(_linear(block.mlp.c_proj), block.ls_2),
             )
         )
         activations.add(_torch_activation(block.mlp.gelu))
@@ -287,19 +283,14 @@ def _timm_vit(model: nn.Module, modality: str, first_token_id: int | None) -> To
         )
         if not plain:
             return None
-        qkv_weight, qkv_bias = _linear(attention.qkv)
-        query, key, value = qkv_weight.chunk(3)
-        biases = (None, None, None) if qkv_bias is None else qkv_bias.chunk(3)
         read.append(
-            LayerWeights(
-                query=(query, biases[0]),
-                key=(key, biases[1]),
-                value=(value, biases[2]),
-                output=_scaled(_linear(attention.proj), block.ls1),
-                norm1=block.norm1,
-                norm2=block.norm2,
-                fc1=_linear(mlp.fc1),
-                fc2=_scaled(_linear(mlp.fc2), block.ls2),
+            _fused_qkv_layer(
+                _linear(attention.qkv),
+                _scaled(_linear(attention.proj), block.ls1),
+                block.norm1,
+                block.norm2,
+                _linear(mlp.fc1),
+                _scaled(_linear(mlp.fc2), block.ls2),
             )
         )
         activations.add(_torch_activation(mlp.act))
@@ -348,6 +339,25 @@ def _described(
         final_norm=final,
         class_token_origin=origin,
         _class_tokens=class_tokens,
+    )
+
+
+def _fused_qkv_layer(
+    qkv: Linear, output: Linear, norm1: nn.LayerNorm, norm2: nn.LayerNorm, fc1: Linear, fc2: Linear
+) -> LayerWeights:
+    """A layer whose query, key and value projections are one ``(3W, W)`` matrix (open_clip, timm)."""
+    weight, bias = qkv
+    query, key, value = weight.chunk(3)
+    biases = (None, None, None) if bias is None else bias.chunk(3)
+    return LayerWeights(
+        query=(query, biases[0]),
+        key=(key, biases[1]),
+        value=(value, biases[2]),
+        output=output,
+        norm1=norm1,
+        norm2=norm2,
+        fc1=fc1,
+        fc2=fc2,
     )
 
 
