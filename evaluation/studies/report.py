@@ -98,6 +98,7 @@ def regime_a_sections(config: dict, records: list[dict], plots_dir: Path) -> lis
     sections += [
         f"- `{name}`: {_describe_arm(arm_specs[name])}; learning rate {chosen.get(name, float('nan')):g}"
         for name in arms
+        if name in arm_specs  # an arm without records yet (a study interrupted or run regime by regime)
     ]
     sections.append("")
     for fraction in config["conditions"]:
