@@ -509,6 +509,9 @@ def regime_b_sections(config: dict, records: list[dict], plots_dir: Path) -> lis
                     other = dict.fromkeys(scores(name, key), next(iter(other.values()), math.nan))
                 cells.append(fmt_difference(paired_difference(scores(name, key), other)))
             diff_rows.append([f"`{name}` − `{baseline}`", *cells])
+    for name, other in config.get("comparisons", []):  # arm against arm, paired by seed
+        cells = [fmt_difference(paired_difference(scores(name, key), scores(other, key))) for key, _ in tasks]
+        diff_rows.append([f"`{name}` − `{other}`", *cells])
     bar_plot(
         plots_dir / "regime_b.png",
         {label: {name: list(scores(name, key).values()) for name in arms} for key, label in tasks},
