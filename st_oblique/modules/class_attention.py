@@ -27,6 +27,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional
 
+from st_oblique.validators import check_positive_int, check_positive_number
+
 DEFAULT_WIDTH = 128
 """Width of the class-attention blocks when not given (capped at the tower's width); chosen by measurement: at
 K=16 two blocks of width 128 keep all-MiniLM-L6-v2 and the ViT-B/16-shaped CLIP at >= 0.9x the plain model's encode
@@ -210,10 +212,8 @@ class ClassAttention(nn.Module):
         width = default_width(in_features) if width is None else width
         num_heads = default_heads(width) if num_heads is None else num_heads
         for name, value in (("num_layers", num_layers), ("class_attention_width", width), ("num_heads", num_heads)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}.")
-        if not mlp_ratio > 0:
-            raise ValueError(f"class_attention_mlp_ratio must be positive, got {mlp_ratio!r}.")
+            check_positive_int(value, name=name)
+        check_positive_number(mlp_ratio, name="class_attention_mlp_ratio")
         self.in_features = in_features
         self.num_tokens = num_tokens
         self.width = width

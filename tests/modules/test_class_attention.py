@@ -297,7 +297,7 @@ def test_pooling_refuses_bad_options():
         ObliquePooling(384, num_tokens=4, token_source="class_attention", class_attention_heads=3)
     with pytest.raises(ValueError, match="activation must be one of"):
         ObliquePooling(384, num_tokens=4, token_source="class_attention", class_attention_style={"activation": "tanh"})
-    with pytest.raises(ValueError, match="num_layers must be a positive integer"):
+    with pytest.raises(ValueError, match="num_layers must be a positive whole number"):
         ObliquePooling(384, num_tokens=4, token_source="class_attention", class_attention_layers=0)
     with pytest.raises(ValueError, match=r"class_attention_width is given for \['image'\] but not for the 'text' head"):
         ObliquePooling({"text": 8, "image": 8}, token_source="class_attention", class_attention_width={"image": 8})
