@@ -215,7 +215,7 @@ def run_command(argv: list[str], not_run: bool, section: str, pyproject: dict) -
 
 
 PYTHON_CHECKS = {
-    "oblique_text_model(": lambda namespace, out: (
+    'model.save("oblique-minilm")': lambda namespace, out: (  # the quickstart
         "tensor(" in out and namespace["embeddings"].shape == (2, 16 * 32)
         and Path("oblique-minilm/modules.json").is_file()
     ),
