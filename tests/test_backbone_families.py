@@ -54,7 +54,8 @@ def test_the_table_speaks_the_builders_and_the_commands_language():
         assert {keyword for keyword in family.options.values() if keyword} <= set(parameters), family.name
         assert {"num_tokens", "token_dim", "per_token_projection", "layer_norm", "device"} <= set(parameters)
         assert set(family.module_classes) <= set(MODULE_CLASSES), family.name
-    assert family_option_names()["token_source"] == ["text", "dual"]
+    assert "token_source" not in family_option_names()  # every family takes class_attention (late class tokens)
+    assert family_option_names()["image_token_source"] == ["dual"]
     assert family_option_names()["pretrained"] == ["open_clip"]
     assert "max_seq_length" not in family_option_names()  # every family takes it
 
@@ -99,7 +100,8 @@ def test_the_command_line_reads_the_table_without_torch():
         ({"backbone": "dual", "text_model": "t"}, "--backbone dual needs --image-model. --backbone dual takes"),
         ({"backbone": "dual", "text_model": "t", "image_model": "i", "model": "m"},
          "--model is for --backbone clip, open_clip or text, not dual."),
-        ({"backbone": "clip", "model": "m", "token_source": "first"}, "--token-source is for --backbone text or dual"),
+        ({"backbone": "clip", "model": "m", "token_source": "first"},
+             "--token-source first applies to text and dual backbones; CLIP backbones take class_attention"),
         ({"backbone": "text", "model": "m", "open_clip_config": "a.json"}, "--open-clip-config is for --backbone open_clip"),
     ],
 )

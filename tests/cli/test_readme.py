@@ -215,7 +215,7 @@ def run_command(argv: list[str], not_run: bool, section: str, pyproject: dict) -
 
 
 PYTHON_CHECKS = {
-    "oblique_text_model(": lambda namespace, out: (
+    'model.save("oblique-minilm")': lambda namespace, out: (  # the quickstart
         "tensor(" in out and namespace["embeddings"].shape == (2, 16 * 32)
         and Path("oblique-minilm/modules.json").is_file()
     ),
@@ -229,6 +229,11 @@ PYTHON_CHECKS = {
     ),
     "ObliqueMatryoshkaLoss(": lambda namespace, out: (
         namespace["short"].shape == (1, 4 * 32) and "sum of 16 token cosines" in out and "effective rank" in out.lower()
+    ),
+    'token_source="class_attention"': lambda namespace, out: (
+        namespace["embeddings"].shape == (2, 16 * 32)
+        and namespace["fast"][1].token_source == namespace["warm"][1].token_source == "class_attention"
+        and namespace["warm"][1].class_attention_width == 384
     ),
     "semantic_search_usearch(": lambda namespace, out: (
         len(namespace["hits"][0]) == len(namespace["documents"]) and "score=" in out
