@@ -47,6 +47,7 @@ MODULE_CLASS_REFS: tuple[str, ...] = (
     "st_oblique.modules.modality_router.ModalityRouter",
     "st_oblique.modules.token_layer_norm.TokenLayerNorm",
     "st_oblique.modules.torchvision_image_class_token_transformer.TorchvisionImageClassTokenTransformer",
+    "st_oblique.modules.exported_oblique_encoder.ExportedObliqueEncoder",
 )
 """The ``modules.json`` types of st-oblique's module classes. They have at least two dots, so a file in a
 model repository can never shadow them (ST's dynamic-module loader rejects such refs)."""
