@@ -23,6 +23,7 @@ import numpy as np
 from PIL import Image
 
 from st_oblique.data.datasets import ClassificationDataset, load_dataset
+from st_oblique.data.images import load_images
 from st_oblique.errors import ObliqueInputError
 
 __all__ = ["IMAGE_SUFFIXES", "PROBE_TEXTS", "Calibration", "probe_images", "resolve_calibration"]
@@ -40,10 +41,11 @@ PROBE_TEXTS: tuple[str, ...] = (
     "Three people ride bicycles down a mountain road.",
     " ".join(
         ["A long caption that describes a crowded street market at dusk, with vendors selling fruit, spices and"]
-        + ["bright fabrics under strings of lights, while musicians play and children chase each other"] * 8
+        + ["bright fabrics under strings of lights, while musicians play and children chase each other"] * 12
     ),
 )
-"""Texts every export is checked on: from 1 word to about 200 tokens, so both sequence lengths go through one graph."""
+"""Texts every export is checked on: from 1 word to about 200 tokens (202 for BERT's WordPiece), so short and long
+sequences go through the same graph (towers with a shorter context truncate the long one)."""
 
 
 def probe_images(count: int = 4, seed: int = 0) -> list[Image.Image]:
@@ -83,7 +85,11 @@ def resolve_calibration(
         found = _from_location(calibration, data_root)
     else:
         found = _from_list(list(calibration))
-    return {modality: _subset(items, max_samples, seed) for modality, items in found.items()}
+    chosen = {modality: _subset(items, max_samples, seed) for modality, items in found.items()}
+    if "image" in chosen:
+        # decoded once here: every reader of the model takes PIL images (paths, bytes and arrays are load_image's)
+        chosen["image"] = load_images(chosen["image"])
+    return chosen
 
 
 def _from_list(items: list[Any]) -> dict[str, list[Any]]:

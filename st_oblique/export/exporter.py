@@ -124,12 +124,12 @@ def export_model(
         model = load(str(model), device="cpu")
     shape = oblique_shape(model, required_by="st_oblique.export")
     modalities = _modalities(model)
+    sources = {modality: input_module_for(model, modality) for modality in modalities}
     towers = {tower.modality: tower for tower in describe_model(model).towers}
     missing_towers = [modality for modality in modalities if modality not in towers]
     if missing_towers:
         raise ObliqueInputError(f"st_oblique.export cannot tell which head serves the {missing_towers} inputs of this model.")
     pooling = _pooling_config(model)
-    sources = {modality: input_module_for(model, modality) for modality in modalities}
     calibration_inputs = resolve_calibration(calibration, max_samples=calibration_samples, data_root=data_root)
     variants = [_FLOAT] + ([VARIANT] if quantize else [])
     if quantize and "openvino" in formats:
@@ -184,7 +184,7 @@ def export_model(
                     quantized = graph_file("openvino", modality, VARIANT)
                     quantize_openvino_static(
                         staging / target, staging / quantized, calibration_batches, metadata,
-                        transformer=_has_attention(sources[modality].module),
+                        transformer=_has_attention(_tower(sources[modality].module, modality)),
                     )
                     graphs["openvino"][VARIANT][modality] = quantized
                     progress.update()
@@ -320,6 +320,13 @@ def _calibration_batches(model: Any, modality: str, items: list[Any]) -> list[di
         features = graph_inputs(model.preprocess([item]))
         batches.append({name: value.numpy() for name, value in features.items()})
     return batches
+
+
+def _tower(module: torch.nn.Module, modality: str) -> torch.nn.Module:
+    """The modules of ``modality``'s tower in an input module serving one or two towers (st-oblique's input modules
+    name their towers' parts for locking them); the whole module otherwise."""
+    parts = module._tower_parts() if hasattr(module, "_tower_parts") else {}
+    return torch.nn.ModuleList(parts[modality][1]) if parts.get(modality, ((), ()))[1] else module
 
 
 def _has_attention(tower: torch.nn.Module) -> bool:

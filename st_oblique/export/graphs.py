@@ -181,7 +181,8 @@ def save_openvino(model: Any, xml_path: Path, metadata: dict[str, str]) -> None:
 @contextlib.contextmanager
 def _quiet_exporter() -> Iterator[None]:
     """The exporter's progress prints and warnings about axis names say nothing a user can act on."""
-    loggers = [logging.getLogger(name) for name in ("torch.onnx", "torch.export", "torch._export", "onnxscript")]
+    names = ("torch.onnx", "torch.export", "torch._export", "onnxscript", "onnx_ir")
+    loggers = [logging.getLogger(name) for name in names]
     levels = [item.level for item in loggers]
     for item in loggers:
         item.setLevel(logging.ERROR)

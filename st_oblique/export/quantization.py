@@ -15,6 +15,7 @@ every variant with the torch model on probe inputs and records it in the folder'
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import warnings
 from collections.abc import Iterator
@@ -106,7 +107,8 @@ def _quiet() -> Iterator[None]:
     for item in loggers:
         item.setLevel(logging.ERROR)
     try:
-        with warnings.catch_warnings():
+        # NNCF draws its progress bars with rich on stdout; st-oblique's own bar (stderr) shows the step
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")
             yield
     finally:

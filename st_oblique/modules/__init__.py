@@ -7,7 +7,9 @@
 - :class:`OpenCLIPEncoder` (``open_clip_encoder``): any open_clip model, K class tokens in both towers;
 - :class:`ModalityRouter` (``modality_router``): separate text and image towers, routed by modality;
 - :class:`ExtraClassTokens` (``vit_towers``): the K−1 extra class tokens of a ViT and how they enter it;
-- :func:`lock_tower` (``tower_lock``): freeze a pretrained tower (LiT), recorded in the model.
+- :func:`lock_tower` (``tower_lock``): freeze a pretrained tower (LiT), recorded in the model;
+- :class:`ExportedObliqueEncoder` (``exported_oblique_encoder``): a whole model as ONNX / OpenVINO graphs, loaded with
+  ``backend="onnx"`` / ``"openvino"`` (written by :func:`st_oblique.export`).
 
 The multimodal modules are imported on first use (they pull in open_clip, timm and PIL).
 """
@@ -27,11 +29,13 @@ _LAZY: dict[str, str] = {
     "OpenCLIPEncoder": "st_oblique.modules.open_clip_encoder",
     "ModalityRouter": "st_oblique.modules.modality_router",
     "lock_tower": "st_oblique.modules.tower_lock",
+    "ExportedObliqueEncoder": "st_oblique.modules.exported_oblique_encoder",
 }
 
 __all__ = [
     "CLIPClassTokenTransformer",
     "ClassTokenTransformer",
+    "ExportedObliqueEncoder",
     "ExtraClassTokens",
     "ImageClassTokenTransformer",
     "ModalityRouter",
@@ -51,6 +55,7 @@ def __getattr__(name: str) -> Any:
 
 if TYPE_CHECKING:
     from st_oblique.modules.clip_class_token_transformer import CLIPClassTokenTransformer
+    from st_oblique.modules.exported_oblique_encoder import ExportedObliqueEncoder
     from st_oblique.modules.image_class_token_transformer import ImageClassTokenTransformer
     from st_oblique.modules.modality_router import ModalityRouter
     from st_oblique.modules.open_clip_encoder import OpenCLIPEncoder

@@ -296,8 +296,8 @@ class ExportedObliqueEncoder(InputModule):
         ]
         hint = f" ({wanted} belongs to another backend: load with that backend)" if wanted in other else ""
         raise ObliqueLoadError(
-            f"file_name={file_name!r} is not a {FORMAT_NAMES[self.backend]} graph of the exported model in "
-            f"{self.folder}{hint}; its graphs are {listed}."
+            f"file_name={file_name!r} is not one of the {FORMAT_NAMES[self.backend]} graphs of the exported model in "
+            f"{self.folder}{hint}: {listed}."
         )
 
     def _checked_graph(self, modality: str) -> GraphInfo:
@@ -332,6 +332,13 @@ class ExportedObliqueEncoder(InputModule):
                 "config come from different exports, or one was edited; export the model again."
             )
         return info
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Engine sessions cannot be pickled (Sentence Transformers' multi-process pool pickles the model); they and the
+        # preprocessing are rebuilt on first use in the other process.
+        state = dict(super().__getstate__())
+        state["_runners"], state["_inputs"], state["_exported_pooling"] = {}, {}, None
+        return state
 
     # -- saving and loading ---------------------------------------------------------------------------------------
 

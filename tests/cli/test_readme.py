@@ -130,7 +130,7 @@ def test_readme_has_the_commands_it_promises():
     """The extraction sees every kind of command (an empty list would make the test below vacuous)."""
     programs = [st_oblique_argv(argv) for _, argv, _ in COMMANDS]
     subcommands = {argv[0] for argv in programs if argv}
-    assert {"demo", "train", "eval", "compare", "info", "push"} <= subcommands
+    assert {"demo", "train", "eval", "compare", "info", "push", "export"} <= subcommands
     assert next(argv for _, argv, _ in COMMANDS if argv[0] == "st-oblique") == ["st-oblique", "demo"]
     assert ["python", "-m", "pytest"] in [argv for _, argv, _ in COMMANDS]
     assert any(online for *_, online in COMMANDS) and any(not online for *_, online in COMMANDS)
@@ -192,13 +192,15 @@ def test_readme_commands(demo_run, assets, monkeypatch):
 
 
 def _check_install(argv: list[str], pyproject: dict) -> None:
-    """A README ``pip install`` installs this checkout, its ``dev`` extra, ``build`` or the wheel ``python -m build``
-    writes, never a bare ``st-oblique`` (not on the package index yet: it would fail, or install another package)."""
+    """A README ``pip install`` installs this checkout (with one of its extras: ``.[dev]``, ``.[export]``), ``build`` or
+    the wheel ``python -m build`` writes, never a bare ``st-oblique`` (not on the package index yet: it would fail, or
+    install another package)."""
     assert argv[1] == "install", shlex.join(argv)
     target = argv[-1]
     wheel = f"dist/st_oblique-{st_oblique.__version__}-py3-none-any.whl"
     extras = pyproject["project"]["optional-dependencies"]
-    assert target in {".", "build", wheel} or (target == ".[dev]" and "dev" in extras), shlex.join(argv)
+    extra = re.fullmatch(r"\.\[(\w+)\]", target)
+    assert target in {".", "build", wheel} or (extra is not None and extra.group(1) in extras), shlex.join(argv)
 
 
 def _check_outputs(arguments: list[str]) -> None:
@@ -211,6 +213,13 @@ def _check_outputs(arguments: list[str]) -> None:
     if arguments[0] == "train":
         report = json.loads((output / "training_report.json").read_text())
         assert report["training"]["steps"] == 1 and report["evaluation"]["trained"]
+    if arguments[0] == "export":
+        exported = Path(arguments[arguments.index("--output") + 1])
+        config = json.loads((exported / "oblique_export_config.json").read_text())
+        for variants in config["graphs"].values():
+            for graphs in variants.values():
+                assert all((exported / path).is_file() for path in graphs.values()), config["graphs"]
+        assert st_oblique.load(str(exported)).encode(["a dog runs"]).shape[1] == config["num_tokens"] * config["token_dim"]
 
 
 def shared_stand_ins(assets) -> dict[str, str]:
