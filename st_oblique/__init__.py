@@ -3,6 +3,7 @@
 The library, from the bottom up (each layer imports only the ones below it; ``.ci/run`` checks this with
 import-linter, see ``pyproject.toml``):
 
+- at the very bottom :mod:`~st_oblique.validators`, the rules arguments and options are checked by (torch-free);
 - the base: :mod:`~st_oblique.manifold` (the math), :mod:`~st_oblique.errors`, :mod:`~st_oblique.citations`,
   :mod:`~st_oblique.result_records` (evaluation records), :mod:`~st_oblique._compat` (every private upstream hook);
   :mod:`~st_oblique.output_folder` and :mod:`~st_oblique.devices`;
@@ -22,6 +23,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from st_oblique._version import __version__
+from st_oblique.builders.families import builder_exports
 from st_oblique.lazy_exports import lazy_exports
 
 # public name -> module that defines it
@@ -31,15 +33,13 @@ _PUBLIC: dict[str, str] = {
     "ClassTokenTransformer": "st_oblique.modules.class_token_transformer",
     "ObliqueSentenceTransformer": "st_oblique.model.sentence_transformer",
     "load": "st_oblique.model.sentence_transformer",
-    "oblique_text_model": "st_oblique.builders",
-    "oblique_clip": "st_oblique.builders",
-    "oblique_open_clip": "st_oblique.builders",
-    "oblique_dual_encoder": "st_oblique.builders",
+    **builder_exports(),  # oblique_text_model, oblique_clip, ...: one per backbone family
     "ObliqueContrastiveLoss": "st_oblique.losses.contrastive",
     "CachedObliqueContrastiveLoss": "st_oblique.losses.cached",
     "ObliqueSigmoidLoss": "st_oblique.losses.sigmoid",
     "ObliqueMatryoshkaLoss": "st_oblique.losses.matryoshka",
-    "LogitScaleCallback": "st_oblique.losses.logit_scale_callback",
+    "LogitScaleCallback": "st_oblique.training.logit_scale_callback",
+    "LogitScale": "st_oblique.modules.logit_scale",
     "ObliqueTrainer": "st_oblique.training.trainer",
     "ObliqueShape": "st_oblique.modules.shape",
     "oblique_shape": "st_oblique.modules.shape",
@@ -90,7 +90,6 @@ if TYPE_CHECKING:
     )
     from st_oblique.losses.cached import CachedObliqueContrastiveLoss
     from st_oblique.losses.contrastive import ObliqueContrastiveLoss
-    from st_oblique.losses.logit_scale_callback import LogitScaleCallback
     from st_oblique.losses.matryoshka import ObliqueMatryoshkaLoss
     from st_oblique.losses.sigmoid import ObliqueSigmoidLoss
     from st_oblique.model.card import ObliqueModelCardData
@@ -98,6 +97,8 @@ if TYPE_CHECKING:
     from st_oblique.model.push import push_to_hub
     from st_oblique.model.sentence_transformer import ObliqueSentenceTransformer, load
     from st_oblique.modules.class_token_transformer import ClassTokenTransformer
+    from st_oblique.modules.logit_scale import LogitScale
     from st_oblique.modules.pooling import ObliquePooling
     from st_oblique.modules.shape import ObliqueShape, oblique_shape
+    from st_oblique.training.logit_scale_callback import LogitScaleCallback
     from st_oblique.training.trainer import ObliqueTrainer

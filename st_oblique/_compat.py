@@ -31,9 +31,11 @@ Behaviours relied on (no attribute is touched, but the canary tests pin them):
    (``BaseTrainer.get_data_collator``). :class:`~st_oblique.modules.ModalityRouter` routes each column by the
    modality of its values, so it needs none. If ST switches to ``isinstance``, dual encoders need
    ``router_mapping={"image": "image", "caption": "text"}`` (the canary says so).
-8. transformers' ``Trainer.get_decay_parameter_names`` and ``model.fit``'s ``no_decay`` list leave parameters
-   whose name contains ``bias`` out of weight decay; the learnable temperatures of the losses are named
-   accordingly (``logit_scale.log_scale_bias``, ``logit_bias``).
+8. transformers' ``Trainer.get_decay_parameter_names`` leaves parameters whose name contains ``bias`` out of weight
+   decay (its docstring says so); Sentence Transformers' trainer and ``model.fit`` build their optimizer groups with
+   it. The model's temperature (``ObliquePooling.temperature``: ``log_scale_bias``, ``logit_bias``) is named
+   accordingly, so plain trainers never decay a learned scale; :class:`~st_oblique.ObliqueTrainer` excludes it by
+   identity instead (its ``get_decay_parameter_names``), which needs no name.
 
 Hooks (mteb 2.26; mteb is imported inside these functions only, so that importing st-oblique stays fast):
 
@@ -45,12 +47,21 @@ Hooks (mteb 2.26; mteb is imported inside these functions only, so that importin
     finds them. Removed if mteb gets a public task registration.
 11. ``mteb.cli.build_cli.build_cli``: mteb's command-line parser (``mteb.cli.main`` reads ``sys.argv``), so that
     ``st-oblique mteb`` runs mteb's CLI in-process on its own argument list.
+
+Hook (clip-benchmark 1.6.2, the optional reference implementation; imported inside the function only):
+
+12. ``clip_benchmark.metrics.zeroshot_classification.accuracy``: computes ``float(array of shape (1,))``, a
+    TypeError on NumPy >= 2.4, and ``evaluate`` calls it by its module-global name (no argument takes another).
+    :func:`clip_benchmark_numpy2_fix` puts the same computation with ``.item()`` in its place for the duration of a
+    ``with`` block only, so that the parity tests and ``python -m evaluation.speed`` run CLIP_benchmark's own code
+    as the reference. Removed when clip-benchmark fixes ``accuracy`` (the canary says when it works unpatched).
 """
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any, ClassVar
 
 from sentence_transformers import SentenceTransformer
@@ -58,6 +69,7 @@ from torch import nn
 
 __all__ = [
     "SentenceTransformerHooks",
+    "clip_benchmark_numpy2_fix",
     "loaded_model_card",
     "model_id_placeholder",
     "mteb_registered_model_meta",
@@ -167,3 +179,26 @@ def run_mteb_cli(argv: list[str]) -> None:
         build_cli().print_help()
         raise SystemExit(2)
     args.func(args)
+
+
+@contextmanager
+def clip_benchmark_numpy2_fix() -> Iterator[None]:
+    """Make ``clip_benchmark.metrics.zeroshot_classification.accuracy`` work with NumPy 2 while in the block (hook 12).
+
+    clip-benchmark 1.6.2 computes ``float(array_of_shape_1)``, a TypeError on NumPy >= 2.4; the replacement is the
+    same computation with ``.item()``, and the original is back when the block ends. Needs ``pip install
+    clip-benchmark``.
+    """
+    from clip_benchmark.metrics import zeroshot_classification as clip_benchmark_classification
+
+    def accuracy(output, target, topk: tuple[int, ...] = (1,)) -> list[float]:
+        pred = output.topk(max(topk), 1, True, True)[1].t()
+        correct = pred.eq(target.view(1, -1).expand_as(pred))
+        return [float(correct[:k].reshape(-1).float().sum(0, keepdim=True).item()) / len(target) for k in topk]
+
+    original = clip_benchmark_classification.accuracy
+    clip_benchmark_classification.accuracy = accuracy
+    try:
+        yield
+    finally:
+        clip_benchmark_classification.accuracy = original

@@ -26,6 +26,8 @@ Example::
         model = st_oblique.load("runs/my-model")
     except st_oblique.ObliqueLoadError as error:
         print(error)   # e.g. "Cannot load ObliquePooling: runs/my-model/1_ObliquePooling/config.json is missing. ..."
+
+:func:`one_line` puts any error's message on one line, to quote it inside another message or print it.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ __all__ = [
     "OutputDirError",
     "PushAfterTrainingError",
     "TrainingDataError",
+    "one_line",
 ]
 
 
@@ -88,3 +91,22 @@ class ExportError(ObliqueError, RuntimeError):
 
 class MissingExtraError(ObliqueError, ImportError):
     """An optional package is not installed; the message gives the ``pip install`` line of the extra that has it."""
+
+
+def one_line(error: BaseException, *, limit: int = 300, quoted: bool = False) -> str:
+    """The message of ``error`` on one line of at most ``limit`` characters (cut with "..."): white space folded, a
+    ``KeyError``'s without its quotes, the type's name when the message is empty.
+
+    Args:
+        error: any exception.
+        limit: the longest line returned.
+        quoted: for quoting inside another message (``f"Cannot read {path}: {one_line(error, quoted=True)}. Do
+            ..."``): only the first line (later lines of third-party messages are details: request ids, URLs,
+            tracebacks) and no final period (the quoting message adds its own).
+    """
+    message = error.args[0] if isinstance(error, KeyError) and error.args else error
+    text = str(message).strip()
+    if quoted:
+        text = (text.splitlines() or [""])[0].rstrip(".")
+    text = " ".join(text.split()) or type(error).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -35,6 +35,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from st_oblique.validators import check_positive_int, check_token_count
+
 __all__ = [
     "DEFAULT_ATOL",
     "assert_on_manifold",
@@ -64,7 +66,7 @@ def to_tokens(flat: Tensor, num_tokens: int) -> Tensor:
     Returns:
         ``(..., K, d)``, a view of ``flat`` (no copy when ``flat`` is contiguous).
     """
-    _check_num_tokens(num_tokens)
+    check_positive_int(num_tokens, name="num_tokens")
     size = flat.shape[-1]
     if size % num_tokens:
         raise ValueError(
@@ -179,7 +181,8 @@ def truncate(x: Tensor, keep_tokens: int, num_tokens: int | None = None) -> Tens
     """Keep the first ``keep_tokens`` tokens. A point of OB(d, K) becomes a point of OB(d, keep_tokens).
 
     On the flat view this is ``x[..., :keep_tokens * d]``, which is why ``truncate_dim`` is safe for
-    oblique models exactly when it is a multiple of d.
+    oblique models exactly when it is a multiple of d (:func:`st_oblique.validators.kept_tokens` turns a
+    ``truncate_dim`` into ``keep_tokens``).
 
     Args:
         x: token view ``(..., K, d)``, or flat ``(..., K*d)`` with ``num_tokens`` given.
@@ -188,31 +191,9 @@ def truncate(x: Tensor, keep_tokens: int, num_tokens: int | None = None) -> Tens
     """
     tokens = x if num_tokens is None else to_tokens(x, num_tokens)
     total = tokens.shape[-2]
-    if not 1 <= keep_tokens <= total:
-        raise ValueError(f"keep_tokens must be between 1 and K={total}, got {keep_tokens}.")
+    check_token_count(keep_tokens, total, name="keep_tokens")
     kept = tokens[..., :keep_tokens, :]
     return kept if num_tokens is None else to_flat(kept)
-
-
-def kept_tokens(truncate_dim: int | None, num_tokens: int, token_dim: int) -> int:
-    """How many whole tokens a flat ``truncate_dim`` (Sentence Transformers' option) keeps of a point of OB(d, K).
-
-    ``x[..., :truncate_dim]`` is :func:`truncate` to ``truncate_dim // d`` tokens when ``truncate_dim`` is a multiple
-    of d; any other cut leaves a partial token that is not a unit vector. ``None`` (or a value >= K*d) keeps all K.
-
-    Raises:
-        ValueError: ``truncate_dim`` would cut inside a token, or is not positive.
-    """
-    if truncate_dim is None or truncate_dim >= num_tokens * token_dim:
-        return num_tokens
-    if truncate_dim <= 0 or truncate_dim % token_dim:
-        whole = ", ".join(str(token_dim * keep) for keep in range(1, min(num_tokens, 4) + 1))
-        raise ValueError(
-            f"truncate_dim={truncate_dim} would cut inside a token of this oblique model (K={num_tokens} tokens of "
-            f"d={token_dim}): its tokens would no longer be unit vectors and the dot product no longer a sum of "
-            f"cosines. Use a multiple of {token_dim} ({whole}, ...) to keep the first tokens whole."
-        )
-    return truncate_dim // token_dim
 
 
 def token_norms(x: Tensor, num_tokens: int | None = None) -> Tensor:
@@ -272,11 +253,6 @@ def assert_on_manifold(x: Tensor, num_tokens: int | None = None, atol: float = D
             "was not produced by ObliquePooling, or num_tokens does not match the model"
         )
     raise ValueError(f"The {name} is not on the oblique manifold (K={k} unit tokens): {cause}.")
-
-
-def _check_num_tokens(num_tokens: int) -> None:
-    if not isinstance(num_tokens, int) or isinstance(num_tokens, bool) or num_tokens < 1:
-        raise ValueError(f"num_tokens must be a positive integer, got {num_tokens!r}.")
 
 
 def _check_pair(a: Tensor, b: Tensor) -> None:

@@ -1,4 +1,4 @@
-"""Canary tests of st_oblique._compat: one per private hook or relied-on behaviour of an upstream library (1-8).
+"""Canary tests of st_oblique._compat: one per private hook or relied-on behaviour of an upstream library (1-12).
 
 Each fails with a message naming the hook and what upstream changed, so that a new sentence-transformers or
 transformers release breaks here, loudly, instead of silently changing st-oblique's behaviour. The last test checks
@@ -17,8 +17,10 @@ import sys
 from pathlib import Path
 
 import mteb
+import numpy as np
 import pytest
 import torch
+from clip_benchmark.metrics import zeroshot_classification as clip_benchmark_classification
 from datasets import Dataset
 from mteb.cli.build_cli import build_cli
 from mteb.models.model_implementations import MODEL_REGISTRY
@@ -39,6 +41,7 @@ from transformers import Trainer
 import st_oblique
 from st_oblique import ObliqueContrastiveLoss, ObliqueSentenceTransformer, ObliqueSigmoidLoss
 from st_oblique._compat import (
+    clip_benchmark_numpy2_fix,
     loaded_model_card,
     model_id_placeholder,
     mteb_registered_model_meta,
@@ -260,8 +263,8 @@ def temperature_names(loss) -> set[str]:
 def test_hook_8_trainer_decay_grouping_skips_the_temperatures(oblique, tmp_path):
     name = hook(8, "transformers' Trainer.get_decay_parameter_names")
     losses = [ObliqueContrastiveLoss(oblique, learnable_scale=True), ObliqueSigmoidLoss(oblique)]
-    assert temperature_names(losses[0]) == {"logit_scale.log_scale_bias"}
-    assert temperature_names(losses[1]) == {"logit_scale.log_scale_bias", "logit_bias"}
+    # the model's temperature, seen through the loss (whose model is a submodule): named *bias*
+    assert temperature_names(losses[1]) == {"model.1.temperature.log_scale_bias", "model.1.temperature.logit_bias"}
     pairs = Dataset.from_dict({"anchor": SENTENCES[:4], "positive": SENTENCES[4:]})
     for loss in losses:
         trainer = SentenceTransformerTrainer(
@@ -348,6 +351,29 @@ def test_hook_11_mteb_cli_parser_takes_an_argument_list():
         f"mteb changed the options of `mteb run` ({name}); st-oblique mteb rewrites -m/--model and --model-revision."
     )
     assert callable(args.func)
+
+
+def test_hook_12_clip_benchmark_accuracy_is_looked_up_by_evaluate_and_replaced_only_in_the_block():
+    name = hook(12, "clip_benchmark.metrics.zeroshot_classification.accuracy")
+    assert "accuracy" in clip_benchmark_classification.evaluate.__code__.co_names, (
+        f"clip-benchmark's evaluate no longer calls the module's accuracy ({name}); clip_benchmark_numpy2_fix no "
+        "longer reaches it: remove it and check the parity tests."
+    )
+    logits = torch.tensor([[0.1, 0.9, 0.0], [0.8, 0.1, 0.1], [0.2, 0.3, 0.5], [0.6, 0.3, 0.1]])
+    target = torch.tensor([1, 0, 1, 2])
+    expected = [0.5, 1.0]  # top-1: rows 0 and 1 right; top-3 of 3 classes: all right
+    original = clip_benchmark_classification.accuracy
+    try:
+        unpatched = original(logits, target, topk=(1, 3))
+    except TypeError:  # float() of a 1-element array, refused by NumPy >= 2.4: the reason for the hook
+        unpatched = None
+    if unpatched is not None and np.lib.NumpyVersion(np.__version__) >= "2.4.0":
+        pytest.fail(f"clip-benchmark's accuracy works unpatched on NumPy {np.__version__} ({name}): remove the hook.")
+    with clip_benchmark_numpy2_fix():
+        assert clip_benchmark_classification.accuracy is not original
+        assert clip_benchmark_classification.accuracy(logits, target, topk=(1, 3)) == expected
+    assert clip_benchmark_classification.accuracy is original  # restored: nothing replaced process-wide
+    assert unpatched in (None, expected)
 
 
 # -- no process-wide patches -----------------------------------------------------------------------------------------

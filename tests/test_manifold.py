@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from st_oblique import manifold
+from st_oblique.validators import kept_tokens
 
 
 def reference_unit(tokens: torch.Tensor) -> torch.Tensor:
@@ -49,7 +50,7 @@ def test_flat_token_views_roundtrip(batch):
     assert torch.equal(manifold.to_tokens(flat, 16), a)
     with pytest.raises(ValueError, match="not a multiple"):
         manifold.to_tokens(torch.zeros(2, 30), 16)
-    with pytest.raises(ValueError, match="positive integer"):
+    with pytest.raises(ValueError, match="positive whole number"):
         manifold.to_tokens(flat, 0)
 
 
@@ -146,9 +147,9 @@ def test_kept_tokens_is_truncate_on_the_flat_view():
     tokens = manifold.project(torch.randn(3, 4, 8, dtype=torch.float64))
     flat = manifold.to_flat(tokens)
     for truncate_dim, keep in ((None, 4), (8, 1), (24, 3), (32, 4), (100, 4)):
-        assert manifold.kept_tokens(truncate_dim, num_tokens=4, token_dim=8) == keep
+        assert kept_tokens(truncate_dim, num_tokens=4, token_dim=8) == keep
         cut = flat if truncate_dim is None else flat[..., :truncate_dim]
         torch.testing.assert_close(cut, manifold.truncate(flat, keep, num_tokens=4), rtol=0, atol=0)
     for bad in (12, 0, -8):
         with pytest.raises(ValueError, match="multiple of 8"):
-            manifold.kept_tokens(bad, num_tokens=4, token_dim=8)
+            kept_tokens(bad, num_tokens=4, token_dim=8)

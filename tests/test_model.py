@@ -104,7 +104,7 @@ def test_every_module_class_is_registered():
         for value in vars(module).values():
             if isinstance(value, type) and issubclass(value, Module) and value.__module__ == info.name:
                 found.add(f"{value.__module__}.{value.__name__}")
-    assert found <= set(MODULE_CLASS_REFS), f"add {sorted(found - set(MODULE_CLASS_REFS))} to MODULE_CLASS_REFS"
+    assert found <= set(MODULE_CLASS_REFS), f"register {sorted(found - set(MODULE_CLASS_REFS))} in st_oblique.modules.MODULE_CLASSES"
     assert all(ref.count(".") >= 2 for ref in MODULE_CLASS_REFS)
 
 

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from tiny_models import SENTENCES, tiny_images, tiny_timm
 
 import st_oblique
 from st_oblique import manifold
-from st_oblique.diagnostics.explanations import attention_figure, attention_grid, explain_pair, token_attention_maps
+from st_oblique.diagnostics.explanations import (
+    attention_figure,
+    attention_grid,
+    attention_image,
+    explain_pair,
+    token_attention_maps,
+)
 from st_oblique.diagnostics.token_collapse import collapse_diagnostics, effective_rank, token_collapse
 
 K, D = 4, 8
@@ -92,6 +99,39 @@ def test_attention_maps_one_panel_per_token_each_summing_to_one(lit_model, tmp_p
     assert [axis.get_title() for axis in panels] == [
         f"token {k}: {value:+.3f}" for k, value in enumerate(explanation.contributions)
     ]
+    assert figure.canvas.get_default_filetype() == "png"  # an Agg canvas of its own
+    # a chosen subset, in the given order (the search app draws the top tokens): each panel is its own token's map
+    top = explanation.ranking[:2]
+    figure = attention_figure(image, maps, explanation.contributions, tokens=top)
+    panels = [axis for axis in figure.axes if axis.images]
+    assert [axis.get_title() for axis in panels] == [f"token {k}: {explanation.contributions[k]:+.3f}" for k in top]
+    for axis, k in zip(panels, top, strict=True):
+        np.testing.assert_array_equal(axis.images[1].get_array(), maps[k].numpy())
+    with pytest.raises(ValueError, match="indices of the 4 maps"):
+        attention_figure(image, maps, tokens=[K])
+    rendered = attention_image(image, maps, explanation.contributions, tokens=top, columns=2)
+    assert rendered.mode == "P" and rendered.width > 100
     # no attention pooling in a text-only class-token model: no maps
     assert attention_grid(12, torch.zeros(1, 3, 30, 40)) == (3, 4)
     assert attention_grid(49) == (7, 7)
+
+
+def test_attention_figure_leaves_the_users_matplotlib_alone(lit_model, tmp_path):
+    """A library never switches the user's backend nor adds figures to pyplot's list."""
+    import matplotlib
+    import matplotlib.pyplot as plt
+
+    from st_oblique.diagnostics.explanations import save_attention_figure
+
+    image = tiny_images(1, size=(64, 64))[0]
+    maps = token_attention_maps(lit_model, image)
+    original = matplotlib.get_backend()
+    matplotlib.use("svg")  # a backend of the user's that is not Agg
+    try:
+        figures = plt.get_fignums()
+        attention_figure(image, maps)
+        save_attention_figure(image, maps, tmp_path / "explain.png")
+        assert matplotlib.get_backend() == "svg" and plt.get_fignums() == figures
+    finally:
+        matplotlib.use(original)
+    assert (tmp_path / "explain.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -195,12 +195,13 @@ def train_model(
     train_images = np.array(sorted(table.caption_ids))
     steps_per_epoch = len(train_images) // config.batch_size
     total = steps_per_epoch * config.epochs
-    parameters = parts.parameters()
+    # The scale (and bias) are parameters of the model's ObliquePooling: their group is the scale group below.
+    scale_parameters = list(loss.temperature_parameters().values())
+    parameters = [p for p in parts.parameters() if all(p is not scale for scale in scale_parameters)]
     groups = [
         {"params": [p for p in parameters if p.ndim >= 2], "weight_decay": config.weight_decay},
         {"params": [p for p in parameters if p.ndim < 2], "weight_decay": 0.0},
     ]
-    scale_parameters = list(loss.temperature_parameters().values())
     if scale_parameters:
         groups.append({"params": scale_parameters, "weight_decay": 0.0})
     optimizer = torch.optim.AdamW(groups, lr=learning_rate, betas=(0.9, 0.98), eps=1e-6)

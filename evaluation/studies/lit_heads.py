@@ -238,13 +238,15 @@ def train_head(
     if steps_per_epoch == 0:
         raise ValueError(f"batch_size={config.batch_size} is larger than the {len(train_images)} training images.")
     total_steps = steps_per_epoch * config.epochs
-    decay = [p for p in head.parameters() if p.ndim >= 2]
-    no_decay = [p for p in head.parameters() if p.ndim < 2]
+    # The scale (and bias) are the head's own parameters: their group is the scale group below.
+    scale_parameters = list(loss.temperature_parameters().values())
+    weights = [p for p in head.parameters() if all(p is not scale for scale in scale_parameters)]
+    decay = [p for p in weights if p.ndim >= 2]
+    no_decay = [p for p in weights if p.ndim < 2]
     groups = [
         {"params": decay, "weight_decay": config.weight_decay, "lr": learning_rate},
         {"params": no_decay, "weight_decay": 0.0, "lr": learning_rate},
     ]
-    scale_parameters = list(loss.temperature_parameters().values())
     if scale_parameters:
         groups.append({"params": scale_parameters, "weight_decay": 0.0, "lr": scale_learning_rate or learning_rate})
     optimizer = torch.optim.AdamW(groups, betas=(0.9, 0.98), eps=1e-6)

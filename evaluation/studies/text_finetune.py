@@ -105,21 +105,14 @@ def finetune(
         loss = wrap_loss(model, loss)
     dataset = Dataset.from_dict({"anchor": [a for a, _ in pairs], "positive": [p for _, p in pairs]})
     with tempfile.TemporaryDirectory(prefix="topology-b-") as output_dir:
-        args = SentenceTransformerTrainingArguments(
-            output_dir=output_dir,
-            num_train_epochs=1,
-            per_device_train_batch_size=config.batch_size,
+        args = pair_training_arguments(
+            SentenceTransformerTrainingArguments,
+            output_dir,
+            batch_size=config.batch_size,
             learning_rate=config.learning_rate,
             learning_rate_mapping={r"heads\.": config.head_learning_rate} if arm.kind == "oblique" else {},
-            warmup_steps=config.warmup_ratio,  # a float below 1: a fraction of the steps (Transformers 5)
+            warmup_ratio=config.warmup_ratio,
             seed=seed,
-            data_seed=seed,
-            dataloader_drop_last=True,
-            save_strategy="no",
-            report_to="none",
-            logging_steps=10,
-            disable_tqdm=True,
-            use_cpu=True,
         )
         trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=dataset, loss=loss)
         start = time.monotonic()
@@ -127,6 +120,39 @@ def finetune(
         seconds = time.monotonic() - start
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     return model, {"train_seconds": seconds, "steps": trainer.state.global_step, "loss_history": losses}
+
+
+def pair_training_arguments(
+    arguments_class: type,
+    output_dir: str,
+    *,
+    batch_size: int,
+    learning_rate: float,
+    learning_rate_mapping: dict[str, float],
+    warmup_ratio: float,
+    seed: int,
+    max_steps: int = -1,
+):
+    """The studies' training arguments: one epoch (or ``max_steps``) on CPU, batches and head from ``seed``, the last
+    incomplete batch dropped, nothing saved or reported. ``arguments_class``: Sentence Transformers' training
+    arguments class of the model type (e.g. ``SentenceTransformerTrainingArguments``)."""
+    return arguments_class(
+        output_dir=output_dir,
+        num_train_epochs=1,
+        max_steps=max_steps,
+        per_device_train_batch_size=batch_size,
+        learning_rate=learning_rate,
+        learning_rate_mapping=learning_rate_mapping,
+        warmup_steps=warmup_ratio,  # a float below 1: a fraction of the steps (Transformers 5)
+        seed=seed,
+        data_seed=seed,
+        dataloader_drop_last=True,
+        save_strategy="no",
+        report_to="none",
+        logging_steps=10,
+        disable_tqdm=True,
+        use_cpu=True,
+    )
 
 
 def evaluate_text_model(model, name: str, tasks: Sequence[Any], batch_size: int = 64) -> dict[str, dict[str, float]]:

@@ -7,7 +7,8 @@ Everything here is built on the library (:mod:`st_oblique`) and nothing in the l
 - :mod:`~st_oblique.app.train_config`, :mod:`~st_oblique.app.train_data`, :mod:`~st_oblique.app.train_pipeline`,
   :mod:`~st_oblique.app.train_report`: ``st-oblique train``;
 - :mod:`~st_oblique.output_folder`: output folders written completely or not at all;
-- :mod:`~st_oblique.app.demo`: ``st-oblique demo``.
+- :mod:`~st_oblique.app.demo`: ``st-oblique demo``;
+- :mod:`~st_oblique.app.search_app`: ``st-oblique app``, the search page (gradio, the ``app`` extra).
 
 Example::
 

@@ -33,7 +33,7 @@ from huggingface_hub.errors import HfHubHTTPError
 from st_oblique._version import __version__
 from st_oblique.app.commands import COMMAND_MODULES
 from st_oblique.app.options import parse_args_with_config
-from st_oblique.errors import ObliqueConfigError, ObliqueError
+from st_oblique.errors import ObliqueConfigError, ObliqueError, one_line
 
 __all__ = ["build_parser", "main"]
 
@@ -118,17 +118,14 @@ def _interrupt_on_sigterm() -> None:
 def _report_error(command: str | None, error: BaseException, *, debug: bool) -> int:
     if debug:
         raise error
-    print(f"{PROG}{f' {command}' if command else ''}: error: {one_line(error)}", file=sys.stderr)
+    print(f"{PROG}{f' {command}' if command else ''}: error: {_error_line(error)}", file=sys.stderr)
     return EXIT_BAD_INPUT if _is_bad_input(error) else EXIT_FAILURE
 
 
-def one_line(error: BaseException) -> str:
-    """The error's message on one line (a KeyError's without quotes; the type for messages that need it)."""
-    message = error.args[0] if isinstance(error, KeyError) and error.args else str(error)
-    message = " ".join(str(message).split()) or type(error).__name__
-    if not _is_bad_input(error) and not _explains_itself(error):
-        message = f"{type(error).__name__}: {message}"
-    return message if len(message) <= MAX_ERROR_LENGTH else message[: MAX_ERROR_LENGTH - 3] + "..."
+def _error_line(error: BaseException) -> str:
+    """The error's message on one line, after its type for messages that need it (an unexpected error's)."""
+    prefix = "" if _is_bad_input(error) or _explains_itself(error) else f"{type(error).__name__}: "
+    return prefix + one_line(error, limit=MAX_ERROR_LENGTH - len(prefix))
 
 
 def _is_bad_input(error: BaseException) -> bool:

@@ -51,6 +51,7 @@ from st_oblique.app.train_data import TrainingData
 from st_oblique.app.train_pipeline import register_open_clip_config, train
 from st_oblique.data.datasets import ClassificationDataset, DatasetSpec, register_dataset
 from st_oblique.data.datasets.registry import DIGIT_CLASSES, MNIST_TEMPLATES
+from st_oblique.validators import check_positive_int
 
 __all__ = [
     "CAPTION_TEMPLATES",
@@ -239,8 +240,8 @@ def run_demo(
     """
 
     started = time.monotonic()
-    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
-        raise ValueError(f"steps (--steps) must be a positive whole number, got {steps!r}.")  # 0 is not "the default"
+    if steps is not None:  # 0 is not "the default"
+        check_positive_int(steps, name="steps (--steps)")
     steps = steps or (QUICK_STEPS if quick else STEPS)
     output_dir = Path(output_dir).expanduser()
     earlier_demo = (output_dir / "demo_report.json").is_file()

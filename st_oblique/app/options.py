@@ -29,6 +29,7 @@ from typing import Any
 import yaml
 
 from st_oblique.errors import ObliqueConfigError
+from st_oblique.validators import check_positive_int, parse_token_counts
 
 __all__ = [
     "add_dataclass_options",
@@ -87,29 +88,17 @@ def add_repeatable_option(parser: argparse.ArgumentParser, flag: str, *, dest: s
 
 def positive_int(value: str) -> int:
     """An argparse ``type``: a whole number >= 1 (argparse names the option in its message)."""
-    number = _whole_number(value)
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive whole number, got {value}")
-    return number
+    return check_positive_int(_whole_number(value), name="", error=argparse.ArgumentTypeError)
 
 
 def non_negative_int(value: str) -> int:
     """An argparse ``type``: a whole number >= 0."""
-    number = _whole_number(value)
-    if number < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or a positive whole number, got {value}")
-    return number
+    return check_positive_int(_whole_number(value), name="", allow_zero=True, error=argparse.ArgumentTypeError)
 
 
 def token_counts(value: str) -> list[int]:
     """An argparse ``type``: comma-separated positive whole numbers of tokens (``"1,2,4,8,16"``), no repeats."""
-    parts = [part.strip() for part in str(value).split(",") if part.strip()]
-    if not parts or not all(part.isdigit() and int(part) >= 1 for part in parts):
-        raise argparse.ArgumentTypeError(f"takes whole numbers of tokens >= 1 separated by commas (e.g. 1,2,4), got {value!r}")
-    counts = [int(part) for part in parts]
-    if len(set(counts)) < len(counts):
-        raise argparse.ArgumentTypeError(f"repeats a token count: {value!r}")
-    return counts
+    return parse_token_counts(value, name="", error=argparse.ArgumentTypeError)
 
 
 def _whole_number(value: str) -> int:
@@ -200,8 +189,8 @@ def add_dataclass_options(parser: argparse.ArgumentParser, cls: type) -> None:
     Field types map to options as follows: ``bool`` -> ``--flag/--no-flag``; ``int``/``float``/``str`` (or
     ``X | None``, where ``none`` on the command line means None) -> one value; ``list[str]`` -> repeatable
     (``metadata["nargs"] = "+"`` for one option with several values); ``dict`` -> a JSON object; a
-    ``typing.Literal`` -> its choices. ``metadata`` may also give ``help``, ``flag`` (the option name) and
-    ``metavar``.
+    ``typing.Literal`` -> its choices. ``metadata`` may also give ``help``, ``flag`` (the option name),
+    ``metavar`` and ``choices`` (for a ``str`` field whose values come from a table).
     """
     hints = typing.get_type_hints(cls)
     groups: dict[str, argparse._ArgumentGroup] = {}
@@ -213,6 +202,7 @@ def add_dataclass_options(parser: argparse.ArgumentParser, cls: type) -> None:
             target = groups.setdefault(group_name, parser.add_argument_group(group_name))
         default = field.default if field.default is not dataclasses.MISSING else field.default_factory()
         kind, optional, choices = _field_kind(hints[field.name])
+        choices = metadata.get("choices", choices)
         help_text = metadata.get("help", "")
         if default not in (None, [], {}) and kind is not bool:
             help_text += f" (default: {default})"

@@ -14,19 +14,20 @@ Example::
 from __future__ import annotations
 
 import dataclasses
-import math
 import typing
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from st_oblique.app.options import option_flag, read_config_file
+from st_oblique.builders.families import BACKBONE_FAMILIES, family_option_names
 from st_oblique.devices import check_device
 from st_oblique.errors import ObliqueConfigError
+from st_oblique.validators import check_positive_int, check_positive_number, parse_token_counts
 
 __all__ = ["MODEL_DEFINING_OPTIONS", "TrainConfig"]
 
-Backbone = Literal["clip", "open_clip", "text", "dual"]
 LossName = Literal["contrastive", "cached", "sigmoid"]
 ScaleMode = Literal["fixed", "learnable"]
 TokenSource = Literal["first", "attention", "split"]
@@ -48,15 +49,21 @@ def _option(default: Any, group: str, help: str, **metadata: Any) -> Any:
     return field(default=default, metadata=metadata)
 
 
+def _or_list(items: Iterable[str]) -> str:
+    """``"a, b, c or d"``."""
+    items = list(items)
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} or {items[-1]}"
+
+
 @dataclass
 class TrainConfig:
     """Everything ``st-oblique train`` needs; every field is an option (``num_tokens`` -> ``--num-tokens``)."""
 
     # -- model ------------------------------------------------------------------------------------------------------
-    backbone: Backbone | None = _option(
+    backbone: str | None = _option(
         None, MODEL,
-        "what to build on: a Hugging Face CLIP (clip), an open_clip model (open_clip), a text encoder (text),"
-        " or a text and an image tower (dual)",
+        "what to build on: " + _or_list([f"{family.summary} ({name})" for name, family in BACKBONE_FAMILIES.items()]),
+        choices=tuple(BACKBONE_FAMILIES),
     )
     model: str | None = _option(
         None, MODEL,
@@ -252,7 +259,7 @@ class TrainConfig:
         """A copy with the defaults that depend on other options filled in (what ``train_config.yaml`` records):
         ``model`` from ``open_clip_config``'s file name, ``scale_mode`` from the loss."""
         resolved = dataclasses.replace(self, freeze=list(self.freeze))
-        if resolved.backbone == "open_clip" and not resolved.model and resolved.open_clip_config:
+        if not resolved.model and resolved.open_clip_config:  # (--open-clip-config is for open_clip only)
             resolved.model = Path(resolved.open_clip_config).stem
         if resolved.scale_mode is None and resolved.loss in ("contrastive", "cached", "sigmoid"):
             resolved.scale_mode = "learnable" if resolved.learnable_scale else "fixed"
@@ -266,47 +273,41 @@ class TrainConfig:
     @property
     def model_description(self) -> str:
         """The backbone in a few words, e.g. ``"open_clip ViT-B-32 (laion2b_s34b_b79k)"``."""
-        if self.backbone == "dual":
-            return f"dual encoder: {self.text_model} + {self.image_model}"
-        model = self.resolved().model  # an --open-clip-config architecture is named after its file
-        return f"{self.backbone} {model}{f' ({self.pretrained})' if self.pretrained else ''}"
+        return self.describe_backbone()
+
+    def describe_backbone(self, *, short: bool = False) -> str:
+        """``"<family> <backbone> [+ <backbone>] [(<optional argument>)]"``, e.g. ``"dual minilm + efficientnet"``,
+        ``"open_clip ViT-B-32 (laion2b_s34b_b79k)"``; ``short``: folders by their last part, no optional argument."""
+        family = BACKBONE_FAMILIES[str(self.backbone)]
+        resolved = self.resolved()  # an --open-clip-config architecture is named after its file
+        values = {option: getattr(resolved, option) for option in family.arguments}
+        names = [Path(str(values[option])).name if short else str(values[option]) for option in family.required]
+        extras = [] if short else [f" ({values[option]})" for option in family.arguments
+                                   if option not in family.required and values[option]]
+        return f"{family.name} {' + '.join(names)}{''.join(extras)}"
 
     def validate(self, *, has_data: bool = False) -> None:
         """Raise :class:`~st_oblique.app.options.ObliqueConfigError` (one sentence, with the fix) for an unusable config.
 
         Args:
-            has_data: training data is passed to :func:`train` directly (no data option needed).
+            has_data: training data is passed to :func:`~st_oblique.app.train_pipeline.train` directly (no data option needed).
         """
-        if self.backbone is None:
-            raise ObliqueConfigError("Choose a backbone: --backbone clip, open_clip, text or dual.")
-        if self.backbone not in ("clip", "open_clip", "text", "dual"):
-            raise ObliqueConfigError(f"Unknown backbone {self.backbone!r}; choose clip, open_clip, text or dual.")
-        if self.backbone == "dual":
-            if not (self.text_model and self.image_model):
-                raise ObliqueConfigError("--backbone dual needs --text-model and --image-model.")
-            if self.model:
-                raise ObliqueConfigError("--backbone dual takes --text-model and --image-model, not --model.")
-        elif not (self.model or (self.backbone == "open_clip" and self.open_clip_config)):
-            raise ObliqueConfigError(f"--backbone {self.backbone} needs --model (the backbone's id, folder or name).")
-        if self.backbone != "open_clip" and (self.pretrained or self.open_clip_config or self.open_clip_model_kwargs):
-            raise ObliqueConfigError("--pretrained, --open-clip-config and --open-clip-model-kwargs are for --backbone open_clip.")
-        if self.backbone not in ("text", "dual") and self.token_source is not None:
-            raise ObliqueConfigError("--token-source applies to text and dual backbones (CLIP towers use their class tokens).")
+        self._validate_backbone()
         for name in ("num_tokens", "token_dim", "batch_size", "logging_steps", "eval_batch_size", "mini_batch_size"):
-            _check_positive(name, getattr(self, name), integer=True)
+            check_positive_int(getattr(self, name), name=option_flag(name), error=ObliqueConfigError)
         for name in ("max_steps", "save_steps", "max_train_samples", "eval_max_samples", "max_seq_length"):
             if getattr(self, name) is not None:
-                _check_positive(name, getattr(self, name), integer=True)
-        _check_positive("scale", self.scale)
-        _check_positive("learning_rate", self.learning_rate)
-        if self.max_scale is not None:
-            _check_positive("max_scale", self.max_scale)
-        if self.scale_learning_rate is not None:
-            _check_positive("scale_learning_rate", self.scale_learning_rate)
+                check_positive_int(getattr(self, name), name=option_flag(name), error=ObliqueConfigError)
+        for name in ("scale", "learning_rate", "max_scale", "scale_learning_rate"):
+            if getattr(self, name) is not None:
+                check_positive_number(getattr(self, name), name=option_flag(name), error=ObliqueConfigError)
         if self.loss not in ("contrastive", "cached", "sigmoid"):
             raise ObliqueConfigError(f"Unknown loss {self.loss!r}; choose contrastive, cached or sigmoid.")
         if self.nested_tokens is not None:
-            _check_token_counts(self.nested_tokens, self.num_tokens)
+            parse_token_counts(
+                self.nested_tokens, self.num_tokens, name="--nested-tokens", num_tokens_name="--num-tokens",
+                error=ObliqueConfigError,
+            )
         if self.scale_mode not in (None, "fixed", "learnable"):
             raise ObliqueConfigError(f"Unknown scale mode {self.scale_mode!r}; choose fixed or learnable.")
         if self.batch_size < 2:
@@ -337,6 +338,23 @@ class TrainConfig:
             raise ObliqueConfigError(f"--seed must be a whole number from 0 to 2**32 - 1, got {self.seed!r}.")
         if self.device is not None:
             check_device(self.device, name="--device")  # else the backbone's build fails and seems to be at fault
+
+    def _validate_backbone(self) -> None:
+        """The backbone family exists, its backbone options are given and no other family's option is."""
+        if self.backbone is None:
+            raise ObliqueConfigError(f"Choose a backbone: --backbone {_or_list(BACKBONE_FAMILIES)}.")
+        family = BACKBONE_FAMILIES.get(self.backbone)
+        if family is None:
+            raise ObliqueConfigError(f"Unknown backbone {self.backbone!r}; choose {_or_list(BACKBONE_FAMILIES)}.")
+        resolved = self.resolved()  # --open-clip-config names the open_clip model
+        missing = [option_flag(option) for option in family.required if not getattr(resolved, option)]
+        if missing:
+            raise ObliqueConfigError(f"--backbone {family.name} needs {' and '.join(missing)}. {family.hint}")
+        for option, families in family_option_names().items():
+            if family.name not in families and getattr(self, option) not in (None, False):
+                raise ObliqueConfigError(
+                    f"{option_flag(option)} is for --backbone {_or_list(families)}, not {family.name}. {family.hint}"
+                )
 
     @property
     def checkpoints_path(self) -> Path:
@@ -377,25 +395,3 @@ def _as_list(name: str, value: Any) -> list[str]:
         f"{flag} ({name} in a config file) takes a list of strings, got {value!r}; write `{name}: [a, b]` or "
         f"`{name}: a`."
     )
-
-
-def _check_positive(name: str, value: Any, integer: bool = False) -> None:
-    valid = isinstance(value, int) if integer else isinstance(value, (int, float)) and math.isfinite(value)
-    if isinstance(value, bool) or not valid or value <= 0:
-        kind = "a positive integer" if integer else "a positive number"
-        raise ObliqueConfigError(f"--{name.replace('_', '-')} must be {kind}, got {value!r}.")
-
-
-def _check_token_counts(text: str, num_tokens: int) -> None:
-    """``--nested-tokens``: 'default' or comma-separated whole token counts in 1..K (checked before any import of
-    torch; ObliqueMatryoshkaLoss checks them again)."""
-    if text.strip().lower() == "default":
-        return
-    parts = [part for part in text.replace(" ", "").split(",") if part]
-    if not parts or not all(part.isdigit() and 1 <= int(part) <= num_tokens for part in parts):
-        raise ObliqueConfigError(
-            f"--nested-tokens takes comma-separated whole numbers of tokens between 1 and --num-tokens={num_tokens} "
-            f"(e.g. 1,2,4,{num_tokens}) or 'default'; got {text!r}."
-        )
-    if len(set(parts)) != len(parts):
-        raise ObliqueConfigError(f"--nested-tokens repeats a token count: {text!r}.")

@@ -36,9 +36,10 @@ from datasets import Image as ImageFeature
 from PIL import Image
 from tqdm.auto import tqdm
 
+from st_oblique.builders.families import BACKBONE_FAMILIES
 from st_oblique.data.datasets import read_captions
 from st_oblique.data.datasets.captions import CaptionTableColumnsError, header_looks_like_data
-from st_oblique.errors import TrainingDataError
+from st_oblique.errors import TrainingDataError, one_line
 
 __all__ = [
     "DEFAULT_COLUMN_PAIRS",
@@ -225,7 +226,7 @@ def read_webdataset_shards(shards: str | Sequence[str], *, columns: Sequence[str
     try:
         data = datasets.load_dataset("webdataset", data_files={"train": paths}, split="train", streaming=True)
     except (ValueError, OSError) as error:
-        raise TrainingDataError(f"Cannot read {source}: {_first_line(error)}") from error
+        raise TrainingDataError(f"Cannot read {source}: {one_line(error, quoted=True)}") from error
     available = list(data.column_names or [])
     if columns:
         chosen = list(columns)
@@ -250,7 +251,7 @@ def _streamed(data: IterableDataset, source: str, max_samples: int | None) -> Tr
     try:
         first = next(iter(data), None)
     except Exception as error:  # whatever the builder or the decoder raises on a broken first shard
-        raise TrainingDataError(f"Cannot read the first row of {source}: {_first_line(error)}") from error
+        raise TrainingDataError(f"Cannot read the first row of {source}: {one_line(error, quoted=True)}") from error
     if first is None:
         raise TrainingDataError(f"The training data {source} has no rows; check the shards, the split or --max-train-samples.")
     empty = [column for column, value in first.items() if value is None or value == ""]
@@ -265,8 +266,12 @@ def check_modalities(data: TrainingData, modalities: Sequence[str]) -> None:
     if data.image_columns and "image" not in modalities:
         raise TrainingDataError(
             f"The column(s) {data.image_columns} of the training data hold images, but this backbone embeds only "
-            "text; use an image-text backbone (--backbone clip, open_clip or dual) or text columns."
+            f"text; use an image-text backbone (--backbone {' or '.join(_image_text_families())}) or text columns."
         )
+
+
+def _image_text_families() -> list[str]:
+    return [name for name, family in BACKBONE_FAMILIES.items() if "image" in family.modalities]
 
 
 def select_columns(data: Any, columns: Sequence[str], source: str) -> Any:
@@ -391,11 +396,11 @@ def _read_dataset(name: str, config: str | None, split: str, *, streaming: bool 
         raise
     except FileNotFoundError as error:
         raise TrainingDataError(
-            f"Cannot find the dataset {name!r}: {_first_line(error)}. Give a Hugging Face dataset id (online) or a "
+            f"Cannot find the dataset {name!r}: {one_line(error, quoted=True)}. Give a Hugging Face dataset id (online) or a "
             "local dataset folder."
         ) from error
     except (ValueError, ConnectionError, OSError) as error:
-        raise TrainingDataError(f"Cannot load the dataset {name!r} (split {split!r}): {_first_line(error)}") from error
+        raise TrainingDataError(f"Cannot load the dataset {name!r} (split {split!r}): {one_line(error, quoted=True)}") from error
 
 
 def _image_columns(data: Any) -> list[str]:
@@ -411,7 +416,7 @@ def _check_decodable(data: Any, columns: list[str], source: str) -> None:
                 sample[index][column].load()
             except Exception as error:
                 raise TrainingDataError(
-                    f"Row {index} of {source} has an image in {column!r} that cannot be read ({_first_line(error)}); "
+                    f"Row {index} of {source} has an image in {column!r} that cannot be read ({one_line(error, quoted=True)}); "
                     "fix or drop such rows."
                 ) from error
 
@@ -434,7 +439,7 @@ def _read_and_check_images(images: Sequence[Any], names: list[str], table: str, 
             with Image.open(io.BytesIO(data)) as image:
                 image.load()  # a full decode: verify() passes truncated JPEGs, which then fail mid-training
         except Exception as error:
-            reason = "not an image file PIL can read" if type(error).__name__ == "UnidentifiedImageError" else _first_line(error)
+            reason = "not an image file PIL can read" if type(error).__name__ == "UnidentifiedImageError" else one_line(error, quoted=True)
             broken.append(f"{names[index]} ({reason})")
             continue
         encoded.append(data)
@@ -444,11 +449,3 @@ def _read_and_check_images(images: Sequence[Any], names: list[str], table: str, 
             "remove their rows from the table."
         )
     return encoded
-
-
-def _first_line(error: BaseException, limit: int = 300) -> str:
-    """The first line of ``error``'s message without a final period (messages append their own), at most ``limit``
-    characters."""
-    text = str(error).strip() or type(error).__name__
-    line = text.splitlines()[0].rstrip(".")
-    return line if len(line) <= limit else line[: limit - 3] + "..."

@@ -37,7 +37,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import platform
 import re
 import time
 from collections.abc import Callable
@@ -47,29 +46,30 @@ from typing import TYPE_CHECKING, Any
 
 import datasets
 import open_clip
-import sentence_transformers
 import torch
 import torch.distributed
 import transformers
 from sentence_transformers import SentenceTransformerTrainingArguments
 from transformers import TrainerCallback, set_seed
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 import st_oblique
-from st_oblique._version import __version__
+from st_oblique._version import __version__, package_versions
 from st_oblique.app.options import read_config_file, write_config_file
 from st_oblique.app.train_config import MODEL_DEFINING_OPTIONS, TrainConfig
-from st_oblique.app.train_data import TrainingData, _first_line, check_modalities, load_training_data
+from st_oblique.app.train_data import TrainingData, check_modalities, load_training_data
 from st_oblique.app.train_report import plot_training, score_table, token_collapse_report, training_curves
-from st_oblique.errors import CheckpointError, ObliqueConfigError, ObliqueLoadError, PushAfterTrainingError
+from st_oblique.builders.families import BACKBONE_FAMILIES
+from st_oblique.errors import CheckpointError, ObliqueConfigError, ObliqueLoadError, PushAfterTrainingError, one_line
 from st_oblique.evaluation import ClassificationDataset, load_dataset
-from st_oblique.losses.matryoshka import parse_token_counts
 from st_oblique.model.card import set_evaluation_results
 from st_oblique.model.description import describe_model
 from st_oblique.model.push import push_to_hub
 from st_oblique.modules.tower_lock import lock_tower
 from st_oblique.output_folder import staged_output_dir
-from st_oblique.training.trainer import ObliqueTrainer
+from st_oblique.training.trainer import ObliqueTrainer, check_checkpoint
+from st_oblique.training.trainer import resolve_checkpoint as resolve_trainer_checkpoint
+from st_oblique.validators import parse_token_counts
 
 if TYPE_CHECKING:
     from torch import nn
@@ -117,66 +117,32 @@ class TrainResult:
 
 
 def build_model(config: TrainConfig) -> ObliqueSentenceTransformer:
-    """The untrained oblique model described by ``config`` (see the ``model`` options of :class:`TrainConfig`).
+    """The untrained oblique model described by ``config`` (see the ``model`` options of :class:`TrainConfig`),
+    built by its backbone family's builder (:data:`~st_oblique.builders.families.BACKBONE_FAMILIES`).
 
     Raises:
         ObliqueLoadError: the backbone cannot be loaded or is not the kind ``config.backbone`` says.
     """
-
-    common: dict[str, Any] = {"per_token_projection": config.per_token_projection, "device": config.device}
-    if config.layer_norm is not None:
-        common["layer_norm"] = config.layer_norm
-    name = config.model
-    for option in ("model", "text_model", "image_model"):
+    family = BACKBONE_FAMILIES[str(config.backbone)]
+    for option in family.arguments:
         _check_local_path(option, getattr(config, option))
+    if config.open_clip_config:  # a custom architecture, registered under its file name (the resolved --model)
+        register_open_clip_config(config.open_clip_config)
+    values = config.resolved().to_dict()
+    arguments, options = family.builder_arguments(values)
+    options.update(num_tokens=config.num_tokens, token_dim=config.token_dim, device=config.device,
+                   per_token_projection=config.per_token_projection)
+    if config.layer_norm is not None:
+        options["layer_norm"] = config.layer_norm
     try:
-        if config.backbone == "clip":
-            return st_oblique.oblique_clip(
-                config.model, num_tokens=config.num_tokens, token_dim=config.token_dim,
-                max_seq_length=config.max_seq_length, trust_remote_code=config.trust_remote_code, **common,
-            )
-        if config.backbone == "open_clip":
-            if config.open_clip_config:
-                registered = register_open_clip_config(config.open_clip_config)
-                name = config.model or registered
-            model = st_oblique.oblique_open_clip(
-                name, config.pretrained, num_tokens=config.num_tokens, token_dim=config.token_dim,
-                config_kwargs=config.open_clip_model_kwargs, **common,
-            )
-            if not config.pretrained and not name.startswith(("hf-hub:", "local-dir:")):
-                model.model_card_data.base_model = None  # random weights: there is no base model to link to
-            if config.max_seq_length is not None:
-                model.max_seq_length = config.max_seq_length
-            return model
-        loading = {"max_seq_length": config.max_seq_length, "trust_remote_code": config.trust_remote_code}
-        if config.backbone == "text":
-            return st_oblique.oblique_text_model(
-                config.model, num_tokens=config.num_tokens, token_dim=config.token_dim,
-                token_source=config.token_source or "first", **loading, **common,
-            )
-        name = f"{config.text_model} + {config.image_model}"
-        return st_oblique.oblique_dual_encoder(
-            config.text_model, config.image_model, num_tokens=config.num_tokens, token_dim=config.token_dim,
-            text_token_source=config.token_source or "first", image_token_source=config.image_token_source,
-            **loading, **common,
-        )
+        return family.load_builder()(*arguments, **options)
     except ObliqueLoadError:
         raise
     except Exception as error:
+        name = " + ".join(str(values[option]) for option in family.required)
         raise ObliqueLoadError(
-            f"Cannot build the {config.backbone} backbone from {name!r}: {_first_line(error)}. "
-            f"{_BACKBONE_HINTS[config.backbone]}"
+            f"Cannot build the {family.name} backbone from {name!r}: {one_line(error, quoted=True)}. {family.hint}"
         ) from error
-
-
-_BACKBONE_HINTS = {
-    "clip": "--backbone clip takes a Hugging Face CLIP model id (e.g. openai/clip-vit-base-patch32) or a local folder.",
-    "open_clip": "--backbone open_clip takes an open_clip model name (open_clip.list_models(), hf-hub:org/repo, "
-    "local-dir:/path) with --pretrained TAG, or --open-clip-config FILE for a custom architecture.",
-    "text": "--backbone text takes a Hugging Face text encoder or Sentence Transformers model (id or folder).",
-    "dual": "--backbone dual takes --text-model (a text encoder) and --image-model (a HF/timm image model), ids or "
-    "folders.",
-}
 
 
 def register_open_clip_config(path: str | Path) -> str:
@@ -189,7 +155,7 @@ def register_open_clip_config(path: str | Path) -> str:
     try:
         architecture = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as error:
-        raise ObliqueLoadError(f"Cannot read the open_clip config {path}: {_first_line(error)}") from error
+        raise ObliqueLoadError(f"Cannot read the open_clip config {path}: {one_line(error, quoted=True)}") from error
     missing = [key for key in ("embed_dim", "vision_cfg", "text_cfg") if key not in architecture]
     if missing:
         raise ObliqueLoadError(f"The open_clip config {path} lacks {missing}; see open_clip's model_configs/*.json.")
@@ -263,61 +229,33 @@ def build_loss(model: ObliqueSentenceTransformer, config: TrainConfig) -> nn.Mod
 
 
 def resolve_checkpoint(config: TrainConfig) -> Path | None:
-    """The checkpoint to resume from (``"last"``: the newest in ``config.checkpoints_path``), or None.
+    """The checkpoint to resume from (``"last"``: the newest in ``config.checkpoints_path``), or None; resolved by the
+    library's one resume path (:func:`st_oblique.training.trainer.resolve_checkpoint`).
 
     Raises:
         CheckpointError: no checkpoint there.
     """
-    if not config.resume_from_checkpoint:
-        return None
-    if config.resume_from_checkpoint == "last":
-
-        folder = config.checkpoints_path
-        last = get_last_checkpoint(str(folder)) if folder.is_dir() else None
-        if last is None:
-            raise CheckpointError(f"No checkpoint to resume from in {folder}; train with --save-steps N first.")
-        return Path(last)
-    return Path(config.resume_from_checkpoint).expanduser()
+    return resolve_trainer_checkpoint(config.checkpoints_path, config.resume_from_checkpoint or None)
 
 
-def check_resume_checkpoint(checkpoint: Path, model: ObliqueSentenceTransformer, config: TrainConfig) -> None:
-    """Raise :class:`CheckpointError` unless the run can resume from ``checkpoint``.
+def check_resume_checkpoint(checkpoint: Path, config: TrainConfig) -> None:
+    """Raise :class:`CheckpointError` when ``checkpoint`` was written with other model-defining options
+    (:data:`MODEL_DEFINING_OPTIONS`, read from its ``train_config.yaml``).
 
-    The checkpoint must be a trainer checkpoint (``trainer_state.json``) written with the same model-defining
-    options (:data:`MODEL_DEFINING_OPTIONS`, from its ``train_config.yaml``), and its model must have the same
-    parameters, with the same shapes, as ``model``.
+    This is the application's own check, which names the options as typed; that the checkpoint is a complete one of
+    a model with the same tensors is checked by :class:`~st_oblique.ObliqueTrainer` when it resumes.
     """
-    if not checkpoint.is_dir():
-        raise CheckpointError(f"Checkpoint not found: {checkpoint}")
-    if not (checkpoint / "trainer_state.json").is_file():
-        raise CheckpointError(
-            f"{checkpoint} is not a training checkpoint (no trainer_state.json); pass a checkpoint-<step> folder "
-            "written with --save-steps."
-        )
     saved_config = checkpoint / CONFIG_FILE
-    if saved_config.is_file():
-        saved = read_config_file(saved_config)
-        current = config.to_dict()
-        differences = [key for key in MODEL_DEFINING_OPTIONS if key in saved and saved[key] != current[key]]
-        if differences:
-            listed = ", ".join(f"{key}={saved[key]!r} there but {current[key]!r} here" for key in differences)
-            raise CheckpointError(
-                f"Cannot resume from {checkpoint}: it was trained with other settings ({listed}); resume with that "
-                f"run's settings (--config {saved_config}) or start without --resume-from-checkpoint."
-            )
-    try:
-        loaded = type(model)(str(checkpoint), device="cpu")
-    except Exception as error:
-        raise CheckpointError(f"Cannot load the model saved in {checkpoint}: {_first_line(error)}") from error
-    expected = {name: tuple(value.shape) for name, value in model.state_dict().items()}
-    found = {name: tuple(value.shape) for name, value in loaded.state_dict().items()}
-    mismatched = sorted(name for name in expected.keys() | found.keys() if expected.get(name) != found.get(name))
-    if mismatched:
-        name = mismatched[0]
+    if not saved_config.is_file():
+        return
+    saved = read_config_file(saved_config)
+    current = config.to_dict()
+    differences = [key for key in MODEL_DEFINING_OPTIONS if key in saved and saved[key] != current[key]]
+    if differences:
+        listed = ", ".join(f"{key}={saved[key]!r} there but {current[key]!r} here" for key in differences)
         raise CheckpointError(
-            f"Cannot resume from {checkpoint}: its model differs from this one in {len(mismatched)} tensor(s), e.g. "
-            f"{name} has shape {found.get(name)} there and {expected.get(name)} here; resume with that run's settings "
-            "or start without --resume-from-checkpoint."
+            f"Cannot resume from {checkpoint}: it was trained with other settings ({listed}); resume with that "
+            f"run's settings (--config {saved_config}) or start without --resume-from-checkpoint."
         )
 
 
@@ -373,12 +311,13 @@ def training_arguments(config: TrainConfig, output_dir: Path, train_data: Traini
         # a gradient in each image-text step, so the search is not needed (and costs a graph traversal per call).
         arguments["ddp_find_unused_parameters"] = False
     if config.scale_learning_rate is not None:
-        arguments["learning_rate_mapping"] = {r"logit_scale": config.scale_learning_rate}
+        # The model's temperature: ObliquePooling.temperature.log_scale_bias (and a sigmoid loss's logit_bias).
+        arguments["learning_rate_mapping"] = {r"\.temperature\.": config.scale_learning_rate}
     arguments.update(config.training_arguments or {})
     try:
         return SentenceTransformerTrainingArguments(**arguments)
     except (TypeError, ValueError) as error:
-        raise ObliqueConfigError(f"Invalid training arguments: {_first_line(error)}") from error
+        raise ObliqueConfigError(f"Invalid training arguments: {one_line(error, quoted=True)}") from error
 
 
 def check_eval_sets(config: TrainConfig) -> dict[str, float]:
@@ -524,7 +463,8 @@ def _train_steps(
     loss = build_loss(model, config)
     _name_for_card(model, config, train_data, run_name)
     if checkpoint is not None:
-        check_resume_checkpoint(checkpoint, model, config)
+        check_resume_checkpoint(checkpoint, config)
+        check_checkpoint(checkpoint, model)  # before the untrained evaluation: fail fast
 
     untrained: list = []
     if staging is not None and config.eval_untrained:
@@ -616,11 +556,9 @@ def _name_for_card(model: ObliqueSentenceTransformer, config: TrainConfig, data:
     """Name the model and its local training data on the card (Sentence Transformers names Hub datasets itself;
     without names, its card says "a sentence-transformers model trained. It maps ...")."""
     card = model.model_card_data
-    backbone = (
-        f"dual encoder {Path(str(config.text_model)).name} + {Path(str(config.image_model)).name}"
-        if config.backbone == "dual" else f"{config.backbone} {Path(str(config.model)).name}"
+    card.model_name = (
+        f"{run_name}: oblique {config.describe_backbone(short=True)} (K={config.num_tokens}, d={config.token_dim})"
     )
-    card.model_name = f"{run_name}: oblique {backbone} (K={config.num_tokens}, d={config.token_dim})"
     if config.captions:  # the folder of a caption table names the collection (flickr8k_1k/captions.tsv)
         name = Path(config.captions).expanduser().resolve().parent.name
     elif config.pairs:
@@ -692,7 +630,7 @@ def _report(config, model, trainer, train_data, loss, *, frozen, untrained, trai
             "chance": chance,
         },
         "seconds": round(seconds["total"], 1),
-        "versions": _versions(),
+        "versions": package_versions(),
     }
 
 
@@ -705,16 +643,6 @@ def _plot(report: dict, path: Path, run_name: str, chance: dict[str, float], *, 
         chance={key: value for key, value in chance.items() if key in scores},
         fixed_scale=None if training["learnable_scale"] else training["final_scale"],
     )
-
-
-def _versions() -> dict[str, str]:
-
-    return {
-        "sentence_transformers": sentence_transformers.__version__,
-        "transformers": transformers.__version__,
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-    }
 
 
 def _check_local_path(option: str, name: str | None) -> None:

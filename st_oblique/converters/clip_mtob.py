@@ -53,13 +53,14 @@ from transformers import BertConfig, BertModel, BertTokenizer, CLIPImageProcesso
 
 from st_oblique._compat import set_loaded_model_card, write_model_card_file
 from st_oblique._version import __version__
-from st_oblique.errors import ObliqueInputError
+from st_oblique.errors import ObliqueInputError, one_line
 from st_oblique.model.sentence_transformer import ObliqueSentenceTransformer
 from st_oblique.modules.class_token_transformer import ClassTokenTransformer
 from st_oblique.modules.modality_router import ModalityRouter
 from st_oblique.modules.pooling import ObliquePooling
 from st_oblique.modules.token_layer_norm import TokenLayerNorm
 from st_oblique.modules.torchvision_image_class_token_transformer import TorchvisionImageClassTokenTransformer
+from st_oblique.validators import check_positive_int
 
 __all__ = ["SOURCE_FILE", "ClipMtobCheckpointError", "ClipMtobSource", "convert_clip_mtob", "read_clip_mtob_checkpoint"]
 
@@ -259,11 +260,11 @@ def _load_state_dict(path: Path) -> dict[str, Tensor]:
             loaded = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as error:
             raise ClipMtobCheckpointError(
-                f"{path} is not a PyTorch checkpoint of tensors: torch.load(weights_only=True) fails ({_first_line(error)})"
+                f"{path} is not a PyTorch checkpoint of tensors: torch.load(weights_only=True) fails ({one_line(error, quoted=True)})"
             ) from error
     except Exception as error:
         raise ClipMtobCheckpointError(
-            f"{path} is not a PyTorch checkpoint of tensors: torch.load(weights_only=True) fails ({_first_line(error)})"
+            f"{path} is not a PyTorch checkpoint of tensors: torch.load(weights_only=True) fails ({one_line(error, quoted=True)})"
         ) from error
     if isinstance(loaded, dict) and isinstance(loaded.get("state_dict"), dict):
         loaded = loaded["state_dict"]
@@ -275,10 +276,6 @@ def _load_state_dict(path: Path) -> dict[str, Tensor]:
     if loaded and all(key.startswith("module.") for key in loaded):
         loaded = {key[len("module.") :]: value for key, value in loaded.items()}
     return loaded
-
-
-def _first_line(error: BaseException) -> str:
-    return (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
 
 
 def _infer_sizes(
@@ -389,8 +386,9 @@ def _count_layers(state: dict[str, Tensor], pattern: re.Pattern) -> int:
 
 def _heads(tower: str, width: int, requested: int | None) -> int:
     heads = requested if requested is not None else max(1, width // HEAD_WIDTH)
-    if not isinstance(heads, int) or heads < 1 or width % heads:
-        raise ValueError(f"{tower}_heads={heads} must be a positive integer dividing the {tower} width {width}.")
+    check_positive_int(heads, name=f"{tower}_heads")
+    if width % heads:
+        raise ValueError(f"{tower}_heads={heads} must divide the {tower} width {width}.")
     return heads
 
 

@@ -20,9 +20,10 @@ Example::
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -34,10 +35,15 @@ from st_oblique.modules.pooling import SINGLE_HEAD, ObliquePooling
 from st_oblique.modules.shape import oblique_poolings, oblique_shape
 from st_oblique.modules.vit_towers import vit_tower
 
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+    from PIL import Image
+
 __all__ = [
     "Explanation",
     "attention_figure",
     "attention_grid",
+    "attention_image",
     "explain_pair",
     "save_attention_figure",
     "token_attention_maps",
@@ -177,9 +183,14 @@ def attention_figure(
     contributions: list[float] | None = None,
     title: str | None = None,
     columns: int = 4,
-):
+    tokens: Sequence[int] | None = None,
+) -> Figure:
     """A matplotlib figure: a grid of the K attention maps (one panel per token), each over the photo, with each
     token's contribution in its title.
+
+    The figure is made with matplotlib's object API (a :class:`matplotlib.figure.Figure` on an Agg canvas), not
+    pyplot: the caller's backend and pyplot figures are left alone. Save it with ``figure.savefig(path)``, or show
+    it in a notebook with ``IPython.display.display(figure)``.
 
     Args:
         image: the photo (a PIL image or anything :func:`st_oblique.data.images.load_image` reads).
@@ -187,25 +198,30 @@ def attention_figure(
         contributions: the K cosines of an :class:`Explanation`, shown in the panel titles.
         title: the figure title (e.g. the text the image was compared with).
         columns: panels per row.
+        tokens: the token indices to draw, in panel order (default: all K in token order), e.g. the top 4 of
+            :attr:`Explanation.ranking`.
     """
-    import matplotlib  # optional heavy dependency, only for the figure
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # matplotlib is only needed for the figure
+    from matplotlib.figure import Figure
 
     photo = load_image(image).convert("RGB")
     photo.thumbnail((160, 160))
-    num_tokens = maps.shape[0]
-    columns = min(columns, num_tokens)
-    rows = math.ceil(num_tokens / columns)
-    figure, axes = plt.subplots(rows, columns, figsize=(2.1 * columns, 2.3 * rows + (0.4 if title else 0)))
+    tokens = list(range(maps.shape[0])) if tokens is None else list(tokens)
+    if not tokens or not all(0 <= k < maps.shape[0] for k in tokens):
+        raise ValueError(f"tokens must be indices of the {maps.shape[0]} maps, got {tokens}.")
+    columns = min(columns, len(tokens))
+    rows = math.ceil(len(tokens) / columns)
+    figure = Figure(figsize=(2.1 * columns, 2.3 * rows + (0.4 if title else 0)))
+    FigureCanvasAgg(figure)  # renders and saves the figure without pyplot or a backend switch
+    axes = figure.subplots(rows, columns)
     axes = np.atleast_1d(axes).reshape(-1)
     extent = (0, photo.width, photo.height, 0)
-    for k, axis in enumerate(axes):
+    for panel, axis in enumerate(axes):
         axis.axis("off")
-        if k >= num_tokens:
+        if panel >= len(tokens):
             figure.delaxes(axis)
             continue
+        k = tokens[panel]
         axis.imshow(photo, extent=extent)
         axis.imshow(maps[k].numpy(), cmap="inferno", alpha=0.55, extent=extent, interpolation="bilinear")
         label = f"token {k}"
@@ -218,6 +234,27 @@ def attention_figure(
     return figure
 
 
+def attention_image(
+    image: Any,
+    maps: Tensor,
+    contributions: list[float] | None = None,
+    title: str | None = None,
+    columns: int = 4,
+    tokens: Sequence[int] | None = None,
+) -> Image.Image:
+    """:func:`attention_figure` rendered as a PIL palette image (72 dpi, 128 colours)."""
+    import io
+
+    from PIL import Image
+
+    figure = attention_figure(image, maps, contributions, title, columns, tokens)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, dpi=72, format="png")
+    buffer.seek(0)
+    # a palette PNG: photos with smooth heatmaps are 3-4x smaller, with no visible change at this size
+    return Image.open(buffer).convert("RGB").quantize(colors=128)
+
+
 def save_attention_figure(
     image: Any,
     maps: Tensor,
@@ -225,20 +262,9 @@ def save_attention_figure(
     contributions: list[float] | None = None,
     title: str | None = None,
     columns: int = 4,
+    tokens: Sequence[int] | None = None,
 ) -> Path:
-    """Write :func:`attention_figure` to the PNG ``path`` (72 dpi, 128 colours: about 100 kB for K=16 photos)."""
-    import io
-
-    import matplotlib.pyplot as plt  # optional heavy dependency, only for the figure
-    from PIL import Image
-
-    figure = attention_figure(image, maps, contributions, title, columns)
-    buffer = io.BytesIO()
-    figure.savefig(buffer, dpi=72, format="png")
-    plt.close(figure)
-    buffer.seek(0)
-    # a palette PNG: photos with smooth heatmaps are 3-4x smaller, with no visible change at this size
-    rendered = Image.open(buffer).convert("RGB").quantize(colors=128)
+    """Write :func:`attention_image` to the PNG ``path`` (about 100 kB for K=16 photos)."""
     path = Path(path)
-    rendered.save(path, format="PNG", optimize=True)
+    attention_image(image, maps, contributions, title, columns, tokens).save(path, format="PNG", optimize=True)
     return path

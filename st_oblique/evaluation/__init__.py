@@ -52,32 +52,7 @@ _PUBLIC: dict[str, str] = {
     "weights_fingerprint": "st_oblique.evaluation.identity",
 }
 
-__all__ = [
-    "DATASETS",
-    "DEFAULT_TEMPLATES",
-    "ClassificationDataset",
-    "EvaluationResult",
-    "RetrievalDataset",
-    "classification_metrics",
-    "compare_results",
-    "encode_images",
-    "load_classnames",
-    "load_dataset",
-    "load_templates",
-    "local_tasks",
-    "mteb_model",
-    "mteb_model_meta",
-    "oblique_num_tokens",
-    "read_results",
-    "register_mteb_model",
-    "retrieval_metrics",
-    "run_evaluation",
-    "run_mteb",
-    "weights_fingerprint",
-    "zeroshot_classification",
-    "zeroshot_classifier",
-    "zeroshot_retrieval",
-]
+__all__ = sorted(_PUBLIC)
 
 
 __getattr__, __dir__ = lazy_exports(__name__, _PUBLIC, globals())

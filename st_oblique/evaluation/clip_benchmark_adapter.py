@@ -6,23 +6,25 @@ CLIP_benchmark's metric functions expect an open_clip-style model: ``encode_imag
 SentenceTransformer that way, so CLIP_benchmark's code can be run unchanged on the same model as this
 package's harness: it is how the harness is checked against CLIP_benchmark (metric parity at K=1, speed).
 
+Run CLIP_benchmark's ``evaluate`` inside ``with clip_benchmark_numpy2_fix():`` (from :mod:`st_oblique._compat`,
+re-exported here): clip-benchmark 1.6.2's accuracy fails on NumPy >= 2.4.
+
 Note that CLIP_benchmark normalizes whole embeddings, so for oblique models with K > 1 its numbers differ
 from this package's token-wise protocol (that difference is the reason the harness exists).
 
 Example::
 
     from clip_benchmark.metrics import zeroshot_classification as cb
-    from st_oblique.evaluation.clip_benchmark_adapter import CLIPBenchmarkModel
+    from st_oblique.evaluation.clip_benchmark_adapter import CLIPBenchmarkModel, clip_benchmark_numpy2_fix
 
     adapter = CLIPBenchmarkModel(model)
     loader = DataLoader(dataset_with_transform(adapter.transform), batch_size=64)   # yields (pixels, labels)
-    metrics = cb.evaluate(adapter, loader, adapter.tokenizer, classnames, templates, device="cpu", amp=False)
+    with clip_benchmark_numpy2_fix():
+        metrics = cb.evaluate(adapter, loader, adapter.tokenizer, classnames, templates, device="cpu", amp=False)
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -31,6 +33,7 @@ from sentence_transformers import SentenceTransformer
 from sentence_transformers.util import batch_to_device
 from torch import Tensor, nn
 
+from st_oblique._compat import clip_benchmark_numpy2_fix  # hook 12: CLIP_benchmark's accuracy on NumPy 2
 from st_oblique.data.images import load_image
 
 __all__ = ["CLIPBenchmarkModel", "clip_benchmark_numpy2_fix"]
@@ -89,25 +92,3 @@ class CLIPBenchmarkModel(nn.Module):
     def encode_text(self, texts: _TextBatch) -> Tensor:
         """``(B, D)`` text embeddings from a :meth:`tokenizer` batch."""
         return self.model(dict(texts))["sentence_embedding"]
-
-
-@contextmanager
-def clip_benchmark_numpy2_fix() -> Iterator[None]:
-    """Make ``clip_benchmark.metrics.zeroshot_classification.accuracy`` work with NumPy 2 while in the block.
-
-    clip-benchmark 1.6.2 computes ``float(array_of_shape_1)``, a TypeError on NumPy >= 2.4; the replacement is the
-    same computation with ``.item()``. Needs ``pip install clip-benchmark``.
-    """
-    from clip_benchmark.metrics import zeroshot_classification as clip_benchmark_classification
-
-    def accuracy(output: Tensor, target: Tensor, topk: tuple[int, ...] = (1,)) -> list[float]:
-        pred = output.topk(max(topk), 1, True, True)[1].t()
-        correct = pred.eq(target.view(1, -1).expand_as(pred))
-        return [float(correct[:k].reshape(-1).float().sum(0, keepdim=True).item()) / len(target) for k in topk]
-
-    original = clip_benchmark_classification.accuracy
-    clip_benchmark_classification.accuracy = accuracy
-    try:
-        yield
-    finally:
-        clip_benchmark_classification.accuracy = original

@@ -87,30 +87,18 @@ class ImageTextEncoderWrapper(SentenceTransformerEncoderWrapper):
         prompt_type: Any = None,
         **kwargs: Any,
     ) -> np.ndarray:
+        options = {"task_metadata": task_metadata, "hf_split": hf_split, "hf_subset": hf_subset,
+                   "prompt_type": prompt_type, **kwargs}
         columns = list(getattr(inputs.dataset, "column_names", ()))
         if not ({"image", "text"} <= set(columns) and not self.model.supports(("image", "text"))):
-            return super().encode(
-                inputs,
-                task_metadata=task_metadata,
-                hf_split=hf_split,
-                hf_subset=hf_subset,
-                prompt_type=prompt_type,
-                **kwargs,
-            )
+            return super().encode(inputs, **options)
         parts = []
         for modality in ("image", "text"):
             kept = [column for column in columns if column == modality or column not in MTEB_MODALITIES]
             loader = DataLoader(
                 inputs.dataset.select_columns(kept), batch_size=inputs.batch_size, collate_fn=inputs.collate_fn
             )
-            embeddings = super().encode(
-                loader,
-                task_metadata=task_metadata,
-                hf_split=hf_split,
-                hf_subset=hf_subset,
-                prompt_type=prompt_type,
-                **kwargs,
-            )
+            embeddings = super().encode(loader, **options)
             parts.append(torch.as_tensor(np.asarray(embeddings), dtype=torch.float32))
         fused = manifold.token_mean(torch.stack(parts), dim=0, num_tokens=embedding_num_tokens(self.model))
         return fused.numpy()

@@ -28,19 +28,15 @@ from __future__ import annotations
 import gc
 import json
 import logging
-import platform
 import shutil
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import mteb
-import sentence_transformers
-import torch
 from sentence_transformers import SentenceTransformer
 
-from st_oblique._version import __version__
+from st_oblique._version import package_versions
 from st_oblique.data.datasets import ClassificationDataset, RetrievalDataset, load_dataset
 from st_oblique.data.templates import DEFAULT_TEMPLATES, Templates, load_classnames, load_templates
 from st_oblique.devices import check_device
@@ -56,6 +52,7 @@ from st_oblique.model.files import check_model_folder, find_damaged_file
 from st_oblique.modules.shape import oblique_shape
 from st_oblique.output_folder import staged_output_dir
 from st_oblique.result_records import RECORDS_DIR, EvaluationResult, read_results, write_result
+from st_oblique.validators import check_token_counts
 
 logger = logging.getLogger(__name__)
 
@@ -302,12 +299,7 @@ def _evaluate_one(
 def _check_token_counts(token_counts: Sequence[int] | None) -> list[int | None]:
     if token_counts is None:
         return [None]
-    counts = list(token_counts)
-    if not counts or any(isinstance(k, bool) or not isinstance(k, int) or k < 1 for k in counts):
-        raise ValueError(f"token_counts (--num-tokens) must be positive whole numbers of tokens, got {counts}.")
-    if len(set(counts)) < len(counts):
-        raise ValueError(f"token_counts (--num-tokens) repeats a count: {counts}.")
-    return counts
+    return check_token_counts(token_counts, name="token_counts (--num-tokens)")
 
 
 def _token_truncation(model, name: str, count: int | None, full_dim: int | None) -> int | None:
@@ -321,7 +313,7 @@ def _token_truncation(model, name: str, count: int | None, full_dim: int | None)
             "--num-tokens."
         )
     available = shape.kept_tokens(full_dim)
-    if count > available:
+    if count > available:  # counts are whole numbers of tokens >= 1 (_check_token_counts); this model has fewer
         raise ValueError(
             f"--num-tokens {count}: {name} has {available} tokens of d={shape.token_dim}; choose counts from 1 to "
             f"{available}."
@@ -351,7 +343,7 @@ def write_report(
     output_dir.mkdir(parents=True, exist_ok=True)
     summary = {
         "settings": dict(settings or {}),
-        "versions": _versions(),
+        "versions": package_versions(),
         "results": [result.to_json() for result in results],
     }
     paths = {
@@ -388,13 +380,3 @@ def _split_spec(spec: ModelSpec) -> tuple[str | None, str | SentenceTransformer]
     if isinstance(spec, SentenceTransformer):
         return None, spec
     return parse_model_spec(spec)
-
-
-def _versions() -> dict[str, str]:
-    return {
-        "st_oblique": __version__,
-        "sentence_transformers": sentence_transformers.__version__,
-        "torch": torch.__version__,
-        "mteb": mteb.__version__,
-        "python": platform.python_version(),
-    }

@@ -1,11 +1,11 @@
-"""What every st-oblique loss shares: the oblique shape of the model, input checks, gathering, the logit scale."""
+"""What every st-oblique loss shares: the oblique shape of the model, input checks, gathering, the model's logit scale."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from sentence_transformers.util import all_gather_with_grad, get_rank, get_world_size
@@ -13,8 +13,8 @@ from torch import Tensor, nn
 
 from st_oblique import manifold
 from st_oblique.citations import SPARO_CITATION
-from st_oblique.losses.scale import LogitScale
-from st_oblique.modules.shape import oblique_poolings, oblique_shape
+from st_oblique.modules.logit_scale import KEEP, LogitScale
+from st_oblique.modules.shape import model_temperature, oblique_shape
 
 logger = logging.getLogger(__name__)
 
@@ -33,15 +33,17 @@ class ObliqueLoss(nn.Module):
 
     It finds K and d in the model's :class:`~st_oblique.ObliquePooling`, validates the embeddings of every step
     (sizes, per-token unit norm, finiteness) with one device synchronization, gathers them across processes, and
-    owns the logit scale. Constructing one installs st-oblique's trainer integration (see
-    :mod:`st_oblique.losses.logit_scale_callback`), through which ``SentenceTransformerTrainer`` and ``model.fit`` keep
-    learnable temperatures out of weight decay, log them and record the scale in the model.
+    reads the logit scale from the model. The losses hold no state of their own: the scale (and a sigmoid loss's
+    bias) is the model's :class:`~st_oblique.modules.logit_scale.LogitScale` (``model[-1].temperature``), so it is
+    trained, saved, resumed and synchronised across processes with the model's weights by any trainer.
 
     Args:
         model: the oblique SentenceTransformer being trained (it must contain an ObliquePooling).
-        scale: the logit scale (inverse temperature), or its initial value when learnable.
-        learnable_scale: learn the scale (in log space, like CLIP).
-        max_scale: the cap of a learnable scale.
+        scale: set the model's logit scale (inverse temperature), or its initial value when learnable; None keeps
+            the model's (1 for a new model: the paper's raw sums of cosines).
+        learnable_scale: set whether the model learns its scale (in log space, like CLIP); None keeps the model's.
+        max_scale: set the cap of a learnable scale (None: no cap); by default the model's (100, open_clip's, for a
+            new model; the paper caps its oblique model at 3.95).
         gather_across_devices: all-gather the embeddings of every process (with gradients) before the loss.
         reduction: how the K per-token cosines make the similarity that the scale multiplies: ``"sum"`` (the
             paper's oblique similarity, in ``[-K, K]``; the model scores with ``"dot"``) or ``"mean"`` (Sparo's
@@ -52,22 +54,28 @@ class ObliqueLoss(nn.Module):
     def __init__(
         self,
         model: nn.Module,
-        scale: float,
-        learnable_scale: bool,
-        max_scale: float | None,
-        gather_across_devices: bool,
+        scale: float | None = None,
+        learnable_scale: bool | None = None,
+        max_scale: Any = KEEP,
+        gather_across_devices: bool = False,
         reduction: Reduction = "sum",
     ) -> None:
         super().__init__()
         self.model = model
         shape = oblique_shape(model, required_by=type(self).__name__)
         self.num_tokens, self.token_dim = shape.num_tokens, shape.token_dim
-        self.logit_scale = LogitScale(scale, learnable=learnable_scale, max_value=max_scale)
+        # Not a submodule: the scale is the model's, saved and optimised with it (and never twice in this loss).
+        self.__dict__["_temperature"] = model_temperature(model)
+        self.logit_scale.configure(value=scale, learnable=learnable_scale, max_value=max_scale)
         self.gather_across_devices = bool(gather_across_devices)
         if reduction not in REDUCTIONS:
             raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}.")
         self.reduction = reduction
-        self.record_in_model()
+
+    @property
+    def logit_scale(self) -> LogitScale:
+        """The model's :class:`~st_oblique.modules.logit_scale.LogitScale` (its first ObliquePooling's ``temperature``)."""
+        return self.__dict__["_temperature"]
 
     def similarity_scale(self) -> Tensor | float:
         """The multiplier on the flat dot product (the sum of K cosines): ``scale``, or ``scale / K`` for
@@ -102,19 +110,10 @@ class ObliqueLoss(nn.Module):
         finally:
             self.num_tokens, self.prefix_logit_factor = saved
 
-    def record_in_model(self) -> None:
-        """Make the model's ObliquePooling modules record this loss's current scale (and bias) whenever saved.
-
-        Called when the loss is built (the values are read only when the model is saved, so subclasses may add
-        their parameters afterwards); the last loss built for a model wins.
-        """
-        for pooling in oblique_poolings(self.model):
-            pooling.record_temperatures_of(self.temperature_values_to_record)
-
     @property
     def scale(self) -> float:
-        """The current logit scale (inverse temperature), to the 7 significant digits of its float32 parameter."""
-        return float(f"{float(self.logit_scale):.7g}")
+        """The model's current logit scale (inverse temperature), to the 7 significant digits of its float32 value."""
+        return self.logit_scale.value
 
     @property
     def temperature(self) -> float:
@@ -130,16 +129,9 @@ class ObliqueLoss(nn.Module):
         return self.logit_scale.max_value
 
     def temperature_parameters(self) -> dict[str, nn.Parameter]:
-        """The learnable scalars of the loss (``{"logit_scale": ...}``), which get no weight decay and are logged."""
-        return {"logit_scale": self.logit_scale.log_scale_bias} if self.logit_scale.learnable else {}
-
-    def temperature_values(self) -> dict[str, float]:
-        """Current values of the learnable scalars, as logged during training (``{"logit_scale": 3.2}``)."""
-        return {"logit_scale": self.scale} if self.logit_scale.learnable else {}
-
-    def temperature_values_to_record(self) -> dict[str, float]:
-        """What the model records of this loss when it is saved: ``{"logit_scale": scale}`` (fixed or learned)."""
-        return {"logit_scale": self.scale}
+        """The model's learnable temperature scalars (``{"logit_scale": ...}``, plus ``"logit_bias"`` for a learned
+        sigmoid bias), which get no weight decay and are logged."""
+        return self.logit_scale.learnable_parameters()
 
     def check_embeddings(self, embeddings: Sequence[Tensor | Sequence[Tensor]]) -> None:
         """Raise a ValueError that says what is wrong unless every column holds ``(B, K*d)`` oblique embeddings.

@@ -13,10 +13,12 @@ from st_oblique.citations import GRADCACHE_CITATION
 from st_oblique.losses.base import Reduction
 from st_oblique.losses.contrastive import DIRECTIONS, Direction, ObliqueContrastiveLoss
 from st_oblique.losses.info_nce_gradient import BlockedColumn, info_nce_direction
-from st_oblique.losses.scale import OPEN_CLIP_MAX_SCALE, average_gradient_across_ranks
+from st_oblique.losses.scale_gradient_replay import ScaleGradientReplay
+from st_oblique.modules.logit_scale import KEEP
+from st_oblique.validators import check_positive_int
 
 
-class CachedObliqueContrastiveLoss(CachedLossMixin, ObliqueContrastiveLoss):
+class CachedObliqueContrastiveLoss(ScaleGradientReplay, CachedLossMixin, ObliqueContrastiveLoss):
     """:class:`ObliqueContrastiveLoss` with gradient caching (GradCache, Gao et al. 2021), on ST's ``CachedLossMixin``.
 
     The batch is embedded ``mini_batch_size`` rows at a time without gradients, the loss and its closed-form
@@ -27,10 +29,10 @@ class CachedObliqueContrastiveLoss(CachedLossMixin, ObliqueContrastiveLoss):
     embeddings and their gradients (``2 x B x K*d`` values per column) and one ``(mini_batch_size, B)`` chunk. Loss and gradients equal the
     uncached loss (with dropout, up to its random masks).
 
-    A learnable scale gets the same gradient as in the uncached loss, including the outer backward factor
-    (gradient accumulation's 1/N, AMP's loss scale): its gradient is computed with the embedding gradients and
-    re-attached to the returned loss, so the outer backward multiplies it like the model's gradients. (Computing it
-    inside GradCache's loss step alone would ignore that factor.)
+    A learnable scale (the model's, see :class:`ObliqueContrastiveLoss`) gets the same gradient as in the uncached
+    loss, including the outer backward factor (gradient accumulation's 1/N, AMP's loss scale): its gradient is
+    computed with the embedding gradients and carried by the replayed mini-batches into the outer backward pass, like
+    the model's gradients (see :mod:`st_oblique.losses.scale_gradient_replay`), so DDP synchronizes it with them.
 
     Args:
         model: the oblique SentenceTransformer being trained.
@@ -41,19 +43,47 @@ class CachedObliqueContrastiveLoss(CachedLossMixin, ObliqueContrastiveLoss):
             ``CachedMultipleNegativesRankingLoss``).
         show_progress_bar: show progress over the mini-batches.
 
+    Requirements:
+        1. An oblique model whose inputs can be split into mini-batches (not a ``StaticEmbedding`` model).
+        2. (anchor, positive) pairs, or (anchor, positive, negative_1, ..., negative_n) tuples; each column holds one
+           modality (texts, or images).
+
+    Inputs:
+        +-------------------------------------------------+--------+
+        | Texts or images (one modality per column)       | Labels |
+        +=================================================+========+
+        | (anchor, positive) pairs                        | none   |
+        +-------------------------------------------------+--------+
+        | (anchor, positive, negative_1, ..., negative_n) | none   |
+        +-------------------------------------------------+--------+
+
+    Relations:
+        - Equal to :class:`ObliqueContrastiveLoss` (loss and gradients; the tests check it in float64), with memory
+          bounded by ``mini_batch_size`` for about twice the forward compute: the paper's batch of 32,768 fits one
+          machine. As ST's ``CachedMultipleNegativesRankingLoss`` is to ``MultipleNegativesRankingLoss``.
+
     Example::
 
-        loss = st_oblique.CachedObliqueContrastiveLoss(model, mini_batch_size=64)
-        args = SentenceTransformerTrainingArguments(output_dir="out", per_device_train_batch_size=4096)
+        from datasets import Dataset
+        from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+        import st_oblique
+
+        model = st_oblique.oblique_text_model("sentence-transformers/all-MiniLM-L6-v2", num_tokens=16, token_dim=32)
+        train = Dataset.from_dict({
+            "anchor": [f"Sentence number {i}." for i in range(64)],
+            "positive": [f"The sentence numbered {i}." for i in range(64)],
+        })
+        loss = st_oblique.CachedObliqueContrastiveLoss(model, mini_batch_size=16)
+        args = SentenceTransformerTrainingArguments(output_dir="out", per_device_train_batch_size=64)
         SentenceTransformerTrainer(model=model, args=args, train_dataset=train, loss=loss).train()
     """
 
     def __init__(
         self,
         model: nn.Module,
-        scale: float = 1.0,
-        learnable_scale: bool = False,
-        max_scale: float | None = OPEN_CLIP_MAX_SCALE,
+        scale: float | None = None,
+        learnable_scale: bool | None = None,
+        max_scale: Any = KEEP,
         directions: tuple[Direction, ...] = DIRECTIONS,
         gather_across_devices: bool = False,
         reduction: Reduction = "sum",
@@ -67,12 +97,9 @@ class CachedObliqueContrastiveLoss(CachedLossMixin, ObliqueContrastiveLoss):
                 "CachedObliqueContrastiveLoss cannot split the inputs of a StaticEmbedding model into mini-batches; "
                 "use ObliqueContrastiveLoss."
             )
-        if not isinstance(mini_batch_size, int) or mini_batch_size < 1:
-            raise ValueError(f"mini_batch_size must be a positive integer, got {mini_batch_size!r}.")
-        if mini_batch_num_tokens is not None and (
-            not isinstance(mini_batch_num_tokens, int) or isinstance(mini_batch_num_tokens, bool) or mini_batch_num_tokens < 1
-        ):
-            raise ValueError(f"mini_batch_num_tokens must be a positive integer or None, got {mini_batch_num_tokens!r}.")
+        check_positive_int(mini_batch_size, name="mini_batch_size")
+        if mini_batch_num_tokens is not None:
+            check_positive_int(mini_batch_num_tokens, name="mini_batch_num_tokens")
         self.mini_batch_size = mini_batch_size
         self.mini_batch_num_tokens = mini_batch_num_tokens
         self.show_progress_bar = show_progress_bar
@@ -84,13 +111,8 @@ class CachedObliqueContrastiveLoss(CachedLossMixin, ObliqueContrastiveLoss):
             raise ValueError(f"{type(self).__name__} needs at least two input columns, got {len(sentence_features)}.")
         self.logit_scale.apply_cap()
         loss = self.forward_cached(sentence_features, labels)
-        log_scale_grad, self._log_scale_grad = self._log_scale_grad, None
-        if log_scale_grad is None:
-            return loss
-        # d loss / d log_scale was computed inside forward_cached; this term is 0 but routes the outer backward's
-        # factor to the scale exactly as GradCache's hook routes it to the model.
-        log_value = self.logit_scale.log_scale_bias
-        return loss + (average_gradient_across_ranks(log_value) - log_value.detach()) * log_scale_grad
+        self._log_scale_grad = None  # read by a wrapping ObliqueMatryoshkaLoss inside forward_cached only
+        return loss
 
     def calculate_loss(
         self, reps: list[list[Tensor]], labels: Tensor | None = None, *, with_backward: bool = False
@@ -136,6 +158,7 @@ class CachedObliqueContrastiveLoss(CachedLossMixin, ObliqueContrastiveLoss):
                 for rep, gradient in zip((rep for column in reps for rep in column), gradients, strict=True):
                     rep.grad = gradient if rep.grad is None else rep.grad + gradient
             self._log_scale_grad = scale_gradient.reshape(()) if self.logit_scale.learnable else None
+            self.start_scale_replay(reps, self._log_scale_grad)
         return loss.detach()
 
     def get_config_dict(self) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from st_oblique.citations import PAPER_CITATION
 from st_oblique.losses.base import ObliqueLoss, Reduction
-from st_oblique.losses.scale import OPEN_CLIP_MAX_SCALE
+from st_oblique.modules.logit_scale import KEEP
 
 logger = logging.getLogger(__name__)
 
@@ -35,15 +35,13 @@ class ObliqueContrastiveLoss(ObliqueLoss):
     directions=("query_to_doc", "doc_to_query"), partition_mode="per_direction")``.
 
     The scale (inverse temperature) is the paper's whole point. Sums of K cosines already span ``[-K, K]``, so the
-    official code uses the raw sums (``scale=1.0``, the default), where CLIP needs a learnable scale of up to 100
-    for cosines in ``[-1, 1]``. ``learnable_scale=True`` learns it in log space (initialized at ``scale``, capped
-    at ``max_scale``: open_clip caps CLIP at 100, the paper's appendix caps its oblique model at 3.95, see
-    :data:`st_oblique.losses.scale.PAPER_MAX_SCALE`). With any trainer
-    (``SentenceTransformerTrainer``, ``model.fit``) a learnable scale is trained, gets no weight decay and is
-    recorded in the model's ObliquePooling config (``logit_scale``) whenever the model is saved;
-    :class:`~st_oblique.ObliqueTrainer` also logs it as ``logit_scale`` and restores it when resuming from a
-    checkpoint (see :class:`~st_oblique.ObliqueLoss`). Its own learning rate:
-    ``learning_rate_mapping={r"logit_scale": 1e-3}``.
+    official code uses the raw sums (scale 1, a new model's default), where CLIP needs a learnable scale of up to
+    100 for cosines in ``[-1, 1]``. The scale belongs to the model (``model[-1].temperature``, see
+    :class:`~st_oblique.modules.logit_scale.LogitScale`), as open_clip keeps ``logit_scale`` on its model: any
+    trainer (``SentenceTransformerTrainer``, ``model.fit``) trains a learnable one without weight decay, saves it
+    with the weights, restores it when resuming from a checkpoint and all-reduces its gradient under DDP. This
+    loss's ``scale``, ``learnable_scale`` and ``max_scale`` set the model's scale up when given; its own learning
+    rate: ``learning_rate_mapping={r"temperature": 1e-3}``. :class:`~st_oblique.ObliqueTrainer` also logs it.
 
     Every step checks that the embeddings are ``(B, K*d)``, finite and on the oblique manifold (each token of unit
     norm), with one device synchronization, and raises a ValueError naming the cause otherwise (e.g. a
@@ -52,9 +50,13 @@ class ObliqueContrastiveLoss(ObliqueLoss):
 
     Args:
         model: the oblique SentenceTransformer being trained.
-        scale: the multiplier on the oblique similarity (inverse temperature); the initial value when learnable.
-        learnable_scale: learn the scale (log-parameterized).
-        max_scale: the cap of a learnable scale (default 100, open_clip's; None: no cap).
+        scale: set the model's logit scale (the multiplier on the oblique similarity); its initial value when
+            learnable. None (default) keeps the model's: 1 for a new model, the learned value for a trained one.
+        learnable_scale: set whether the model learns its scale (log-parameterized, like CLIP); None keeps the
+            model's setting (fixed for a new model).
+        max_scale: set the cap of a learnable scale (None: no cap); by default the model's (100, open_clip's, for a
+            new model; the paper caps its oblique model at 3.95,
+            :data:`st_oblique.modules.logit_scale.PAPER_MAX_SCALE`).
         directions: ``("query_to_doc", "doc_to_query")`` (symmetric, CLIP; default) or ``("query_to_doc",)``
             (anchors retrieve candidates only; the usual choice with many hard negatives).
         gather_across_devices: all-gather anchors and candidates from every process (with gradients), so each
@@ -64,14 +66,27 @@ class ObliqueContrastiveLoss(ObliqueLoss):
             ``scale * mean_k cos``, so CLIP's temperature init 1/0.07 and cap 100 apply unchanged); see
             :class:`~st_oblique.losses.base.ObliqueLoss`.
 
+    Requirements:
+        1. An oblique model: an :class:`~st_oblique.ObliquePooling` with no module after it that changes the
+           embeddings (no ``Normalize``).
+        2. (anchor, positive) pairs, or (anchor, positive, negative_1, ..., negative_n) tuples; each column holds one
+           modality (texts, or images: paths, PIL images or arrays).
+
     Inputs:
         +-------------------------------------------------+--------+
-        | Texts                                           | Labels |
+        | Texts or images (one modality per column)       | Labels |
         +=================================================+========+
         | (anchor, positive) pairs                        | none   |
         +-------------------------------------------------+--------+
         | (anchor, positive, negative_1, ..., negative_n) | none   |
         +-------------------------------------------------+--------+
+
+    Relations:
+        - With K=1 it is open_clip's ``ClipLoss`` and ST's ``MultipleNegativesRankingLoss`` with ``dot_score``,
+          both directions and ``partition_mode="per_direction"`` (the tests check both).
+        - :class:`~st_oblique.CachedObliqueContrastiveLoss` is the same loss with gradient caching (batches larger
+          than memory); :class:`~st_oblique.ObliqueSigmoidLoss` is SigLIP's pairwise alternative;
+          :class:`~st_oblique.ObliqueMatryoshkaLoss` trains it at nested token prefixes.
 
     Example::
 
@@ -79,19 +94,22 @@ class ObliqueContrastiveLoss(ObliqueLoss):
         from sentence_transformers import SentenceTransformerTrainer
         import st_oblique
 
-        model = st_oblique.oblique_text_model("sentence-transformers/all-MiniLM-L6-v2")
-        train = Dataset.from_dict({"anchor": ["A man eats."], "positive": ["Someone is eating."]})
+        model = st_oblique.oblique_text_model("sentence-transformers/all-MiniLM-L6-v2", num_tokens=16, token_dim=32)
+        train = Dataset.from_dict({
+            "anchor": ["A man eats food.", "A dog runs in the park."],
+            "positive": ["Someone is eating.", "An animal is running."],
+        })
         loss = st_oblique.ObliqueContrastiveLoss(model, learnable_scale=True, max_scale=3.95)
         SentenceTransformerTrainer(model=model, train_dataset=train, loss=loss).train()
-        print(loss.scale, model[-1].logit_scale)   # the learned scale, also recorded in the model
+        print(model[-1].logit_scale)   # the learned scale, saved with the model
     """
 
     def __init__(
         self,
         model: nn.Module,
-        scale: float = 1.0,
-        learnable_scale: bool = False,
-        max_scale: float | None = OPEN_CLIP_MAX_SCALE,
+        scale: float | None = None,
+        learnable_scale: bool | None = None,
+        max_scale: Any = KEEP,
         directions: tuple[Direction, ...] = DIRECTIONS,
         gather_across_devices: bool = False,
         reduction: Reduction = "sum",

@@ -38,7 +38,7 @@ class BlockedColumn:
 
     Args:
         blocks: the row blocks, in order; all ``(n_b, D)`` with the same ``D``, dtype and device.
-        with_gradient: allocate the gradient buffers (:attr:`gradients`).
+        with_gradient: allocate the gradient buffers (``gradients``).
     """
 
     def __init__(self, blocks: Sequence[Tensor], *, with_gradient: bool) -> None:

@@ -26,8 +26,9 @@ from torch import Tensor, nn
 
 from st_oblique.citations import MATRYOSHKA_CITATION
 from st_oblique.losses.base import ObliqueLoss
-from st_oblique.losses.scale import average_gradient_across_ranks
+from st_oblique.losses.scale_gradient_replay import ScaleGradientReplay
 from st_oblique.modules.shape import oblique_shape
+from st_oblique.validators import check_token_counts, default_token_counts, parse_token_counts
 
 __all__ = [
     "LOGIT_RANGES",
@@ -44,7 +45,7 @@ LOGIT_RANGES: tuple[str, ...] = ("matched", "raw")
 
 
 
-class ObliqueMatryoshkaLoss(CachedLossMixin, nn.Module):
+class ObliqueMatryoshkaLoss(ScaleGradientReplay, CachedLossMixin, nn.Module):
     """Train an st-oblique loss at nested token prefixes: ``sum_k w_k * loss(first k tokens)``.
 
     For each ``k`` in ``token_counts`` the wrapped loss sees the first ``k`` whole tokens of every embedding,
@@ -74,17 +75,34 @@ class ObliqueMatryoshkaLoss(CachedLossMixin, nn.Module):
         weights: one weight per prefix (default 1 each), as ``matryoshka_weights``.
         logit_range: ``"matched"`` (default, see above) or ``"raw"``.
 
+    Requirements:
+        1. An oblique model and an st-oblique loss built on it (not ST's ``MatryoshkaLoss``, which renormalizes the
+           cut vector and cuts inside tokens; it is refused on oblique models).
+
     Inputs:
-        Those of the wrapped loss.
+        Those of the wrapped loss: texts or images, one modality per column, as (anchor, positive[, negatives...]).
+
+    Relations:
+        - ST's ``MatryoshkaLoss`` cuts dimensions of one unit vector and renormalizes; this loss cuts whole unit
+          tokens and never renormalizes (what ``truncate_dim=k*d`` returns at inference).
+        - Wraps :class:`~st_oblique.ObliqueContrastiveLoss`, :class:`~st_oblique.CachedObliqueContrastiveLoss`
+          (sharing its single cached forward pass) or :class:`~st_oblique.ObliqueSigmoidLoss`; they all read the
+          model's one logit scale.
 
     Example::
 
+        from datasets import Dataset
+        from sentence_transformers import SentenceTransformerTrainer
         import st_oblique
 
         model = st_oblique.oblique_text_model("sentence-transformers/all-MiniLM-L6-v2", num_tokens=16, token_dim=32)
+        train = Dataset.from_dict({
+            "anchor": ["A man eats food.", "A dog runs in the park."],
+            "positive": ["Someone is eating.", "An animal is running."],
+        })
         loss = st_oblique.ObliqueMatryoshkaLoss(model, st_oblique.ObliqueContrastiveLoss(model))  # 1, 2, 4, 8, 16
         SentenceTransformerTrainer(model=model, train_dataset=train, loss=loss).train()
-        model.encode(texts, truncate_dim=4 * 32)   # the first 4 tokens, trained as such
+        model.encode(["A man eats food."], truncate_dim=4 * 32)   # the first 4 tokens, trained as such: (1, 128)
     """
 
     def __init__(
@@ -111,7 +129,7 @@ class ObliqueMatryoshkaLoss(CachedLossMixin, nn.Module):
         self.loss = loss
         self.num_tokens, self.token_dim = shape.num_tokens, shape.token_dim
         counts = default_token_counts(self.num_tokens) if token_counts is None else list(token_counts)
-        self.token_counts = check_token_counts(counts, self.num_tokens, self.token_dim)
+        self.token_counts = sorted(check_token_counts(counts, self.num_tokens))
         if weights is None:
             weights = [1.0] * len(self.token_counts)
         weights = [float(weight) for weight in weights]
@@ -169,14 +187,7 @@ class ObliqueMatryoshkaLoss(CachedLossMixin, nn.Module):
         if len(sentence_features) < 2:
             raise ValueError(f"{type(self).__name__} needs at least two input columns, got {len(sentence_features)}.")
         self.loss.logit_scale.apply_cap()
-        self._log_scale_grad = None
-        loss = self.forward_cached(sentence_features, labels)
-        log_scale_grad, self._log_scale_grad = self._log_scale_grad, None
-        if log_scale_grad is None:
-            return loss
-        # As CachedObliqueContrastiveLoss.forward: route the outer backward's factor to the scale.
-        log_value = self.loss.logit_scale.log_scale_bias
-        return loss + (average_gradient_across_ranks(log_value) - log_value.detach()) * log_scale_grad
+        return self.forward_cached(sentence_features, labels)
 
     def compute_loss_from_embeddings(self, embeddings: list[Tensor], labels: Tensor | None = None) -> Tensor:
         """The nested loss of flat ``(B, K*d)`` embeddings (anchors, positives, negatives...)."""
@@ -212,6 +223,11 @@ class ObliqueMatryoshkaLoss(CachedLossMixin, nn.Module):
             if scale_grad is not None:
                 previous = self._log_scale_grad
                 self._log_scale_grad = weight * scale_grad if previous is None else previous + weight * scale_grad
+        if with_backward:
+            # This loss replays the mini-batches (its own embed_minibatch): it carries the scale's gradient.
+            self.loss.start_scale_replay(reps, None)
+            self.start_scale_replay(reps, self._log_scale_grad)
+            self._log_scale_grad = None
         return total if isinstance(total, Tensor) else torch.tensor(total)
 
     def get_config_dict(self) -> dict[str, Any]:
@@ -225,48 +241,6 @@ class ObliqueMatryoshkaLoss(CachedLossMixin, nn.Module):
     @property
     def citation(self) -> str:
         return MATRYOSHKA_CITATION
-
-
-def default_token_counts(num_tokens: int) -> list[int]:
-    """1, 2, 4, ... (powers of two below K), then K: ``[1, 2, 4, 8, 16]`` for K=16, ``[1, 2, 4, 8, 12]`` for 12."""
-    counts, count = [], 1
-    while count < num_tokens:
-        counts.append(count)
-        count *= 2
-    return [*counts, num_tokens]
-
-
-def check_token_counts(counts: Sequence[Any], num_tokens: int, token_dim: int) -> list[int]:
-    """``counts`` sorted and validated as whole token counts in ``1..K``; a ValueError that says what is wrong."""
-    if not counts:
-        raise ValueError("token_counts must hold at least one number of tokens (e.g. [1, 2, 4, 8, 16]).")
-    for count in counts:
-        if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= num_tokens:
-            raise ValueError(
-                f"token_counts holds {count!r}, which is not a whole number of tokens between 1 and K={num_tokens}. "
-                f"ObliqueMatryoshkaLoss cuts only between tokens (embedding size k*d with d={token_dim}); a cut "
-                "inside a token would leave a partial token that is not a unit vector."
-            )
-    if len(set(counts)) != len(counts):
-        raise ValueError(f"token_counts must not repeat a count, got {list(counts)}.")
-    return sorted(counts)
-
-
-def parse_token_counts(text: str, num_tokens: int | None = None) -> list[int]:
-    """``"1,2,4,8,16"`` -> ``[1, 2, 4, 8, 16]`` (the ``--nested-tokens`` option); ``"default"`` needs ``num_tokens``."""
-    if text.strip().lower() == "default":
-        if num_tokens is None:
-            raise ValueError("'default' token counts need the model's K.")
-        return default_token_counts(num_tokens)
-    try:
-        counts = [int(part) for part in text.replace(" ", "").split(",") if part]
-    except ValueError:
-        raise ValueError(
-            f"Token counts must be comma-separated whole numbers of tokens, like 1,2,4,8,16; got {text!r}."
-        ) from None
-    if num_tokens is not None:
-        check_token_counts(counts, num_tokens, 1)
-    return counts
 
 
 def check_no_sentence_transformers_matryoshka(losses: Iterable[Any], model: nn.Module) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 from typing import Any
 
@@ -14,7 +13,7 @@ from torch import Tensor, nn
 
 from st_oblique.citations import SIGLIP_CITATION
 from st_oblique.losses.base import ObliqueLoss, Reduction
-from st_oblique.losses.scale import OPEN_CLIP_MAX_SCALE, average_gradient_across_ranks
+from st_oblique.modules.logit_scale import KEEP
 
 
 class ObliqueSigmoidLoss(ObliqueLoss):
@@ -26,70 +25,86 @@ class ObliqueSigmoidLoss(ObliqueLoss):
     ``SigLipLoss``; with K=1 it is exactly that loss. No softmax over the batch, so no global view is needed.
 
     SigLIP initializes ``scale=10, bias=-10`` for cosines in ``[-1, 1]``: a perfectly aligned pair starts at logit
-    0 and the many negatives start near probability 0. The oblique analogue, the default here, is ``scale=1``
-    (the raw sums, as in :class:`ObliqueContrastiveLoss`) and ``bias = -scale * K``. Both are learnable by default
-    (as in SigLIP); trained with ``SentenceTransformerTrainer`` or ``model.fit`` they get no weight decay, are
-    logged as ``logit_scale`` / ``logit_bias`` (with :class:`~st_oblique.ObliqueTrainer`), and both are recorded in
-    the model's ObliquePooling config (``logit_scale``, ``logit_bias``), so they are saved with the model.
+    0 and the many negatives start near probability 0. The oblique analogue, the default here, is scale 1 (the
+    raw sums, as in :class:`ObliqueContrastiveLoss`) and ``bias = -scale * K``. Both are learnable by default (as in
+    SigLIP). Both belong to the model (``model[-1].temperature``, see
+    :class:`~st_oblique.modules.logit_scale.LogitScale`): any trainer trains them without weight decay, saves them
+    with the weights, restores them on resume and all-reduces their gradients under DDP;
+    :class:`~st_oblique.ObliqueTrainer` logs them as ``logit_scale`` / ``logit_bias``.
 
     Args:
         model: the oblique SentenceTransformer being trained.
-        scale: the multiplier on the oblique similarity; the initial value when learnable.
-        bias: the logit bias, or its initial value; default ``-scale * K``.
-        learnable_scale: learn the scale (log-parameterized; default True).
+        scale: set the model's logit scale (its initial value when learnable); None keeps the model's (1 for a new
+            model).
+        bias: set the model's logit bias (its initial value when learnable); None keeps the model's bias, or, for a
+            model without one, starts at ``-scale * K`` (``-scale`` with ``reduction="mean"``).
+        learnable_scale: learn the scale (log-parameterized; default True); None keeps the model's setting.
         learnable_bias: learn the bias (default True).
-        max_scale: the cap of a learnable scale (default 100; None: no cap).
+        max_scale: set the cap of a learnable scale (None: no cap); by default the model's (100 for a new model).
         gather_across_devices: all-gather the candidates of every process (with gradients), so each anchor is
             classified against the global batch. Every process must have the same batch size.
-        reduction: ``"sum"`` (default) or ``"mean"`` of the K cosines (the default bias is then ``-scale``).
+        reduction: ``"sum"`` (default) or ``"mean"`` of the K cosines.
+
+    Requirements:
+        1. An oblique model (an :class:`~st_oblique.ObliquePooling`, no ``Normalize`` after it).
+        2. (anchor, positive) pairs, or (anchor, positive, negative_1, ..., negative_n) tuples; each column holds one
+           modality (texts, or images).
+
+    Inputs:
+        +-------------------------------------------------+--------+
+        | Texts or images (one modality per column)       | Labels |
+        +=================================================+========+
+        | (anchor, positive) pairs                        | none   |
+        +-------------------------------------------------+--------+
+        | (anchor, positive, negative_1, ..., negative_n) | none   |
+        +-------------------------------------------------+--------+
+
+    Relations:
+        - With K=1 it is open_clip's ``SigLipLoss`` (the tests check it).
+        - :class:`ObliqueContrastiveLoss` is the softmax (InfoNCE) alternative; it ignores the bias.
 
     Example::
 
-        loss = st_oblique.ObliqueSigmoidLoss(model)     # scale 1, bias -K, both learned
+        from datasets import Dataset
+        from sentence_transformers import SentenceTransformerTrainer
+        import st_oblique
+
+        model = st_oblique.oblique_text_model("sentence-transformers/all-MiniLM-L6-v2", num_tokens=16, token_dim=32)
+        train = Dataset.from_dict({
+            "anchor": ["A man eats food.", "A dog runs in the park."],
+            "positive": ["Someone is eating.", "An animal is running."],
+        })
+        loss = st_oblique.ObliqueSigmoidLoss(model)     # scale 1, bias -16, both learned
         SentenceTransformerTrainer(model=model, train_dataset=train, loss=loss).train()
-        print(loss.scale, loss.bias)
+        print(model[-1].logit_scale, model[-1].logit_bias)
     """
 
     def __init__(
         self,
         model: nn.Module,
-        scale: float = 1.0,
+        scale: float | None = None,
         bias: float | None = None,
-        learnable_scale: bool = True,
+        learnable_scale: bool | None = True,
         learnable_bias: bool = True,
-        max_scale: float | None = OPEN_CLIP_MAX_SCALE,
+        max_scale: Any = KEEP,
         gather_across_devices: bool = False,
         reduction: Reduction = "sum",
     ) -> None:
         super().__init__(model, scale, learnable_scale, max_scale, gather_across_devices, reduction)
-        bias = -self.scale * (self.num_tokens if reduction == "sum" else 1) if bias is None else bias
-        if not isinstance(bias, (int, float)) or not math.isfinite(bias):
-            raise ValueError(f"bias must be a finite number, got {bias!r}.")
-        self.learnable_bias = bool(learnable_bias)
-        if self.learnable_bias:
-            self.logit_bias = nn.Parameter(torch.tensor(float(bias)))
-        else:
-            self.logit_bias = float(bias)
+        if bias is None:
+            bias = self.logit_scale.bias
+        if bias is None:
+            bias = -self.scale * (self.num_tokens if reduction == "sum" else 1)
+        self.logit_scale.configure_bias(bias, learnable=learnable_bias)
 
     @property
     def bias(self) -> float:
-        """The current logit bias."""
-        return float(f"{self.logit_bias.item():.7g}") if self.learnable_bias else self.logit_bias
+        """The model's current logit bias."""
+        return self.logit_scale.bias
 
-    def temperature_parameters(self) -> dict[str, nn.Parameter]:
-        parameters = super().temperature_parameters()
-        if self.learnable_bias:
-            parameters["logit_bias"] = self.logit_bias
-        return parameters
-
-    def temperature_values(self) -> dict[str, float]:
-        values = super().temperature_values()
-        if self.learnable_bias:
-            values["logit_bias"] = self.bias
-        return values
-
-    def temperature_values_to_record(self) -> dict[str, float]:
-        return {**super().temperature_values_to_record(), "logit_bias": self.bias}
+    @property
+    def learnable_bias(self) -> bool:
+        return self.logit_scale.learnable_bias
 
     def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor | None = None) -> Tensor:
         embeddings = embed_columns(self.model, sentence_features)
@@ -105,8 +120,7 @@ class ObliqueSigmoidLoss(ObliqueLoss):
             # Local anchors against every process's candidates covers each pair of the global batch exactly once.
             candidate_columns = [all_gather_with_grad(column) for column in candidate_columns]
             offset = get_rank() * batch_size
-        bias = average_gradient_across_ranks(self.logit_bias) if self.learnable_bias else self.logit_bias
-        logits = self.similarity_scale() * (anchors @ torch.cat(candidate_columns).T) + bias  # (B, M*N)
+        logits = self.similarity_scale() * (anchors @ torch.cat(candidate_columns).T) + self.logit_scale.bias_tensor()
         signs = -torch.ones_like(logits)
         rows = torch.arange(batch_size, device=logits.device)
         signs[rows, rows + offset] = 1.0

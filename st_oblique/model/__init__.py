@@ -24,14 +24,7 @@ _PUBLIC: dict[str, str] = {
     "ObliqueModelDescription": "st_oblique.model.description",
     "push_to_hub": "st_oblique.model.push",
 }
-__all__ = [
-    "ObliqueModelCardData",
-    "ObliqueModelDescription",
-    "ObliqueSentenceTransformer",
-    "describe_model",
-    "load",
-    "push_to_hub",
-]
+__all__ = sorted(_PUBLIC)
 
 __getattr__, __dir__ = lazy_exports(__name__, _PUBLIC, globals())
 

@@ -293,7 +293,7 @@ def _oblique_context(description: ObliqueModelDescription, tags: list[str]) -> d
     scale = description.logit_scale
     return {
         **description.to_dict(),
-        "logit_scale_text": "not recorded" if scale is None else f"{scale:.4g}",
+        "logit_scale_text": "not recorded" if scale is None else f"{scale:.4g} ({description.scale_setting})",
         "temperature_text": None if description.temperature is None else f"{description.temperature:.4g}",
         "losses": [tag.split(":", 1)[1] for tag in tags if tag.startswith("loss:")],
         "parameters_text": f"{description.parameters:,}",

@@ -11,7 +11,7 @@ from torch import nn
 from st_oblique._version import __version__
 from st_oblique.model.hub_ids import is_hub_model_id
 from st_oblique.modules.pooling import SINGLE_HEAD
-from st_oblique.modules.shape import oblique_poolings, oblique_shape
+from st_oblique.modules.shape import model_temperature, oblique_poolings, oblique_shape
 from st_oblique.modules.tower_lock import locked_towers
 
 TOKEN_SOURCE_DESCRIPTIONS: dict[str, str] = {
@@ -54,9 +54,11 @@ class ObliqueModelDescription:
         modalities: the input modalities the model accepts.
         per_token_projection: whether each of the K tokens has its own projection.
         layer_norm: whether a LayerNorm precedes the projection.
-        logit_scale: the scale (inverse temperature) the training loss ended with, recorded in
-            ObliquePooling; None when not recorded.
-        logit_bias: the logit bias of a sigmoid (SigLIP) loss, recorded likewise; None for other losses.
+        logit_scale: the model's logit scale (inverse temperature), a parameter of its ObliquePooling
+            (``temperature``) that st-oblique's losses train with; None only for models that have none.
+        learnable_logit_scale: whether the scale is learned (else fixed).
+        max_logit_scale: the cap of a learned scale (None: no cap).
+        logit_bias: the logit bias of a sigmoid (SigLIP) loss; None for other losses.
         parameters: total number of parameters.
         trainable_parameters: parameters with ``requires_grad``.
         locked_towers: modalities whose pretrained tower is locked (frozen, kept in eval mode; recorded in the
@@ -74,6 +76,8 @@ class ObliqueModelDescription:
     per_token_projection: bool = True
     layer_norm: bool = True
     logit_scale: float | None = None
+    learnable_logit_scale: bool = False
+    max_logit_scale: float | None = None
     logit_bias: float | None = None
     parameters: int = 0
     trainable_parameters: int = 0
@@ -85,6 +89,13 @@ class ObliqueModelDescription:
         """``1 / logit_scale``, or None when the scale was not recorded."""
         return None if not self.logit_scale else 1.0 / self.logit_scale
 
+    @property
+    def scale_setting(self) -> str:
+        """``"learned, capped at 3.95"``, ``"learned, no cap"`` or ``"fixed"``."""
+        if not self.learnable_logit_scale:
+            return "fixed"
+        return "learned, no cap" if self.max_logit_scale is None else f"learned, capped at {self.max_logit_scale:g}"
+
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-serialisable dict (towers as dicts, ``temperature`` included)."""
         data = asdict(self)
@@ -94,7 +105,7 @@ class ObliqueModelDescription:
 
     def to_text(self) -> str:
         """Aligned ``key: value`` lines for terminals (``st-oblique info``)."""
-        scale = "not recorded" if self.logit_scale is None else f"{self.logit_scale:.4g}"
+        scale = "not recorded" if self.logit_scale is None else f"{self.logit_scale:.4g} ({self.scale_setting})"
         rows = [
             ("st-oblique", self.st_oblique_version),
             ("K x d", f"{self.num_tokens} x {self.token_dim} (embedding size {self.embedding_dimension})"),
@@ -148,8 +159,7 @@ def describe_model(model: nn.Module) -> ObliqueModelDescription:
     num_tokens, token_dim = shape.num_tokens, shape.token_dim
     poolings = oblique_poolings(model)
     modalities = [str(modality) for modality in getattr(model, "modalities", ["text"])]
-    scales = [pooling.logit_scale for pooling in poolings if pooling.logit_scale is not None]
-    biases = [pooling.logit_bias for pooling in poolings if pooling.logit_bias is not None]
+    temperature = model_temperature(model)
     parameters = list(model.parameters())
     return ObliqueModelDescription(
         num_tokens=num_tokens,
@@ -161,8 +171,10 @@ def describe_model(model: nn.Module) -> ObliqueModelDescription:
         modalities=modalities,
         per_token_projection=all(pooling.per_token_projection for pooling in poolings),
         layer_norm=all(pooling.layer_norm for pooling in poolings),
-        logit_scale=scales[0] if scales else None,
-        logit_bias=biases[0] if biases else None,
+        logit_scale=temperature.value,
+        learnable_logit_scale=temperature.learnable,
+        max_logit_scale=temperature.max_value,
+        logit_bias=temperature.bias,
         parameters=sum(parameter.numel() for parameter in parameters),
         trainable_parameters=sum(parameter.numel() for parameter in parameters if parameter.requires_grad),
         locked_towers=locked_towers(model),

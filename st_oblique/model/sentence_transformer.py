@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -21,7 +21,7 @@ from st_oblique._compat import (
 )
 from st_oblique._version import __version__
 from st_oblique.data.images import check_encode_inputs
-from st_oblique.errors import ObliqueLoadError
+from st_oblique.errors import CheckpointError, ObliqueLoadError, TrainingDataError
 from st_oblique.model.card import ObliqueModelCardData, has_unloadable_usage
 from st_oblique.model.files import (
     check_model_folder,
@@ -32,25 +32,18 @@ from st_oblique.model.files import (
 )
 from st_oblique.model.hub_errors import explain_push_errors
 from st_oblique.model.hub_ids import is_hub_model_id
+from st_oblique.modules import MODULE_CLASSES
 from st_oblique.modules.shape import check_truncate_dim, oblique_shape
 
 PACKAGE = "st-oblique"
-MIN_READER_VERSION = "0.1.0"
-"""Oldest st-oblique release that can read what this release saves (written as a model requirement)."""
+MIN_READER_VERSION = "0.2.0"
+"""Oldest st-oblique release that can read what this release saves (written as a model requirement): 0.2.0 moved
+the logit scale into ObliquePooling (new config keys and ``temperature.*`` tensors, which 0.1.0 refuses)."""
 
-MODULE_CLASS_REFS: tuple[str, ...] = (
-    "st_oblique.modules.pooling.ObliquePooling",
-    "st_oblique.modules.class_token_transformer.ClassTokenTransformer",
-    "st_oblique.modules.clip_class_token_transformer.CLIPClassTokenTransformer",
-    "st_oblique.modules.image_class_token_transformer.ImageClassTokenTransformer",
-    "st_oblique.modules.open_clip_encoder.OpenCLIPEncoder",
-    "st_oblique.modules.modality_router.ModalityRouter",
-    "st_oblique.modules.token_layer_norm.TokenLayerNorm",
-    "st_oblique.modules.torchvision_image_class_token_transformer.TorchvisionImageClassTokenTransformer",
-    "st_oblique.modules.exported_oblique_encoder.ExportedObliqueEncoder",
-)
-"""The ``modules.json`` types of st-oblique's module classes. They have at least two dots, so a file in a
-model repository can never shadow them (ST's dynamic-module loader rejects such refs)."""
+MODULE_CLASS_REFS: tuple[str, ...] = tuple(f"{module}.{name}" for name, module in MODULE_CLASSES.items())
+"""The ``modules.json`` types of st-oblique's module classes (from the registry
+:data:`st_oblique.modules.MODULE_CLASSES`). They have at least two dots, so a file in a model repository can never
+shadow them (ST's dynamic-module loader rejects such refs)."""
 
 RENAMED_MODULE_CLASS_REFS: dict[str, str] = {
     "st_oblique.modules.text_class_tokens.ClassTokenTransformer":
@@ -263,6 +256,51 @@ class ObliqueSentenceTransformer(SentenceTransformerHooks):
             chunk_size=chunk_size,
             **kwargs,
         )
+
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False) -> Any:
+        """``nn.Module.load_state_dict``, with the weights of another model refused in one sentence that names a
+        differing tensor and the fix (torch's own message lists every tensor's size).
+
+        This is where a trainer resuming from the checkpoint of another model (``resume_from_checkpoint`` of a plain
+        ``SentenceTransformerTrainer``) fails: Sentence Transformers loads the checkpoint as a model and copies its
+        state here.
+
+        Raises:
+            CheckpointError: a tensor has another shape here (another num_tokens, token_dim or backbone), or, with
+                ``strict``, the two models have different tensors.
+        """
+        own = {name: tuple(tensor.shape) for name, tensor in self.state_dict().items()}
+        given = {name: tuple(tensor.shape) for name, tensor in state_dict.items()}
+        differing = sorted(name for name in own.keys() & given.keys() if own[name] != given[name])
+        unmatched = sorted(own.keys() ^ given.keys()) if strict else []
+        if differing or unmatched:
+            name = (differing or unmatched)[0]
+            found = f"has shape {given[name]} there and {own[name]} here" if differing else (
+                "exists only " + ("here" if name in own else "there")
+            )
+            raise CheckpointError(
+                f"These weights come from another model: {len(differing) + len(unmatched)} tensor(s) differ, e.g. "
+                f"{name!r} {found} (another num_tokens, token_dim, token source or backbone?). When resuming training "
+                "(resume_from_checkpoint), pass a checkpoint written by this model's run, or train without it."
+            )
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
+    def fit(self, train_objectives: Iterable[tuple[Any, nn.Module]], *args: Any, **kwargs: Any) -> None:
+        """Sentence Transformers' deprecated ``fit`` (same arguments), refusing an empty data loader with
+        st-oblique's message instead of torch's sampler error.
+
+        Raises:
+            TrainingDataError: a training objective's data loader holds no examples.
+        """
+        objectives = list(train_objectives)
+        for index, (loader, _) in enumerate(objectives):
+            dataset = getattr(loader, "dataset", None)
+            if dataset is not None and hasattr(dataset, "__len__") and len(dataset) == 0:
+                raise TrainingDataError(
+                    f"Training objective {index} of fit() has an empty data loader (its dataset holds no examples); "
+                    "give it at least one batch of examples, or leave that objective out."
+                )
+        return super().fit(objectives, *args, **kwargs)
 
     def push_to_hub(
         self,

@@ -13,6 +13,7 @@ from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_N
 
 from st_oblique.modules.serialization import VERSION_KEY, check_config_keys, describe_location, with_version
 from st_oblique.modules.tower_lock import TowerLockMixin, without_empty_lock
+from st_oblique.validators import check_positive_int
 
 logger = logging.getLogger(__name__)
 
@@ -69,8 +70,7 @@ class ClassTokenTransformer(TowerLockMixin, Transformer):
         locked_towers: list[str] | None = None,
         **kwargs: Any,
     ) -> None:
-        if not isinstance(num_class_tokens, int) or isinstance(num_class_tokens, bool) or num_class_tokens < 1:
-            raise ValueError(f"num_class_tokens must be a positive integer, got {num_class_tokens!r}.")
+        check_positive_int(num_class_tokens, name="num_class_tokens")
         super().__init__(model_name_or_path, **kwargs)
         self.num_class_tokens = num_class_tokens
         self.locked_towers = []

@@ -28,7 +28,7 @@ class CLIPClassTokenTransformer(ImageClassTokensMixin, ClassTokenTransformer):
     tokens in each tower.
 
     - **Image** (a bidirectional ViT): K−1 learned class tokens are inserted right after CLIP's class token (see
-      :class:`~st_oblique.modules.image.ExtraClassTokens`). Output ``token_embeddings`` ``(B, K + N, H_v)``, class
+      :class:`~st_oblique.modules.vit_towers.ExtraClassTokens`). Output ``token_embeddings`` ``(B, K + N, H_v)``, class
       tokens first, after CLIP's ``post_layernorm`` (which CLIP itself applies to the pooled class token only).
     - **Text** (a *causal* transformer: a token only sees the tokens before it, so class tokens must come after
       the caption): K−1 extra EOS tokens are appended right after each caption's EOS, with attention mask 1. The

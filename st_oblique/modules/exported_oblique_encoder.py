@@ -60,7 +60,7 @@ class ExportedObliqueEncoder(InputModule):
     ``oblique_embeddings`` ``(B, K, d)`` and ``sentence_embedding`` ``(B, K*d)``.
 
     Relations: the configuration of the :class:`~st_oblique.ObliquePooling` the graphs were exported from is kept
-    (:attr:`exported_pooling`, on the meta device: it is never run), so K, d, the token sources, the recorded logit
+    (:attr:`exported_pooling`, its heads on the meta device: never run), so K, d, the token sources, the recorded logit
     scale, ``truncate_dim`` as whole tokens, ``similarity_fn_name="dot"``, :func:`st_oblique.describe_model` and
     the model card work as for the torch model. The graphs are checked against that configuration on loading:
     their output shape ``(batch, K, d)``, modality, token source and opset must match, or the folder is refused.
@@ -131,7 +131,7 @@ class ExportedObliqueEncoder(InputModule):
         self.graph_infos = {modality: self._checked_graph(modality) for modality in self.modalities_config}
         self._runners: dict[str, ONNXRuntimeGraph | OpenVINOGraph] = {}
         self._inputs: dict[str, ExportedTextInputs | ExportedImageInputs] = {}
-        # Built on the meta device and kept out of the module tree: a description of the head, never run or moved.
+        # Built on first use and kept out of the module tree: a description of the head, never run or moved.
         self.__dict__["_exported_pooling"] = None
 
     # -- description ----------------------------------------------------------------------------------------------
@@ -143,11 +143,13 @@ class ExportedObliqueEncoder(InputModule):
     @property
     def exported_pooling(self) -> ObliquePooling:
         """The :class:`~st_oblique.ObliquePooling` the graphs were exported from: its configuration (K, d, token
-        sources, logit scale), with weights on the meta device (the graphs hold the real ones)."""
+        sources) and its temperature (the recorded logit scale and bias); its heads' weights are on the meta device
+        (the graphs hold the real ones)."""
         if self.__dict__["_exported_pooling"] is None:
             config = {key: value for key, value in self.pooling.items() if key in ObliquePooling.config_keys}
-            with torch.device("meta"):
-                self.__dict__["_exported_pooling"] = ObliquePooling(**config)
+            pooling = ObliquePooling(**config)
+            pooling.heads.to("meta")  # never run: the graphs hold the trained heads; the settings are what is read
+            self.__dict__["_exported_pooling"] = pooling
         return self.__dict__["_exported_pooling"]
 
     @property

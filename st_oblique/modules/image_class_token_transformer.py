@@ -24,6 +24,7 @@ from st_oblique.modules.vit_towers import (
     vit_class_token_placement,
     vit_tower,
 )
+from st_oblique.validators import check_positive_int
 
 __all__ = ["ImageClassTokenTransformer", "ImageClassTokensMixin"]
 
@@ -153,12 +154,11 @@ class ImageClassTokenTransformer(ImageClassTokensMixin, ClassTokenTransformer):
 
         Raises:
             ValueError: the backbone has no ViT class token (K > 1), already has K > 1 class tokens, or K is not a
-                positive integer.
+                positive whole number.
         """
         if num_class_tokens == self.num_class_tokens:
             return
-        if not isinstance(num_class_tokens, int) or num_class_tokens < 1:
-            raise ValueError(f"num_class_tokens must be a positive integer, got {num_class_tokens!r}.")
+        check_positive_int(num_class_tokens, name="num_class_tokens")
         if self.num_class_tokens > 1:
             raise ValueError(
                 f"This image tower already has {self.num_class_tokens} class tokens (possibly trained); "

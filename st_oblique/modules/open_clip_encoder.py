@@ -23,7 +23,6 @@ from torch import Tensor, nn
 from st_oblique.data.images import batch_modality, load_images
 from st_oblique.errors import ObliqueLoadError
 from st_oblique.modules.clip_class_token_transformer import after_eos_placement, append_class_positions
-from st_oblique.modules.pooling import _check_positive_int as check_positive_int
 from st_oblique.modules.serialization import (
     describe_location,
     load_module_config,
@@ -32,6 +31,7 @@ from st_oblique.modules.serialization import (
 )
 from st_oblique.modules.tower_lock import TowerLockMixin, without_empty_lock
 from st_oblique.modules.vit_towers import make_extra_class_tokens, vit_class_token_placement, vit_tower
+from st_oblique.validators import check_positive_int
 
 OPEN_CLIP_CONFIG = "open_clip_config.json"
 """open_clip's own config file (``{"model_cfg": ..., "preprocess_cfg": ...}``), as read by ``local-dir:`` and
@@ -59,7 +59,7 @@ class OpenCLIPEncoder(TowerLockMixin, InputModule):
     (the BPE ``SimpleTokenizer`` ships with open_clip and works offline).
 
     - **Image**, ViT towers with class-token pooling: K−1 learned class tokens are inserted right after the class
-      token (:class:`~st_oblique.modules.image.ExtraClassTokens`); ``token_embeddings`` ``(B, K + N, W)`` after
+      token (:class:`~st_oblique.modules.vit_towers.ExtraClassTokens`); ``token_embeddings`` ``(B, K + N, W)`` after
       ``ln_post``, class tokens first. Other towers (ModifiedResNet, timm CNNs): the last feature map flattened to
       tokens, ``(B, H*W, C)``, for ``ObliquePooling(token_source="attention")``. :attr:`image_token_source` says
       which applies.
@@ -133,7 +133,7 @@ class OpenCLIPEncoder(TowerLockMixin, InputModule):
         locked_towers: list[str] | None = None,
     ) -> None:
         super().__init__()
-        check_positive_int("num_class_tokens", num_class_tokens)
+        check_positive_int(num_class_tokens, name="num_class_tokens")
         loading, config_overrides = _split_model_kwargs(model_kwargs or {})
         config_overrides.update(config_kwargs or {})
         preprocess_overrides = _check_processor_kwargs(processor_kwargs or {})
@@ -202,7 +202,7 @@ class OpenCLIPEncoder(TowerLockMixin, InputModule):
     @max_seq_length.setter
     def max_seq_length(self, value: int | None) -> None:
         if value is not None:
-            check_positive_int("max_seq_length", value)
+            check_positive_int(value, name="max_seq_length")
         self._max_caption_length = value
 
     @property

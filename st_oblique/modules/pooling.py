@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal
 
 import torch
@@ -12,7 +11,9 @@ from torch import Tensor, nn
 
 from st_oblique import manifold
 from st_oblique._compat import similarity_fn_name_if_set
-from st_oblique.modules.serialization import load_safetensors_module, save_safetensors_module, with_version
+from st_oblique.modules.logit_scale import OPEN_CLIP_MAX_SCALE, LogitScale
+from st_oblique.modules.serialization import SafetensorsModule
+from st_oblique.validators import check_positive_int
 
 if TYPE_CHECKING:
     from sentence_transformers.base.model import BaseModel
@@ -106,7 +107,7 @@ class ObliqueHead(nn.Module):
         return attended
 
 
-class ObliquePooling(Module):
+class ObliquePooling(SafetensorsModule, Module):
     """Pools a backbone's token embeddings into a point of the oblique manifold OB(d, K).
 
     Each of the K output tokens comes from its own token state, goes through a LayerNorm and a projection to
@@ -145,13 +146,18 @@ class ObliquePooling(Module):
         layer_norm: LayerNorm before the projection (default True, CLIP's ``ln_post``).
         num_attention_heads: attention heads for ``token_source="attention"``; by default the largest of
             8, 4, 2, 1 that divides the width.
-        logit_scale: the multiplier on the oblique similarity the model was trained with (the inverse
-            temperature); None when unknown. It does not change embeddings; it is reported in the model card and
-            turns scores into calibrated probabilities. While an st-oblique loss is training the model, the
-            value saved is that loss's current scale (see :meth:`record_temperatures_of`).
-        logit_bias: the logit bias of a sigmoid (SigLIP) loss the model was trained with, recorded like
-            ``logit_scale``; None for other losses. ``sigmoid(logit_scale * s + logit_bias)`` is then the
+        logit_scale: the multiplier on the oblique similarity (the inverse temperature) that st-oblique's losses
+            train with; default 1 (the paper's raw sums of cosines). It does not change embeddings; the model
+            owns it (``self.temperature``, a :class:`~st_oblique.modules.logit_scale.LogitScale`), so it is saved,
+            loaded and resumed with the weights, and the model card reports it.
+        learnable_logit_scale: learn the scale (in log space, like CLIP). The losses' ``learnable_scale`` argument
+            sets this when the loss is built.
+        max_logit_scale: the cap of a learned scale (default 100, open_clip's; the paper caps its oblique model at
+            3.95; None: no cap).
+        logit_bias: the logit bias of a sigmoid (SigLIP) loss; None for other losses (an
+            :class:`~st_oblique.ObliqueSigmoidLoss` adds one). ``sigmoid(logit_scale * s + logit_bias)`` is then the
             probability that a pair matches.
+        learnable_logit_bias: learn the bias.
 
     Example::
 
@@ -169,6 +175,9 @@ class ObliquePooling(Module):
     :func:`st_oblique.oblique_text_model` builds this with K class tokens in one line.
     """
 
+    required_config_keys = ("in_features",)
+    # Folders saved before the scale lived in the model have no temperature tensors: the config's values serve.
+    optional_tensor_prefix = "temperature."
     config_keys: list[str] = [
         "in_features",
         "num_tokens",
@@ -179,6 +188,9 @@ class ObliquePooling(Module):
         "num_attention_heads",
         "logit_scale",
         "logit_bias",
+        "learnable_logit_scale",
+        "max_logit_scale",
+        "learnable_logit_bias",
     ]
 
     def __init__(
@@ -192,10 +204,13 @@ class ObliquePooling(Module):
         num_attention_heads: int | dict[str, int] | None = None,
         logit_scale: float | None = None,
         logit_bias: float | None = None,
+        learnable_logit_scale: bool = False,
+        max_logit_scale: float | None = OPEN_CLIP_MAX_SCALE,
+        learnable_logit_bias: bool = False,
     ) -> None:
         super().__init__()
-        _check_positive_int("num_tokens", num_tokens)
-        _check_positive_int("token_dim", token_dim)
+        check_positive_int(num_tokens, name="num_tokens")
+        check_positive_int(token_dim, name="token_dim")
         widths, sources = _per_modality(in_features, token_source)
         for source in sources.values():
             if source not in TOKEN_SOURCES:
@@ -206,7 +221,7 @@ class ObliquePooling(Module):
                     "use per_token_projection=True."
                 )
         for width in widths.values():
-            _check_positive_int("in_features", width)
+            check_positive_int(width, name="in_features")
         heads = _resolve_heads(num_attention_heads, widths, sources)
 
         self.in_features = in_features
@@ -216,10 +231,14 @@ class ObliquePooling(Module):
         self.per_token_projection = per_token_projection
         self.layer_norm = layer_norm
         self.num_attention_heads = _compact(heads)
-        # A plain attribute (not module state): a callable giving the training loss's current values, if any.
-        self._temperature_source: Callable[[], dict[str, float]] | None = None
-        self.logit_scale = logit_scale
-        self.logit_bias = logit_bias
+        # Models saved before the scale lived here recorded None for "no loss seen": the default scale, 1.
+        self.temperature = LogitScale(
+            1.0 if logit_scale is None else logit_scale,
+            learnable=learnable_logit_scale,
+            max_value=max_logit_scale,
+            bias=logit_bias,
+            learnable_bias=learnable_logit_bias,
+        )
         self.heads = nn.ModuleDict(
             {
                 modality: ObliqueHead(
@@ -236,53 +255,35 @@ class ObliquePooling(Module):
         )
 
     @property
-    def logit_scale(self) -> float | None:
-        """The scale the model was trained with: the training loss's current one, else the value loaded or set."""
-        return self._recorded("logit_scale")
+    def logit_scale(self) -> float:
+        """The current logit scale (inverse temperature) of ``temperature``; assigning sets it (fixed or learned
+        as before)."""
+        return self.temperature.value
 
     @logit_scale.setter
-    def logit_scale(self, value: float | None) -> None:
-        self._store("logit_scale", value)
+    def logit_scale(self, value: float) -> None:
+        self.temperature.configure(value=value)
 
     @property
     def logit_bias(self) -> float | None:
-        """The sigmoid loss's logit bias the model was trained with (None for other losses)."""
-        return self._recorded("logit_bias")
+        """The current logit bias of a sigmoid loss (None for other losses); assigning sets it (None removes it)."""
+        return self.temperature.bias
 
     @logit_bias.setter
     def logit_bias(self, value: float | None) -> None:
-        self._store("logit_bias", value)
+        self.temperature.configure_bias(value)
 
-    def record_temperatures_of(self, source: Callable[[], dict[str, float]]) -> None:
-        """Follow ``source`` (an st-oblique loss's ``temperature_values_to_record``): from now on ``logit_scale`` and
-        ``logit_bias`` (and so the saved config and the model card) are its current values.
+    @property
+    def learnable_logit_scale(self) -> bool:
+        return self.temperature.learnable
 
-        The loss calls this when it is built, so every save during and after training records the scale it reached,
-        whatever trainer runs it. A loss built later for the same model replaces the earlier one; assigning
-        ``logit_scale`` or ``logit_bias`` yourself stops following the loss (its other value is kept as it is).
-        """
-        self._temperature_source = source
+    @property
+    def max_logit_scale(self) -> float | None:
+        return self.temperature.max_value
 
-    def _store(self, key: str, value: float | None) -> None:
-        source = self.__dict__.get("_temperature_source")
-        if source is not None:
-            self.__dict__.update({f"_stored_{name}": recorded for name, recorded in source().items()})
-            self._temperature_source = None
-        self.__dict__[f"_stored_{key}"] = None if value is None else float(value)
-
-    def _recorded(self, key: str) -> float | None:
-        if self._temperature_source is not None:
-            values = self._temperature_source()
-            return values.get(key)
-        return self.__dict__.get(f"_stored_{key}")
-
-    def __getstate__(self) -> dict[str, Any]:
-        # Pickled copies (spawned data loader workers, torch.save) keep the values, not the loss.
-        state = dict(self.__dict__)
-        for key in ("logit_scale", "logit_bias"):
-            state[f"_stored_{key}"] = self._recorded(key)
-        state["_temperature_source"] = None
-        return state
+    @property
+    def learnable_logit_bias(self) -> bool:
+        return self.temperature.learnable_bias
 
     @property
     def modalities(self) -> list[str]:
@@ -290,7 +291,8 @@ class ObliquePooling(Module):
         return list(self.heads)
 
     def forward(self, features: dict[str, Any], **kwargs) -> dict[str, Any]:
-        """Adds ``oblique_embeddings`` ``(B, K, d)`` and ``sentence_embedding`` ``(B, K*d)`` to ``features``.
+        """Adds ``oblique_embeddings`` ``(B, K, d)`` and ``sentence_embedding`` ``(B, K*d)`` to ``features`` (and,
+        with gradients enabled, the learnable ``logit_scale``/``logit_bias`` of ``temperature``, ``(B,)`` each).
 
         Reads ``token_embeddings`` ``(B, L, in_features)``, ``attention_mask`` ``(B, L)`` if present (absent for
         images: every position is real), ``sentence_embedding`` ``(B, in_features)`` for ``"split"`` without token
@@ -314,6 +316,12 @@ class ObliquePooling(Module):
         oblique = head(tokens, features.get("attention_mask"), pooled)
         features["oblique_embeddings"] = oblique
         features["sentence_embedding"] = manifold.to_flat(oblique)
+        if torch.is_grad_enabled():
+            # As open_clip's CLIP.forward returns its logit_scale: a learned temperature is then part of every
+            # training forward's outputs (tensors with a grad_fn, which a bare parameter lacks), so DDP's search for
+            # unused parameters counts it as used and waits for the gradient the loss gives it, instead of marking
+            # it ready early and then again ("Expected to mark a variable ready only once").
+            features.update(self.temperature.graph_outputs(oblique.shape[0]))
         return features
 
     def get_embedding_dimension(self) -> int:
@@ -347,21 +355,6 @@ class ObliquePooling(Module):
                     f"A {name} module follows ObliquePooling and may change the oblique embeddings; the flat dot "
                     "product is the sum of per-token cosines only if every token keeps unit norm."
                 )
-
-    def get_config_dict(self) -> dict[str, Any]:
-        return with_version(super().get_config_dict())
-
-    def save(self, output_path: str, *args, safe_serialization: bool = True, **kwargs) -> None:
-        save_safetensors_module(self, output_path, safe_serialization=safe_serialization)
-
-    @classmethod
-    def load(cls, model_name_or_path: str, **kwargs) -> ObliquePooling:
-        """Load from a model folder or Hub repo (``subfolder`` and hub arguments as for any ST module).
-
-        Raises:
-            ObliqueLoadError: a missing, unreadable or inconsistent ``config.json`` / ``model.safetensors``.
-        """
-        return load_safetensors_module(cls, model_name_or_path, required_keys=["in_features"], **kwargs)
 
     def _head_for(self, modality: Any) -> ObliqueHead:
         if SINGLE_HEAD in self.heads:
@@ -473,8 +466,3 @@ def _compact(heads: dict) -> int | dict | None:
     if list(heads) == [SINGLE_HEAD]:
         return heads[SINGLE_HEAD]
     return {name: value for name, value in heads.items() if value is not None} or None
-
-
-def _check_positive_int(name: str, value: Any) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}.")

@@ -120,8 +120,13 @@ def check_config_keys(name: str, location: str, config: dict[str, Any], known_ke
     return config
 
 
-def load_module_weights(module: nn.Module, model_name_or_path: str, **kwargs: Any) -> nn.Module:
+def load_module_weights(
+    module: nn.Module, model_name_or_path: str, *, optional_tensor_prefix: str | None = None, **kwargs: Any
+) -> nn.Module:
     """Load ``model.safetensors`` of a module folder into ``module``, strictly.
+
+    Tensors whose names start with ``optional_tensor_prefix`` may be missing from the file (older releases did not
+    save them); they keep the values the module was built with from its config.
 
     Raises:
         ObliqueLoadError: the file is missing or unreadable (e.g. truncated), or its tensors do not match the
@@ -141,6 +146,8 @@ def load_module_weights(module: nn.Module, model_name_or_path: str, **kwargs: An
         ) from error
 
     expected = module.state_dict()
+    if optional_tensor_prefix:
+        state = {**{k: v for k, v in expected.items() if k.startswith(optional_tensor_prefix)}, **state}
     problems = []
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
@@ -184,7 +191,12 @@ def save_safetensors_module(module: nn.Module, output_path: str, *, safe_seriali
 
 
 def load_safetensors_module(
-    cls: type, model_name_or_path: str, *, required_keys: list[str], **kwargs: Any
+    cls: type,
+    model_name_or_path: str,
+    *,
+    required_keys: list[str],
+    optional_tensor_prefix: str | None = None,
+    **kwargs: Any,
 ) -> nn.Module:
     """Build ``cls`` from its saved ``config.json`` and load its ``model.safetensors`` (what ``save_safetensors_module``
     wrote), ``subfolder`` and hub arguments as for any ST module.
@@ -200,7 +212,7 @@ def load_safetensors_module(
     except (TypeError, ValueError) as error:
         location = describe_location(model_name_or_path, kwargs.get("subfolder", ""), cls.config_file_name)
         raise ObliqueLoadError(f"Cannot load {cls.__name__}: {location} holds an invalid config: {error}") from error
-    return load_module_weights(module, model_name_or_path, **kwargs)
+    return load_module_weights(module, model_name_or_path, optional_tensor_prefix=optional_tensor_prefix, **kwargs)
 
 
 def check_finite_tensors(state: dict[str, torch.Tensor], location: str) -> None:
@@ -253,3 +265,37 @@ def _version_hint(saved_version: str | None) -> str:
         f"It was saved by st-oblique {saved_version or 'of an unknown release'} and the installed release is "
         f"{__version__}; the file may have been edited by hand."
     )
+
+
+class SafetensorsModule:
+    """Saving and loading of st-oblique's Sentence Transformers modules: ``config.json`` stamped with the release
+    (:func:`with_version`) and ``model.safetensors``, loaded back with errors that name the file
+    (:func:`load_safetensors_module`). Mix in before ``sentence_transformers.base.modules.Module``.
+
+    Subclasses set ``required_config_keys`` (keys a config must hold) and, for tensors that older releases did not
+    save, ``optional_tensor_prefix`` (they keep the values built from the config).
+    """
+
+    required_config_keys: tuple[str, ...] = ()
+    optional_tensor_prefix: str | None = None
+
+    def get_config_dict(self) -> dict[str, Any]:
+        return with_version(super().get_config_dict())
+
+    def save(self, output_path: str, *args: Any, safe_serialization: bool = True, **kwargs: Any) -> None:
+        save_safetensors_module(self, output_path, safe_serialization=safe_serialization)
+
+    @classmethod
+    def load(cls, model_name_or_path: str, **kwargs: Any) -> nn.Module:
+        """Load from a model folder or Hub repo (``subfolder`` and hub arguments as for any ST module).
+
+        Raises:
+            ObliqueLoadError: a missing, unreadable or inconsistent ``config.json`` / ``model.safetensors``.
+        """
+        return load_safetensors_module(
+            cls,
+            model_name_or_path,
+            required_keys=list(cls.required_config_keys),
+            optional_tensor_prefix=cls.optional_tensor_prefix,
+            **kwargs,
+        )

@@ -18,10 +18,11 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from st_oblique.manifold import kept_tokens
+from st_oblique.modules.logit_scale import LogitScale
 from st_oblique.modules.pooling import ObliquePooling
+from st_oblique.validators import kept_tokens
 
-__all__ = ["ObliqueShape", "check_truncate_dim", "oblique_poolings", "oblique_shape"]
+__all__ = ["ObliqueShape", "check_truncate_dim", "model_temperature", "oblique_poolings", "oblique_shape"]
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,19 @@ def oblique_shape(model: nn.Module, *, required_by: str | None = None) -> Obliqu
             "tower to emit the same number of tokens of the same size."
         )
     return ObliqueShape(*shapes.pop())
+
+
+def model_temperature(model: nn.Module) -> LogitScale:
+    """The logit scale (and sigmoid bias) of an oblique ``model``: its first ObliquePooling's ``temperature``.
+
+    Every builder makes one ObliquePooling per model (one head per modality inside it), so a model has one
+    temperature; in a hand-made model with several, the first one's is the model's.
+
+    Raises:
+        ValueError: the model has no ObliquePooling (see :func:`oblique_shape`).
+    """
+    oblique_shape(model, required_by="The model's logit scale")
+    return oblique_poolings(model)[0].temperature
 
 
 def check_truncate_dim(model: nn.Module, truncate_dim: int | None) -> int | None:

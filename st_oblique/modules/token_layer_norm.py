@@ -7,12 +7,13 @@ from typing import Any
 from sentence_transformers.base.modules import Module
 from torch import nn
 
-from st_oblique.modules.serialization import load_safetensors_module, save_safetensors_module, with_version
+from st_oblique.modules.serialization import SafetensorsModule
+from st_oblique.validators import check_positive_int
 
 __all__ = ["TokenLayerNorm"]
 
 
-class TokenLayerNorm(Module):
+class TokenLayerNorm(SafetensorsModule, Module):
     """A tower's final LayerNorm applied to every token state (``features["token_embeddings"]``).
 
     For towers whose last LayerNorm is not part of the Hugging Face backbone: the text tower of the paper's
@@ -40,11 +41,11 @@ class TokenLayerNorm(Module):
     """
 
     config_keys: list[str] = ["in_features", "eps"]
+    required_config_keys = ("in_features",)
 
     def __init__(self, in_features: int, eps: float = 1e-5) -> None:
         super().__init__()
-        if not isinstance(in_features, int) or isinstance(in_features, bool) or in_features < 1:
-            raise ValueError(f"in_features must be a positive integer, got {in_features!r}.")
+        check_positive_int(in_features, name="in_features")
         self.in_features = in_features
         self.eps = float(eps)
         self.norm = nn.LayerNorm(in_features, eps=self.eps)
@@ -66,18 +67,3 @@ class TokenLayerNorm(Module):
 
     def get_embedding_dimension(self) -> int:
         return self.in_features
-
-    def get_config_dict(self) -> dict[str, Any]:
-        return with_version(super().get_config_dict())
-
-    def save(self, output_path: str, *args, safe_serialization: bool = True, **kwargs) -> None:
-        save_safetensors_module(self, output_path, safe_serialization=safe_serialization)
-
-    @classmethod
-    def load(cls, model_name_or_path: str, **kwargs) -> TokenLayerNorm:
-        """Load from a module folder (``subfolder`` and hub arguments as for any ST module).
-
-        Raises:
-            ObliqueLoadError: a missing, unreadable or inconsistent ``config.json`` / ``model.safetensors``.
-        """
-        return load_safetensors_module(cls, model_name_or_path, required_keys=["in_features"], **kwargs)

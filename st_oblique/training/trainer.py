@@ -1,12 +1,13 @@
-"""ObliqueTrainer: Sentence Transformers' trainer with the learnable temperature in its logs and checkpoints, and
-its training data and checkpoints checked before the first step.
+"""ObliqueTrainer: Sentence Transformers' trainer with the learnable temperature in its logs, its training data and
+checkpoints checked before the first step, and the one checkpoint-resume path of st-oblique.
 
 A plain ``SentenceTransformerTrainer`` (or ``model.fit``) already trains oblique models fully: the losses are
-ordinary Sentence Transformers losses, a learnable scale gets no weight decay and its value is saved with the
-model. This subclass adds :class:`~st_oblique.losses.LogitScaleCallback` (the scale and SigLIP's bias in the
-logs, restored on resume), :func:`check_training_dataset` on its datasets, a check that a checkpoint to resume from
-holds this model (:func:`check_checkpoint`), and no half-written checkpoint left behind by an interrupted or failed
-run. ``st-oblique train`` uses it.
+ordinary Sentence Transformers losses, and the logit scale is a parameter of the model (``ObliquePooling.temperature``),
+so it is trained without weight decay, saved with the model and its checkpoints, restored on resume and all-reduced
+under DDP. This subclass adds :class:`~st_oblique.training.logit_scale_callback.LogitScaleCallback` (the scale and
+SigLIP's bias in the logs), :func:`check_training_dataset` on its datasets (an empty one included), the resolution and
+check of a checkpoint to resume from (:func:`resolve_checkpoint`, :func:`check_checkpoint`), and no half-written
+checkpoint left behind by an interrupted or failed run. ``st-oblique train`` uses it.
 """
 
 from __future__ import annotations
@@ -22,37 +23,50 @@ from safetensors import SafetensorError, safe_open
 from sentence_transformers import SentenceTransformerTrainer
 from sentence_transformers.base.model_card import get_losses
 from torch import nn
+from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 
 from st_oblique.data.training_data_checks import LABEL_COLUMNS, check_training_dataset, datasets_checked
 from st_oblique.errors import CheckpointError
-from st_oblique.losses.logit_scale_callback import LogitScaleCallback, oblique_losses
 from st_oblique.losses.matryoshka import check_no_sentence_transformers_matryoshka
 from st_oblique.model.files import module_folders
+from st_oblique.modules.shape import model_temperature, oblique_shape
+from st_oblique.training.logit_scale_callback import LogitScaleCallback
 
-__all__ = ["LABEL_COLUMNS", "ObliqueTrainer", "check_checkpoint", "check_training_dataset"]
+__all__ = ["LABEL_COLUMNS", "ObliqueTrainer", "check_checkpoint", "check_training_dataset", "resolve_checkpoint"]
 
 logger = logging.getLogger(__name__)
 
-TRAINER_STATE = "trainer_state.json"
-"""The file the trainer writes last into a checkpoint: a checkpoint folder without it is half-written."""
+LAST_CHECKPOINT = "last"
+"""``resume_from_checkpoint="last"`` (or ``True``): the newest checkpoint in the output folder."""
 
 
 class ObliqueTrainer(SentenceTransformerTrainer):
     """:class:`~sentence_transformers.SentenceTransformerTrainer` for oblique models (same arguments).
 
-    Differences: when the loss is (or contains) an st-oblique loss with a learnable scale or bias, a
-    :class:`~st_oblique.losses.LogitScaleCallback` logs ``logit_scale`` (and ``logit_bias``) with the training
-    loss, before the reporting integrations see the logs (W&B, TensorBoard...), saves them with every checkpoint
-    and restores them when training resumes (``trainer.train(resume_from_checkpoint=...)``).
+    Differences:
+
+    - a :class:`~st_oblique.training.logit_scale_callback.LogitScaleCallback` logs the model's learnable
+      ``logit_scale`` (and ``logit_bias``) with the training loss, before the reporting integrations see the logs
+      (W&B, TensorBoard...);
+    - :meth:`get_decay_parameter_names` leaves the model's temperature out of weight decay by identity (plain
+      trainers leave it out by its name, see :class:`~st_oblique.modules.logit_scale.LogitScale`);
+    - the datasets are checked before training (:func:`check_training_dataset`: empty, ``None`` values, numeric
+      columns...), and ST's ``MatryoshkaLoss`` is refused on oblique models;
+    - ``train(resume_from_checkpoint=...)`` accepts ``True`` or ``"last"`` for the newest checkpoint in
+      ``args.output_dir`` and refuses a checkpoint of another model before anything runs (:func:`check_checkpoint`);
+    - an interrupted or failed run removes the checkpoint folder it was writing.
 
     Example::
 
+        from datasets import Dataset
         from sentence_transformers import SentenceTransformerTrainingArguments
         import st_oblique
 
+        model = st_oblique.oblique_text_model("sentence-transformers/all-MiniLM-L6-v2", num_tokens=16, token_dim=32)
+        train = Dataset.from_dict({"anchor": ["A man eats.", "A dog runs."], "positive": ["Someone eats.", "A dog is running."]})
         loss = st_oblique.ObliqueContrastiveLoss(model, learnable_scale=True, max_scale=3.95)
-        args = SentenceTransformerTrainingArguments(output_dir="out", logging_steps=10)
+        args = SentenceTransformerTrainingArguments(output_dir="out", logging_steps=1)
         trainer = st_oblique.ObliqueTrainer(model=model, args=args, train_dataset=train, loss=loss)
         trainer.train()
         print(trainer.state.log_history[-2]["logit_scale"])
@@ -74,39 +88,60 @@ class ObliqueTrainer(SentenceTransformerTrainer):
         self._st_oblique_new_output_dir = output_dir is not None and not Path(output_dir).exists()
         with datasets_checked():
             super().__init__(*args, **kwargs)
-        losses = self.loss.values() if isinstance(self.loss, dict) else [self.loss]
-        if any(oblique_losses(loss) for loss in losses):
-            # Right after DefaultFlowCallback, as SparseEncoderTrainer places its SpladeLoss callback: on_log then
-            # runs before the reporting callbacks, which log the scale too.
-            self.callback_handler.callbacks.insert(1, LogitScaleCallback(self))
+        # Right after DefaultFlowCallback, as SparseEncoderTrainer places its SpladeLoss callback: on_log then runs
+        # before the reporting callbacks, which log the scale too.
+        self.callback_handler.callbacks.insert(1, LogitScaleCallback())
+
+    def get_decay_parameter_names(self, model: nn.Module) -> list[str]:
+        """transformers' decay names, without the oblique model's logit scale and bias (matched by identity)."""
+        names = super().get_decay_parameter_names(model)
+        if oblique_shape(model) is None:
+            return names
+        temperature = {id(parameter) for parameter in model_temperature(model).parameters()}
+        excluded = {name for name, parameter in model.named_parameters() if id(parameter) in temperature}
+        return [name for name in names if name not in excluded]
 
     def train(self, resume_from_checkpoint: str | bool | None = None, *args: Any, **kwargs: Any) -> Any:
-        """``SentenceTransformerTrainer.train``, after checking the checkpoint to resume from (see
-        :func:`check_checkpoint`); an interrupted or failed run removes the checkpoint folder it was writing (and
-        ``args.output_dir`` if it created it and left it empty).
+        """``SentenceTransformerTrainer.train``, after resolving and checking the checkpoint to resume from (see
+        :func:`resolve_checkpoint`, :func:`check_checkpoint`); an interrupted or failed run removes the checkpoint
+        folder it was writing (and ``args.output_dir`` if it created it and left it empty).
 
         Raises:
             CheckpointError: ``resume_from_checkpoint`` is not a checkpoint, or one of another model.
         """
         output_dir = Path(self.args.output_dir)
-        if resume_from_checkpoint is True:
-            last = get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
-            if last is None:
-                raise CheckpointError(
-                    f"No checkpoint to resume from in {output_dir}: train with save_strategy='steps' first, or pass "
-                    "the checkpoint folder."
-                )
-            resume_from_checkpoint = last
-        if resume_from_checkpoint:
-            check_checkpoint(resume_from_checkpoint, self.model)
+        checkpoint = resolve_checkpoint(output_dir, resume_from_checkpoint)
+        if checkpoint is not None:
+            check_checkpoint(checkpoint, self.model)
         new_folder = self._st_oblique_new_output_dir or not output_dir.exists()
         before = set(output_dir.iterdir()) if output_dir.is_dir() else set()
         try:
-            return super().train(resume_from_checkpoint, *args, **kwargs)
+            return super().train(None if checkpoint is None else str(checkpoint), *args, **kwargs)
         except BaseException:
             if self.is_world_process_zero():
                 _remove_half_written_checkpoints(output_dir, before, remove_folder=new_folder)
             raise
+
+
+def resolve_checkpoint(output_dir: str | os.PathLike, resume_from_checkpoint: str | os.PathLike | bool | None) -> Path | None:
+    """The checkpoint folder to resume from: ``True`` or ``"last"`` is the newest ``checkpoint-<step>`` in
+    ``output_dir``, a path is itself, ``None``/``False`` is none.
+
+    Raises:
+        CheckpointError: ``"last"`` but no checkpoint in ``output_dir``.
+    """
+    if resume_from_checkpoint is None or resume_from_checkpoint is False:
+        return None
+    if resume_from_checkpoint is True or resume_from_checkpoint == LAST_CHECKPOINT:
+        folder = Path(output_dir)
+        last = get_last_checkpoint(str(folder)) if folder.is_dir() else None
+        if last is None:
+            raise CheckpointError(
+                f"No checkpoint to resume from in {folder}: train with checkpoints first (save_strategy='steps', "
+                "or --save-steps N on the command line), or pass the checkpoint folder."
+            )
+        return Path(last)
+    return Path(resume_from_checkpoint).expanduser()
 
 
 def check_checkpoint(checkpoint: str | os.PathLike, model: nn.Module) -> None:
@@ -115,10 +150,10 @@ def check_checkpoint(checkpoint: str | os.PathLike, model: nn.Module) -> None:
     folder = Path(checkpoint).expanduser()
     if not folder.is_dir():
         raise CheckpointError(f"Checkpoint not found: {folder}.")
-    if not (folder / TRAINER_STATE).is_file():
+    if not (folder / TRAINER_STATE_NAME).is_file():
         raise CheckpointError(
-            f"{folder} is not a complete training checkpoint (no {TRAINER_STATE}); pass a checkpoint-<step> folder "
-            "written by the trainer."
+            f"{folder} is not a complete training checkpoint (no {TRAINER_STATE_NAME}); pass a checkpoint-<step> "
+            "folder written by the trainer."
         )
     if not (folder / "modules.json").is_file():
         return  # not a Sentence Transformers save: leave it to the trainer
@@ -160,7 +195,7 @@ def _remove_half_written_checkpoints(output_dir: Path, before: set[Path], *, rem
     if not output_dir.is_dir():
         return
     for path in set(output_dir.iterdir()) - before:
-        if path.is_dir() and path.name.startswith(f"{PREFIX_CHECKPOINT_DIR}-") and not (path / TRAINER_STATE).is_file():
+        if path.is_dir() and path.name.startswith(f"{PREFIX_CHECKPOINT_DIR}-") and not (path / TRAINER_STATE_NAME).is_file():
             logger.warning(f"Removing the half-written checkpoint {path}.")
             shutil.rmtree(path, ignore_errors=True)
     if remove_folder and not any(output_dir.iterdir()):

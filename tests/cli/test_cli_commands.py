@@ -20,6 +20,7 @@ def test_info_text_and_json(cli, text_run):
     assert "4 x 8 (embedding size 32)" in result.out and f"{scale:.4g}" in result.out
     assert "dot: sum of 4 per-token cosines, range [-4, 4]" in result.out
     assert "4 steps of ObliqueContrastiveLoss" in result.out and "class tokens" in result.out
+    assert "Built like `st-oblique train --backbone text` (st_oblique.oblique_text_model)." in result.out
     trained = next(line for line in result.out.splitlines() if line.startswith("trained parameters"))
     assert trained.split()[2:] == [f"{report['parameters']['trainable']:,}", "(0", "frozen)"]
 
@@ -30,6 +31,7 @@ def test_info_text_and_json(cli, text_run):
     assert {key: info[key] for key in expected} == expected
     assert info["num_tokens"] == 4 and info["token_dim"] == 8 and info["logit_scale"] == pytest.approx(scale)
     assert info["training"]["steps"] == 4 and info["training"]["command"].startswith("st-oblique train")
+    assert info["backbone_family"] == "text"
 
 
 def test_info_and_push_errors(cli, tmp_path):

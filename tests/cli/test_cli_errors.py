@@ -68,11 +68,11 @@ CASES = {
     "unknown evaluation set": (
         lambda a, o: text_args(a, o, "--eval-dataset", "no_such_set"), "Unknown dataset 'no_such_set'"),
     "not a checkpoint": (
-        lambda a, o: text_args(a, o, "--resume-from-checkpoint", a.pairs.parent), "is not a training checkpoint"),
+        lambda a, o: text_args(a, o, "--resume-from-checkpoint", a.pairs.parent), "is not a complete training checkpoint"),
     "bad option value": (
         lambda a, o: text_args(a, o, "--num-tokens", "many"), "argument --num-tokens: invalid int value"),
     "non-positive option": (
-        lambda a, o: text_args(a, o, "--token-dim", 0), "--token-dim must be a positive integer"),
+        lambda a, o: text_args(a, o, "--token-dim", 0), "--token-dim must be a positive whole number"),
     "unwritable output folder": (
         lambda a, o: text_args(a, UNWRITABLE_PARENT / "run"), "choose another output folder"),
 }
@@ -131,7 +131,7 @@ def test_checkpoint_with_other_tensors_is_refused(cli, assets, text_run, tmp_pat
     (checkpoint / "train_config.yaml").unlink()
     result = cli(*text_args(assets, tmp_path / "out", "--token-dim", 4, "--resume-from-checkpoint", checkpoint))
     assert result.code == 2, result.err
-    assert "its model differs from this one" in result.error_lines[0]
+    assert "it holds another model" in result.error_lines[0] and "has 'heads.default.projection'" in result.error_lines[0]
 
 
 def test_failure_after_training_leaves_nothing(assets, tmp_path):

@@ -41,7 +41,8 @@ def readme_commands(text: str) -> list[tuple[str, list[str], bool]]:
     """``(section, argv, online)`` of every command in the ```bash blocks of ``text``, in order.
 
     Continuation lines (``\\``) are joined, trailing ``# comments`` dropped; a comment line starting with
-    ``# online`` marks the commands after it, up to the end of its block, as needing the network.
+    ``# online`` marks the commands after it, up to the end of its block, as needing the network, and so does one
+    starting with ``# serves`` (a server that runs until stopped, such as ``st-oblique app``): both are only parsed.
     """
     commands = []
     section = ""
@@ -53,7 +54,7 @@ def readme_commands(text: str) -> list[tuple[str, list[str], bool]]:
         for line in match.group(2).replace("\\\n", " ").splitlines():
             stripped = line.strip()
             if stripped.startswith("#"):
-                online = online or stripped.lower().startswith("# online")
+                online = online or stripped.lower().startswith(("# online", "# serves"))
                 continue
             argv = shlex.split(stripped, comments=True)
             if argv:
@@ -135,6 +136,9 @@ def test_readme_has_the_commands_it_promises():
     assert ["python", "-m", "pytest"] in [argv for _, argv, _ in COMMANDS]
     assert any(online for *_, online in COMMANDS) and any(not online for *_, online in COMMANDS)
     assert {argv[0] for _, argv, _ in COMMANDS} <= {"pip", "python", "st-oblique", "accelerate", "torchrun"}
+    # `st-oblique app` serves until stopped: a README command that would run it must be marked (# serves)
+    servers = [argv for _, argv, online in COMMANDS if argv[:2] == ["st-oblique", "app"] and not online]
+    assert all("--index-only" in argv for argv in servers), servers
 
 
 def test_readme_commands(demo_run, assets, monkeypatch):
@@ -192,14 +196,14 @@ def test_readme_commands(demo_run, assets, monkeypatch):
 
 
 def _check_install(argv: list[str], pyproject: dict) -> None:
-    """A README ``pip install`` installs this checkout (with one of its extras: ``.[dev]``, ``.[export]``), ``build`` or
-    the wheel ``python -m build`` writes, never a bare ``st-oblique`` (not on the package index yet: it would fail, or
-    install another package)."""
+    """A README ``pip install`` installs this checkout, one of its extras (``.[dev]``, ``.[app]``...), ``build`` or
+    the wheel ``python -m build`` writes, never a bare ``st-oblique`` (not on the package index yet: it would fail,
+    or install another package)."""
     assert argv[1] == "install", shlex.join(argv)
     target = argv[-1]
     wheel = f"dist/st_oblique-{st_oblique.__version__}-py3-none-any.whl"
     extras = pyproject["project"]["optional-dependencies"]
-    extra = re.fullmatch(r"\.\[(\w+)\]", target)
+    extra = re.fullmatch(r"\.\[([\w-]+)\]", target)
     assert target in {".", "build", wheel} or (extra is not None and extra.group(1) in extras), shlex.join(argv)
 
 

@@ -49,9 +49,9 @@ def test_files_folders_and_datasets(tmp_path):
 
 def test_unusable_calibration_inputs(tmp_path):
     (tmp_path / "empty.txt").write_text("\n\n")
-    with pytest.raises(ObliqueInputError, match="holds no text"):
+    with pytest.raises(ObliqueInputError, match=r"holds no text"):
         resolve_calibration(tmp_path / "empty.txt", max_samples=10)
-    with pytest.raises(FileNotFoundError, match="flickr8k_1k"):
+    with pytest.raises(FileNotFoundError, match=r"flickr8k_1k"):
         resolve_calibration("flickr8k_1k", max_samples=10, data_root=tmp_path / "nowhere")
 
 

@@ -27,7 +27,7 @@ def assert_nothing_written(target) -> None:
 
 def test_a_model_that_is_not_oblique(tiny_bert_dir, tmp_path):
     plain = SentenceTransformer(modules=[Transformer(tiny_bert_dir), Pooling(32)], device="cpu")
-    with pytest.raises(ValueError, match="st_oblique.export needs an oblique model"):
+    with pytest.raises(ValueError, match=r"st_oblique.export needs an oblique model"):
         st_oblique.export(plain, tmp_path / "out")
     assert_nothing_written(tmp_path / "out")
 
@@ -52,21 +52,21 @@ def test_a_router_by_task_is_refused(tiny_bert_dir, tmp_path):
     model = st_oblique.ObliqueSentenceTransformer(
         modules=[router, ObliquePooling(32, num_tokens=K, token_dim=D, token_source="attention")], device="cpu"
     )
-    with pytest.raises(ObliqueInputError, match="Router by task"):
+    with pytest.raises(ObliqueInputError, match=r"Router by task"):
         st_oblique.export(model, tmp_path / "out")
 
 
 def test_unknown_format_and_quantization(family_model, tmp_path):
     model = family_model("bert")
-    with pytest.raises(ObliqueInputError, match="onnx and openvino"):
+    with pytest.raises(ObliqueInputError, match=r"onnx and openvino"):
         st_oblique.export(model, tmp_path / "out", format="tensorrt")
-    with pytest.raises(ObliqueInputError, match="quantize='int4'"):
+    with pytest.raises(ObliqueInputError, match=r"quantize='int4'"):
         st_oblique.export(model, tmp_path / "out", quantize="int4")
     assert_nothing_written(tmp_path / "out")
 
 
 def test_openvino_int8_needs_calibration_data(family_model, tmp_path):
-    with pytest.raises(ObliqueInputError, match="calibration") as error:
+    with pytest.raises(ObliqueInputError, match=r"calibration") as error:
         st_oblique.export(family_model("timm_vit_dual"), tmp_path / "out", format="openvino", quantize="int8",
                           calibration=SENTENCES)  # texts only: the image graph has none
     assert "image graph" in str(error.value) and "ONNX int8 (dynamic) needs none" in str(error.value)
@@ -92,14 +92,14 @@ def test_a_failure_midway_leaves_nothing(family_model, tmp_path, monkeypatch):
 
     monkeypatch.setattr(exporter, "onnx_to_openvino", fail)
     target = tmp_path / "out"
-    with pytest.raises(ExportError, match="simulated"):
+    with pytest.raises(ExportError, match=r"simulated"):
         st_oblique.export(family_model("bert"), target, format=["onnx", "openvino"])
     assert_nothing_written(target)
 
 
 def test_graphs_that_do_not_reproduce_the_model_are_not_written(family_model, tmp_path):
     target = tmp_path / "out"
-    with pytest.raises(ExportError, match="does not reproduce the torch model"):
+    with pytest.raises(ExportError, match=r"does not reproduce the torch model"):
         st_oblique.export(family_model("bert"), target, tolerance=-1.0)  # no graph can meet a negative bound
     assert_nothing_written(target)
 
@@ -136,7 +136,7 @@ def test_swapped_graph_files_are_refused(exported_family, tmp_path):
     shutil.copytree(exported_family("hf_clip"), copy)
     for suffix in ("", ".data"):
         shutil.copy(copy / f"onnx/model_image.onnx{suffix}", copy / f"onnx/model_text.onnx{suffix}")
-    with pytest.raises(ObliqueLoadError, match="its modality is 'image', the config says 'text'"):
+    with pytest.raises(ObliqueLoadError, match=r"its modality is 'image', the config says 'text'"):
         st_oblique.load(str(copy), backend="onnx")
 
 
@@ -148,18 +148,18 @@ def test_missing_format_variant_and_options(exported_family, family_model, tmp_p
     edited = json.loads((onnx_only / "oblique_export_config.json").read_text())
     edited["graphs"].pop("openvino")
     (onnx_only / "oblique_export_config.json").write_text(json.dumps(edited))
-    with pytest.raises(ObliqueLoadError, match="has no OpenVINO graphs.*backend='onnx'"):
+    with pytest.raises(ObliqueLoadError, match=r"has no OpenVINO graphs.*backend='onnx'"):
         st_oblique.load(str(onnx_only), backend="openvino")
-    with pytest.raises(ObliqueLoadError, match="is not one of the ONNX graphs.*model_text.onnx"):
+    with pytest.raises(ObliqueLoadError, match=r"is not one of the ONNX graphs.*model_text.onnx"):
         st_oblique.load(folder, backend="onnx", model_kwargs={"file_name": "onnx/model_text_qint8.onnx"})
-    with pytest.raises(ObliqueLoadError, match="belongs to another backend"):
+    with pytest.raises(ObliqueLoadError, match=r"belongs to another backend"):
         st_oblique.load(folder, backend="onnx", model_kwargs={"file_name": "openvino/openvino_model_text.xml"})
-    with pytest.raises(ValueError, match="ov_config.*takes"):
+    with pytest.raises(ValueError, match=r"ov_config.*takes"):
         st_oblique.load(folder, backend="onnx", model_kwargs={"ov_config": {}})
     missing = tmp_path / "missing-graph"
     shutil.copytree(folder, missing)
     (missing / "onnx" / "model_text.onnx").unlink()
-    with pytest.raises(ObliqueLoadError, match="model_text.onnx is missing"):
+    with pytest.raises(ObliqueLoadError, match=r"model_text.onnx is missing"):
         st_oblique.load(str(missing), backend="onnx")
     # the intact folder still loads and reproduces the model
     model = family_model("bert")
@@ -171,7 +171,7 @@ def test_an_existing_output_folder_is_kept(family_model, tmp_path):
     target = tmp_path / "out"
     target.mkdir()
     (target / "keep.txt").write_text("mine")
-    with pytest.raises(st_oblique.OutputDirError, match="exists and is not empty"):
+    with pytest.raises(st_oblique.OutputDirError, match=r"exists and is not empty"):
         st_oblique.export(family_model("bert"), target)
     assert (target / "keep.txt").read_text() == "mine"
 

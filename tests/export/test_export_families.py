@@ -53,7 +53,7 @@ def test_exported_family_equals_torch(name, backend, family_model, exported_fami
         # truncate_dim keeps whole tokens, never renormalized, and refuses a cut inside a token
         kept = oblique(loaded, inputs[:3], truncate_dim=2 * D)
         torch.testing.assert_close(kept, expected[:3, : 2 * D], atol=TOLERANCE, rtol=0)
-        with pytest.raises(ValueError, match="token"):
+        with pytest.raises(ValueError, match=r"token"):
             loaded.encode(inputs[:1], truncate_dim=D + 1)
 
 

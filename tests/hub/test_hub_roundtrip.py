@@ -22,6 +22,8 @@ from hub.hub_worker import (
 )
 from huggingface_hub import ModelCard
 
+from st_oblique.model.sentence_transformer import MIN_READER_VERSION
+
 TESTS = Path(__file__).resolve().parents[1]
 
 
@@ -65,7 +67,7 @@ def test_without_st_oblique_loading_says_pip_install(round_trip):
     _, _, _, loaded = round_trip
     for source in ("hub", "folder"):
         message = loaded["without_st_oblique"][source]
-        assert 'pip install -U "st-oblique>=0.1.0"' in message, message
+        assert f'pip install -U "st-oblique>={MIN_READER_VERSION}"' in message, message
         assert "it is not installed" in message
 
 
@@ -119,10 +121,10 @@ def test_card_has_a_valid_header_and_the_oblique_section(round_trip, repo):
         assert "modality:image" in card.data.tags
         assert "| text | CLIPModel |" in readme and "| image | CLIPModel |" in readme
         scale = pushed["clip_logit_scale"]
-        assert f"inverse temperature):** {'not recorded' if scale is None else format(scale, '.4g')}" in readme
+        assert f"inverse temperature):** {format(scale, '.4g')} (fixed)" in readme  # the model's, never trained
     else:
         assert "| text | BertModel | `first` | 4 class tokens at the front" in readme
-        assert f"inverse temperature):** {TEXT_LOGIT_SCALE:.4g} (temperature {1 / TEXT_LOGIT_SCALE:.4g})" in readme
+        assert f"inverse temperature):** {TEXT_LOGIT_SCALE:.4g} (fixed) (temperature {1 / TEXT_LOGIT_SCALE:.4g})" in readme
         assert "## st-oblique Evaluation" in readme and "| sts | spearman | 0.5000 |" in readme
         assert "python -m evaluation.run --model text_local" in readme
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import jinja2
@@ -57,7 +58,7 @@ def test_saved_card_has_the_oblique_section(text_model, tmp_path):
     assert card.data.base_model is None  # built from a local folder: no Hub link to it
     assert "K = 4 tokens of d = 8 dimensions" in readme and "K·d = 32 values" in readme
     assert "| text | BertModel | `first` | 4 class tokens at the front: [CLS] and 3 copies" in readme
-    assert "inverse temperature):** not recorded" in readme
+    assert "inverse temperature):** 1 (fixed) (temperature 1)" in readme  # a new model's default
     assert "Training loss:** not recorded" in readme
     assert f"**Parameters:** {sum(p.numel() for p in text_model.parameters()):,}" in readme
     assert "pip install -U st-oblique" in readme and "pip install -U sentence-transformers" not in readme
@@ -296,10 +297,10 @@ def test_describe_model_of_a_text_model(text_model):
     assert info.similarity_fn_name == "dot" and info.score_range == (-4, 4)
     assert [(tower.modality, tower.backbone, tower.token_source) for tower in info.towers] == [("text", "BertModel", "first")]
     assert info.parameters == sum(p.numel() for p in text_model.parameters())
-    assert info.logit_scale is None and info.temperature is None
+    assert (info.logit_scale, info.learnable_logit_scale, info.temperature) == (1.0, False, 1.0)  # the default
     assert info.st_oblique_version == st_oblique.__version__
     text = info.to_text()
-    assert "4 x 8 (embedding size 32)" in text and "logit_scale" in text and "not recorded" in text
+    assert "4 x 8 (embedding size 32)" in text and re.search(r"^logit_scale +1 \(fixed\)$", text, re.MULTILINE)
     assert json.loads(json.dumps(info.to_dict()))["towers"][0]["token_source"] == "first"
 
 

@@ -8,8 +8,10 @@ Each rank writes ``OUTPUT_DIR/rank{r}.pt`` with what the test compares against a
   scale/bias, with ``gather_across_devices=True`` on a global batch that every rank builds from the same seed;
 - ``cached_model``: CachedObliqueContrastiveLoss(gather_across_devices=True) on this rank's half of a text batch,
   with the model gradients averaged over the ranks as DDP does;
-- ``trainer``: SentenceTransformerTrainer, 2 steps with a learnable-scale gathered loss: the scale, a checksum of the
-  parameters, the logged scale and the optimizer's weight decay of the scale.
+- ``trainer``: ObliqueTrainer, 2 steps with a learnable-scale gathered loss: the scale, a checksum of the
+  parameters, the logged scale and the optimizer's weight decay of the scale;
+- ``plain_trainer``: a plain SentenceTransformerTrainer, 3 steps with a checkpoint at step 2: the scale on each rank,
+  the scale saved in the checkpoint, the scale's weight decay.
 """
 
 from __future__ import annotations
@@ -94,6 +96,47 @@ def trainer_run(tiny_bert_dir: str, output_dir: str) -> dict:
     }
 
 
+def plain_trainer_run(tiny_bert_dir: str, output_dir: str) -> dict:
+    """A plain SentenceTransformerTrainer (no st-oblique callback or optimizer grouping): 3 steps, a checkpoint at 2."""
+    import json
+
+    from datasets import Dataset
+    from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+    from transformers import TrainerCallback
+
+    from st_oblique import ObliqueContrastiveLoss
+
+    model = oblique_model(tiny_bert_dir)
+    loss = ObliqueContrastiveLoss(model, scale=2.0, learnable_scale=True, gather_across_devices=True)
+    anchors, positives = text_batch()[:2]
+    args = SentenceTransformerTrainingArguments(
+        output_dir=output_dir, per_device_train_batch_size=2, max_steps=3, learning_rate=1e-2, weight_decay=0.1,
+        logging_steps=1, save_strategy="steps", save_steps=2, report_to=[], use_cpu=True, seed=0,
+        dataloader_drop_last=True,
+    )
+    scales = {}
+
+    class RecordScale(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            scales[state.global_step] = loss.scale
+
+    dataset = Dataset.from_dict({"anchor": anchors, "positive": positives})
+    trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=dataset, loss=loss, callbacks=[RecordScale()])
+    trainer.train()
+    group = next(g for g in trainer.optimizer.param_groups if any(p is loss.logit_scale.log_scale_bias for p in g["params"]))
+    modules = json.loads(Path(output_dir, "checkpoint-2", "modules.json").read_text())
+    pooling = next(entry["path"] for entry in modules if entry["type"].endswith("ObliquePooling"))
+    config = json.loads(Path(output_dir, "checkpoint-2", pooling, "config.json").read_text())
+    return {
+        "global_step": trainer.state.global_step,
+        "scale": loss.scale,
+        "scale_at_step_2": scales[2],
+        "checkpoint_scale": config["logit_scale"],
+        "scale_weight_decay": group["weight_decay"],
+        "parameter_checksum": sum(p.detach().double().sum().item() for p in model.parameters()),
+    }
+
+
 def main() -> None:
     tiny_bert_dir, output_dir = sys.argv[1], sys.argv[2]
     torch.set_num_threads(1)
@@ -102,6 +145,7 @@ def main() -> None:
     rank, world_size = dist.get_rank(), dist.get_world_size()
     results["embedding_level"] = embedding_level(rank, world_size)
     results["cached_model"] = cached_model(tiny_bert_dir, rank, world_size)
+    results["plain_trainer"] = plain_trainer_run(tiny_bert_dir, os.path.join(output_dir, "plain_trainer"))
     torch.save(results, os.path.join(output_dir, f"rank{rank}.pt"))
     dist.barrier()
 

@@ -16,7 +16,7 @@ from sentence_transformers.util import dot_score
 from torch import nn
 
 from st_oblique import ObliqueContrastiveLoss, manifold
-from st_oblique.losses.scale import PAPER_MAX_SCALE
+from st_oblique.modules.logit_scale import PAPER_MAX_SCALE
 
 SYMMETRIC = ("query_to_doc", "doc_to_query")
 

@@ -140,7 +140,7 @@ def test_options_checked_and_defaults():
     assert ObliqueMatryoshkaLoss(holder, wrapped).token_counts == [1, 2, 4]
     assert default_token_counts(16) == [1, 2, 4, 8, 16] and default_token_counts(12) == [1, 2, 4, 8, 12]
     assert parse_token_counts("1,2,4", 4) == [1, 2, 4] and parse_token_counts("default", 16)[-1] == 16
-    with pytest.raises(ValueError, match="comma-separated"):
+    with pytest.raises(ValueError, match="separated by commas"):
         parse_token_counts("1;2")
     with pytest.raises(ValueError, match="weights"):
         ObliqueMatryoshkaLoss(holder, wrapped, token_counts=[1, 4], weights=[1.0])

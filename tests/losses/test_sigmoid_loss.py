@@ -22,7 +22,7 @@ def test_k1_equals_open_clip_siglip(dtype, tolerance):
     image, text = (c.requires_grad_() for c in global_embeddings(2, batch_size=16, num_tokens=1, token_dim=32, dtype=dtype))
     loss = ObliqueSigmoidLoss(pooling_holder(num_tokens=1, token_dim=32), scale=10.0, bias=-10.0).to(dtype)
     log_scale = loss.logit_scale.log_scale_bias.detach().clone().requires_grad_()
-    bias = loss.logit_bias.detach().clone().requires_grad_()
+    bias = loss.logit_scale.logit_bias.detach().clone().requires_grad_()
     expected = SigLipLoss()(image, text, log_scale.exp(), bias)
     expected_grads = torch.autograd.grad(expected, [image, text, log_scale, bias])
     value = loss.compute_loss_from_embeddings([image, text])
@@ -37,7 +37,7 @@ def test_k16_with_hard_negatives_equals_a_float64_reference():
     value = loss.compute_loss_from_embeddings(columns)
 
     log_scale = loss.logit_scale.log_scale_bias.detach().clone().requires_grad_()
-    bias = loss.logit_bias.detach().clone().requires_grad_()
+    bias = loss.logit_scale.logit_bias.detach().clone().requires_grad_()
     anchors, *candidate_columns = (manifold.to_tokens(c, 16) for c in columns)
     candidates = torch.cat(candidate_columns)
     similarity = (anchors[:, None] * candidates[None]).sum(dim=(-2, -1))  # sum_k <a_ik, c_jk>, (10, 20)
@@ -56,10 +56,13 @@ def test_defaults_scale_the_siglip_init_to_the_oblique_range():
     assert (loss.scale, loss.bias) == (1.0, -16.0)  # a perfectly aligned pair (s = K) starts at logit 0
     assert loss.learnable_scale and loss.learnable_bias
     assert set(loss.temperature_parameters()) == {"logit_scale", "logit_bias"}
-    assert loss.temperature_values() == {"logit_scale": 1.0, "logit_bias": -16.0}
+    assert loss.logit_scale.values() == {"logit_scale": 1.0, "logit_bias": -16.0}
     assert ObliqueSigmoidLoss(pooling_holder(16, 32), scale=2.0).bias == -32.0
     fixed = ObliqueSigmoidLoss(pooling_holder(), learnable_scale=False, learnable_bias=False)
+    # The loss holds no parameters of its own: the scale and bias are the model's.
     assert fixed.temperature_parameters() == {} and list(fixed.parameters(recurse=False)) == []
+    temperature = {name for name, _ in loss.named_parameters() if ".temperature." in name}
+    assert temperature == {"model.0.temperature.log_scale_bias", "model.0.temperature.logit_bias"}
     config = ObliqueSigmoidLoss(pooling_holder(), scale=2.0, bias=-3.0).get_config_dict()
     assert config["bias"] == -3.0 and config["scale"] == 2.0 and config["learnable_bias"]
     assert "zhai2023sigmoid" in fixed.citation

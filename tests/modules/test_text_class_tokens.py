@@ -87,5 +87,5 @@ def test_save_and_load_keep_the_class_tokens(tiny_bert_dir, tmp_path):
     torch.testing.assert_close(
         token_states(module, SENTENCES)["token_embeddings"], token_states(loaded, SENTENCES)["token_embeddings"]
     )
-    with pytest.raises(ValueError, match="positive integer"):
+    with pytest.raises(ValueError, match="positive whole number"):
         ClassTokenTransformer(tiny_bert_dir, num_class_tokens=0)

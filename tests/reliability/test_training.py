@@ -111,6 +111,28 @@ def test_resume_from_another_models_checkpoint(checkpoint_run, tiny_bert_dir, tm
     assert digest(checkpoint_run) == before
 
 
+def test_a_plain_trainer_resuming_from_another_models_checkpoint_is_told_which_tensor_differs(
+    checkpoint_run, tiny_bert_dir, tmp_path
+):
+    """Sentence Transformers loads the checkpoint as a model and copies its state into the model being trained: the
+    model's load_state_dict says what differs (was torch's 'size mismatch for 1.heads.default.projection...')."""
+    from reliability.reliability_helpers import digest
+    from sentence_transformers import SentenceTransformerTrainer
+
+    before = digest(checkpoint_run)
+    other = st_oblique.oblique_text_model(tiny_bert_dir, num_tokens=2, token_dim=8)
+    run = SentenceTransformerTrainer(model=other, args=arguments(tmp_path / "out"), train_dataset=Dataset.from_dict(PAIRS),
+                                     loss=st_oblique.ObliqueContrastiveLoss(other))
+    with pytest.raises(CheckpointError) as raised:
+        run.train(resume_from_checkpoint=str(checkpoint_run / "checkpoint-2"))
+    message = str(raised.value)
+    assert "These weights come from another model" in message
+    assert "'1.heads.default.projection' has shape (4, 32, 8) there and (2, 32, 8) here" in message
+    assert "pass a checkpoint written by this model's run, or train without it" in message
+    assert digest(checkpoint_run) == before
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())  # nothing written
+
+
 def test_resume_true_without_checkpoints(model, tmp_path):
     with pytest.raises(CheckpointError, match="No checkpoint to resume from in"):
         trainer(model, Dataset.from_dict(PAIRS), tmp_path / "empty").train(resume_from_checkpoint=True)

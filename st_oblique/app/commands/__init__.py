@@ -17,6 +17,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "st_oblique.app.commands.push",
     "st_oblique.app.commands.info",
     "st_oblique.app.commands.explain",
+    "st_oblique.app.commands.app",
     "st_oblique.app.commands.convert",
     "st_oblique.app.commands.export",
     "st_oblique.app.commands.mteb",

@@ -22,7 +22,6 @@ BUILTIN_SENTENCES = (
     "The patient was given antibiotics for the infection.", "An old castle stands on a hill above the river.",
 )
 """``--data builtin``: a dozen unrelated sentences."""
-TEXT_COLUMNS = ("caption", "text", "anchor", "sentence1", "query")
 
 NAME = "info"
 HELP = "describe a saved oblique model (K, d, towers, similarity, scale, size, training)"
@@ -38,7 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "a few built-in sentences ('builtin')",
     )
     parser.add_argument("--data-column", metavar="COLUMN",
-                        help="the table's text column (default: 'caption', 'text' or 'anchor', else the first column)")
+                        help="the table's text column (default: 'caption', 'text', 'sentence' or 'anchor', else the first column)")
     parser.add_argument("--max-samples", type=positive_int, default=256, help="texts read from --data (default: 256)")
 
 
@@ -52,6 +51,7 @@ def run(args: argparse.Namespace) -> None:
     path = Path(args.model)
     model = load_model(args.model, device="cpu")
     description = describe_model(model)
+    family = _backbone_family(model)
     training = _training_summary(path / "training_report.json") if path.is_dir() else None
     collapse = None
     if texts is not None:
@@ -64,10 +64,12 @@ def run(args: argparse.Namespace) -> None:
             )
         collapse = {"data": source, **collapse_diagnostics(model, texts).to_dict(with_matrix=True)}
     if args.json:
-        print(json.dumps({"model": args.model, **description.to_dict(), "training": training,
+        print(json.dumps({"model": args.model, **description.to_dict(), "backbone_family": family, "training": training,
                           **({"token_collapse": collapse} if collapse else {})}, indent=2))
         return
     print(description.to_text())
+    if family:
+        print(f"\nBuilt like `st-oblique train --backbone {family}` (st_oblique.{_builder_name(family)}).")
     if training:
         print(f"\nTraining ({path / 'training_report.json'}):")
         print(_training_text(training))
@@ -76,29 +78,36 @@ def run(args: argparse.Namespace) -> None:
         print(_collapse_text(collapse))
 
 
+def _backbone_family(model) -> str | None:
+    """The backbone family (``--backbone``) whose builder makes models of ``model``'s module classes, or None."""
+    from st_oblique.builders.families import family_of
+    from st_oblique.modules import MODULE_CLASSES
+
+    classes = {type(module) for module in model.modules()}
+    family = family_of(cls.__name__ for cls in classes if MODULE_CLASSES.get(cls.__name__) == cls.__module__)
+    return None if family is None else family.name
+
+
+def _builder_name(family: str) -> str:
+    from st_oblique.builders.families import BACKBONE_FAMILIES
+
+    return BACKBONE_FAMILIES[family].builder.split(":")[1]
+
+
 def _diagnostic_texts(data: str, column: str | None, limit: int) -> tuple[list[str], str]:
     """The texts ``--data`` names (at most ``limit``) and a description of where they come from."""
-    import csv
+    from st_oblique.app.text_table import read_table, text_column
 
     if data == "builtin":
         return list(BUILTIN_SENTENCES)[:limit], f"{min(limit, len(BUILTIN_SENTENCES))} built-in sentences"
     path = Path(data).expanduser()
     if not path.is_file():
         raise ObliqueConfigError(f"--data {data}: no such file; give a .tsv/.csv table with a header row, or 'builtin'.")
-    delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
-    with open(path, encoding="utf-8", newline="") as handle:
-        reader = csv.DictReader(handle, delimiter=delimiter, quoting=csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL)
-        columns = list(reader.fieldnames or [])
-        chosen = column or next((name for name in TEXT_COLUMNS if name in columns), columns[0] if columns else None)
-        if chosen not in columns:
-            raise ObliqueConfigError(f"--data-column {chosen!r}: {path} has the columns {columns}; name one of them.")
-        texts = []
-        for row in reader:
-            value = (row.get(chosen) or "").strip()
-            if value:
-                texts.append(value)
-            if len(texts) == limit:
-                break
+    columns, rows = read_table(path)
+    chosen = text_column(columns, column)
+    if chosen is None:
+        raise ObliqueConfigError(f"--data-column {column!r}: {path} has the columns {columns}; name one of them.")
+    texts = [value for value in ((row.get(chosen) or "").strip() for row in rows) if value][:limit]
     if len(texts) < 2:
         raise ObliqueConfigError(f"--data {data}: column {chosen!r} has {len(texts)} texts; diagnostics need at least 2.")
     return texts, f"{len(texts)} texts of column {chosen!r} of {path}"

@@ -21,6 +21,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 
 from st_oblique.data.templates import Templates
+from st_oblique.validators import check_positive_int
 
 __all__ = ["ClassificationDataset", "RetrievalDataset", "SubsetView", "Task", "sample_indices"]
 
@@ -47,8 +48,7 @@ def sample_indices(total: int, max_samples: int | None, seed: int) -> list[int] 
     """Sorted random indices of ``max_samples`` items, or None when the whole set is kept."""
     if max_samples is None or max_samples >= total:
         return None
-    if max_samples < 1:
-        raise ValueError(f"max_samples must be positive, got {max_samples}.")
+    check_positive_int(max_samples, name="max_samples")
     return sorted(np.random.default_rng(seed).choice(total, size=max_samples, replace=False).tolist())
 
 

@@ -21,7 +21,7 @@ from st_oblique.data.datasets.base import RetrievalDataset
 from st_oblique.data.datasets.image_folder import IMAGE_EXTENSIONS, TarMembers
 from st_oblique.errors import ObliqueInputError
 
-__all__ = ["CaptionTableColumnsError", "header_looks_like_data", "read_captions"]
+__all__ = ["CaptionTableColumnsError", "header_looks_like_data", "read_captions", "read_table"]
 
 
 class CaptionTableColumnsError(ObliqueInputError):
@@ -99,19 +99,30 @@ def read_captions(
     return RetrievalDataset(name=name or captions_path.parent.name, images=images, captions=[groups[n] for n in names])
 
 
-def _read_table(path: Path, image_column: str, caption_column: str) -> dict[str, list[str]]:
-    """``{image: [captions]}`` in first-appearance order."""
+def read_table(path: str | Path, *, what: str = "Table") -> tuple[list[str], list[dict[str, str]]]:
+    """``(columns, rows)`` of a ``.tsv`` (tab-separated, no quoting: the Flickr8k layout) or ``.csv`` table with a
+    header row.
+
+    Raises:
+        FileNotFoundError: ``path`` is not a file (the message starts with ``what``).
+    """
+    path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"Caption table not found: {path}")
+        raise FileNotFoundError(f"{what} not found: {path}")
     delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
     with open(path, encoding="utf-8", newline="") as handle:
         reader = csv.DictReader(
             handle, delimiter=delimiter, quoting=csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
         )
-        columns = reader.fieldnames or []
-        if image_column not in columns or caption_column not in columns:
-            raise CaptionTableColumnsError(path, columns, image_column, caption_column, delimiter)
-        rows = list(reader)
+        return list(reader.fieldnames or []), list(reader)
+
+
+def _read_table(path: Path, image_column: str, caption_column: str) -> dict[str, list[str]]:
+    """``{image: [captions]}`` in first-appearance order."""
+    columns, rows = read_table(path, what="Caption table")
+    if image_column not in columns or caption_column not in columns:
+        delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
+        raise CaptionTableColumnsError(path, columns, image_column, caption_column, delimiter)
     order_column = "caption_idx" if "caption_idx" in columns else None
     groups: dict[str, list[tuple[int, str]]] = {}
     for position, row in enumerate(rows):
