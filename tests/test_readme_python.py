@@ -23,9 +23,10 @@ def run_snippet(code: str, namespace: dict, replacements: dict[str, str]) -> Non
 
 
 def test_readme_has_the_quickstart_training_and_evaluation_snippets():
-    assert len(SNIPPETS) == 4
+    assert len(SNIPPETS) == 5
     assert "oblique_text_model" in SNIPPETS[0] and "SentenceTransformerTrainer" in SNIPPETS[1]
     assert "zeroshot_classification" in SNIPPETS[2] and "ObliqueMatryoshkaLoss" in SNIPPETS[3]
+    assert 'token_source="class_attention"' in SNIPPETS[4]
 
 
 def test_quickstart_and_training_snippets(tiny_bert_dir, tmp_path, monkeypatch, capsys):
@@ -64,3 +65,12 @@ def test_fewer_tokens_and_explanations_snippet(tiny_bert_dir, tmp_path, capsys):
     assert namespace["loss"].token_counts == [1, 2, 4, 8, 16]
     printed = capsys.readouterr().out
     assert "sum of 16 token cosines" in printed and "effective rank" in printed.lower()
+
+
+def test_late_class_tokens_snippet(tiny_bert_dir):
+    namespace: dict = {"st_oblique": st_oblique}  # imported by the quickstart snippet before this one
+    run_snippet(SNIPPETS[4], namespace, {"sentence-transformers/all-MiniLM-L6-v2": tiny_bert_dir})
+    assert namespace["embeddings"].shape == (2, 16 * 32)
+    fast, warm = namespace["fast"][1], namespace["warm"][1]
+    assert fast.token_source == warm.token_source == "class_attention"
+    assert (fast.class_attention_width, warm.class_attention_width) == (32, 384)  # 128 capped at the tiny width

@@ -1,5 +1,11 @@
 """Encode throughput of a CLIP with K=16 class tokens relative to the same CLIP with K=1, on CPU.
 
+Compared with the plain CLIP (K=1: CLIP's own class token and towers): K class tokens inside the towers (``first``,
+the paper's design), K attention queries over the unchanged towers (``attention``) and K class tokens that join
+after the unchanged towers (``class_attention``, CaiT's late class tokens) for each ``--class-attention
+LAYERSxWIDTH`` setting (``full`` for the towers' own widths, 512 text / 768 image, where the blocks start from their
+last layers).
+
 A ViT-B/16-shaped Hugging Face CLIP (CLIPConfig defaults with 16 px patches: 224 px images -> 197 positions,
 12-layer 512-wide text tower with 77 positions), random weights, is saved once with CLIP's real BPE tokenizer
 (built offline from the vocabulary that ships with open_clip). ``st_oblique.oblique_clip`` builds K=1 and K=16
@@ -13,6 +19,10 @@ class positions after EOS; captions are truncated K−1 tokens earlier so that n
 
     python evaluation/benchmarks/class_token_throughput.py \
         --captions ../shared/data/flickr8k_1k/captions.tsv --output evaluation/results/benchmarks/class_token_throughput.json
+
+    python evaluation/benchmarks/class_token_throughput.py --threads 1 --captions ../shared/data/flickr8k_1k/captions.tsv \
+        --workloads image text --class-attention 2x128 1x128 2xfull \
+        --output evaluation/results/benchmarks/class_token_throughput_late.json
 """
 
 from __future__ import annotations
@@ -20,7 +30,10 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
+import shlex
 import statistics
+import sys
 import tempfile
 import time
 
@@ -69,15 +82,45 @@ def random_images(count: int, seed: int = 0) -> list[Image.Image]:
     return [Image.fromarray(rng.integers(0, 256, (256, 320, 3), dtype=np.uint8)) for _ in range(count)]
 
 
-def items_per_second(model: SentenceTransformer, inputs: list, batch_size: int, **encode_kwargs) -> float:
-    start = time.perf_counter()
+def items_per_second(
+    model: SentenceTransformer, inputs: list, batch_size: int, **encode_kwargs
+) -> tuple[float, float]:
+    """Items per second of wall time and per second of this process's CPU time (the steadier measure on a shared
+    machine with ``--threads 1``)."""
+    start, cpu_start = time.perf_counter(), time.process_time()
     model.encode(inputs, batch_size=batch_size, show_progress_bar=False, **encode_kwargs)
-    return len(inputs) / (time.perf_counter() - start)
+    return len(inputs) / (time.perf_counter() - start), len(inputs) / (time.process_time() - cpu_start)
 
 
 def mean_text_positions(model: SentenceTransformer, captions: list[str], **encode_kwargs) -> float:
     """Mean number of positions the text tower runs per caption (caption, class positions and any padding)."""
     return float(np.mean([model.preprocess([caption], **encode_kwargs)["input_ids"].shape[1] for caption in captions]))
+
+
+def class_attention_setting(text: str) -> tuple[int, int | None]:
+    """``"2x128"`` -> ``(2, 128)``; ``"2xfull"`` -> ``(2, None)``: the towers' own widths."""
+    layers, _, width = text.lower().partition("x")
+    try:
+        return int(layers), None if width == "full" else int(width)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected LAYERSxWIDTH such as 2x128 or 2xfull, got {text!r}") from None
+
+
+def attention_clip(folder: str, num_tokens: int, token_dim: int) -> SentenceTransformer:
+    """CLIP's unchanged towers with K attention queries per tower (``token_source="attention"``)."""
+    from st_oblique import ObliquePooling, ObliqueSentenceTransformer
+    from st_oblique.modules import CLIPClassTokenTransformer
+
+    clip = CLIPClassTokenTransformer(folder, num_class_tokens=1)
+    pooling = ObliquePooling(
+        clip.embedding_dimensions, num_tokens=num_tokens, token_dim=token_dim, token_source="attention"
+    )
+    return ObliqueSentenceTransformer(modules=[clip, pooling], device="cpu", similarity_fn_name="dot")
+
+
+def load_average() -> str:
+    with open("/proc/loadavg", encoding="utf-8") as handle:
+        return handle.read().strip()
 
 
 def main() -> None:
@@ -91,6 +134,14 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--workloads", nargs="+", choices=WORKLOADS, default=list(WORKLOADS), help="what to time")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument(
+        "--class-attention",
+        nargs="*",
+        type=class_attention_setting,
+        default=[],
+        metavar="LAYERSxWIDTH",
+        help="also time K=16 attention queries and these class_attention settings (e.g. 2x128 2xfull)",
+    )
     parser.add_argument("--output", help="write the measurements as JSON here")
     args = parser.parse_args()
     if args.threads:
@@ -107,6 +158,18 @@ def main() -> None:
                 folder, num_tokens=args.num_tokens, token_dim=args.token_dim, device="cpu"
             ),
         }
+        if args.class_attention:
+            models[f"K={args.num_tokens} attention"] = attention_clip(folder, args.num_tokens, args.token_dim)
+        for layers, width in args.class_attention:
+            models[f"K={args.num_tokens} class_attention {layers}x{width or 'full'}"] = st_oblique.oblique_clip(
+                folder,
+                num_tokens=args.num_tokens,
+                token_dim=args.token_dim,
+                token_source="class_attention",
+                class_attention_layers=layers,
+                class_attention_width=width or {"text": 512, "image": 768},
+                device="cpu",
+            )
     workloads = {
         name: inputs
         for name, inputs in {
@@ -121,12 +184,16 @@ def main() -> None:
             model.encode(inputs[: args.batch_size], batch_size=args.batch_size, **kwargs)
 
     speeds = {name: {workload: [] for workload in workloads} for name in models}
+    cpu_speeds = {name: {workload: [] for workload in workloads} for name in models}
+    uptime_before = load_average()
     for _ in range(args.repeats):
         for workload, (inputs, kwargs) in workloads.items():
             for name, model in models.items():
-                speeds[name][workload].append(items_per_second(model, inputs, args.batch_size, **kwargs))
+                wall, cpu = items_per_second(model, inputs, args.batch_size, **kwargs)
+                speeds[name][workload].append(wall)
+                cpu_speeds[name][workload].append(cpu)
 
-    baseline, oblique = models
+    baseline, oblique = list(models)[:2]
     positions = {
         name: {
             "image": model[0].model.config.vision_config.image_size ** 2 // 16**2 + model[0].num_class_tokens,
@@ -137,7 +204,11 @@ def main() -> None:
         for name, model in models.items()
     }
     medians = {name: {w: statistics.median(v) for w, v in runs.items()} for name, runs in speeds.items()}
+    cpu_medians = {name: {w: statistics.median(v) for w, v in runs.items()} for name, runs in cpu_speeds.items()}
     result = {
+        "command": shlex.join(["python", *sys.argv]),
+        "machine": f"shared ({os.cpu_count()} cores; other sessions' jobs ran at the same time): compare the ratios",
+        "load_average": {"before": uptime_before, "after": load_average()},
         "model": "ViT-B/16-shaped HF CLIP, random weights",
         "images": len(images),
         "captions": len(captions),
@@ -149,7 +220,19 @@ def main() -> None:
         f"throughput_{oblique}_relative_to_{baseline}": {
             workload: medians[oblique][workload] / medians[baseline][workload] for workload in workloads
         },
+        f"relative_to_{baseline}": {
+            name: {workload: medians[name][workload] / medians[baseline][workload] for workload in workloads}
+            for name in models
+            if name != baseline
+        },
+        "items_per_cpu_second": cpu_medians,
+        f"cpu_relative_to_{baseline}": {
+            name: {workload: cpu_medians[name][workload] / cpu_medians[baseline][workload] for workload in workloads}
+            for name in models
+            if name != baseline
+        },
         "runs": speeds,
+        "runs_cpu": cpu_speeds,
     }
     print(json.dumps(result, indent=2))
     if args.output:

@@ -2,13 +2,16 @@
 
 Compared in one process on the same STSb test sentences: the plain model (mean pooling), the oblique model
 with K class tokens in the encoder (``token_source="first"``, the paper's design: K−1 extra positions per
-text) and, to separate the cost of the extra positions from the cost of the head, the oblique model with an
-attention head on the unchanged encoder (``token_source="attention"``). Runs alternate between the models so
-that load from other processes affects all alike; read the ratios, not the absolute speeds. CPU-time speeds
-(``sentences_per_cpu_second``) are recorded too: with ``--threads 1`` they are the steadiest measure on a shared machine.
+text), the oblique model with an attention head on the unchanged encoder (``token_source="attention"``), and
+the oblique model whose K class tokens join after the unchanged encoder (``token_source="class_attention"``, CaiT's
+late class tokens) for each ``--class-attention LAYERSxWIDTH`` setting (a width equal to the encoder's, 384, starts
+the blocks from its last layers). Runs alternate between the models so that load from other processes affects all
+alike; read the ratios, not the absolute speeds. CPU-time speeds (``sentences_per_cpu_second``) are recorded too:
+with ``--threads 1`` they are the steadiest measure on a shared machine.
 
     python evaluation/benchmarks/encode_throughput.py --model ../shared/weights/all-MiniLM-L6-v2 \
-        --stsb ../shared/data/stsbenchmark/stsbenchmark/sts-test.csv
+        --stsb ../shared/data/stsbenchmark/stsbenchmark/sts-test.csv --threads 1 \
+        --class-attention 2x128 1x128 2x64 2x384 --output evaluation/results/benchmarks/encode_throughput.json
 """
 
 from __future__ import annotations
@@ -16,7 +19,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import statistics
+import sys
 import time
 
 import torch
@@ -46,6 +51,20 @@ def sentences_per_second(model: SentenceTransformer, sentences: list[str], batch
     return len(sentences) / (time.perf_counter() - wall_start), len(sentences) / (time.process_time() - cpu_start)
 
 
+def class_attention_setting(text: str) -> tuple[int, int]:
+    """``"2x128"`` -> ``(2, 128)``: class-attention blocks and their width."""
+    try:
+        layers, width = (int(part) for part in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected LAYERSxWIDTH such as 2x128, got {text!r}") from None
+    return layers, width
+
+
+def uptime() -> str:
+    with open("/proc/loadavg", encoding="utf-8") as handle:
+        return handle.read().strip()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="../shared/weights/all-MiniLM-L6-v2", help="Hub id or path of all-MiniLM-L6-v2")
@@ -56,6 +75,14 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument(
+        "--class-attention",
+        nargs="*",
+        type=class_attention_setting,
+        default=[(2, 128)],
+        metavar="LAYERSxWIDTH",
+        help="token_source='class_attention' settings to time (default: 2x128, the default head)",
+    )
     parser.add_argument("--output", help="write the measurements as JSON here")
     args = parser.parse_args()
     if args.threads:
@@ -68,12 +95,22 @@ def main() -> None:
         models[f"oblique_{source}"] = st_oblique.oblique_text_model(
             args.model, num_tokens=args.num_tokens, token_dim=args.token_dim, token_source=source, device="cpu"
         )
+    for layers, width in args.class_attention:
+        models[f"oblique_class_attention_{layers}x{width}"] = st_oblique.oblique_text_model(
+            args.model,
+            num_tokens=args.num_tokens,
+            token_dim=args.token_dim,
+            token_source="class_attention",
+            class_attention_layers=layers,
+            class_attention_width=width,
+            device="cpu",
+        )
     for model in models.values():  # warm-up
         model.encode(sentences[:64], batch_size=args.batch_size)
 
     speeds: dict[str, list[float]] = {name: [] for name in models}
     cpu_speeds: dict[str, list[float]] = {name: [] for name in models}
-    load_before = os.getloadavg()[0]
+    load_before, uptime_before = os.getloadavg()[0], uptime()
     for _ in range(args.repeats):
         for name, model in models.items():
             wall_speed, cpu_speed = sentences_per_second(model, sentences, args.batch_size)
@@ -81,6 +118,9 @@ def main() -> None:
             cpu_speeds[name].append(cpu_speed)
 
     result = {
+        "command": shlex.join(["python", *sys.argv]),
+        "machine": "shared: other sessions' jobs ran at the same time (see the load averages); compare the ratios",
+        "uptime": {"before": uptime_before, "after": uptime()},
         "sentences": len(sentences),
         "batch_size": args.batch_size,
         "torch_threads": torch.get_num_threads(),

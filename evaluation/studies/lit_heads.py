@@ -15,9 +15,10 @@ Example::
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -38,7 +39,12 @@ class Arm:
     """One head design: K, d, where the K token states come from, and the logit scale.
 
     ``token_source="attention"``: K learned queries attend over the token states (1 query for a sphere arm);
-    ``"split"``: the mean token state projected K times (the sphere's mean-pooling head when K=1).
+    ``"split"``: the mean token state projected K times (the sphere's mean-pooling head when K=1);
+    ``"class_attention"``: K class tokens read the token states through ``class_attention_layers`` CaiT
+    class-attention blocks (late class tokens; width: the PCA width, random initialisation);
+    ``"first"``: the text tower's K class tokens (``[CLS]`` tiled K times inside the frozen encoder, read from a
+    tower cache computed with K class tokens), with ``image_token_source`` for the image tower (a CNN has no class
+    token: ``"attention"``), as :func:`st_oblique.oblique_dual_encoder` builds them by default.
     """
 
     name: str
@@ -49,16 +55,33 @@ class Arm:
     learnable_scale: bool = False
     max_scale: float | None = None
     description: str = ""
+    image_token_source: str | None = None
+    class_attention_layers: int | None = None
 
     @classmethod
     def from_config(cls, name: str, config: Mapping[str, Any]) -> Arm:
         return named_from_config(cls, name, config)
+
+    def spec(self) -> dict[str, Any]:
+        """The arm's part of a run specification (options added later are left out when unset, so the stored
+        records of the arms that predate them keep their specification)."""
+        return spec_without_unset(self, ("image_token_source", "class_attention_layers"))
+
+    @property
+    def text_class_tokens(self) -> int:
+        """Class tokens inside the frozen text tower (K for ``"first"``, else 1)."""
+        return self.num_tokens if self.token_source == "first" else 1
 
     @property
     def logit_range(self) -> float:
         """The largest logit ``scale * K`` (for a learnable scale: at its cap)."""
         scale = self.max_scale if self.learnable_scale and self.max_scale else self.scale
         return scale * self.num_tokens
+
+
+def spec_without_unset(arm: Any, later_fields: Sequence[str]) -> dict[str, Any]:
+    """``arm.__dict__`` without the ``later_fields`` that are None (see :meth:`Arm.spec`)."""
+    return {key: value for key, value in arm.__dict__.items() if not (key in later_fields and value is None)}
 
 
 def named_from_config(cls: type, name: str, config: Mapping[str, Any]) -> Any:
@@ -109,19 +132,40 @@ class LitData:
     zs_prompt_class: Tensor
     classnames: list[str]
     notes: dict[str, Any] = field(default_factory=dict)
+    text_views: dict[int, tuple[Tensor, Tensor, Tensor, Tensor]] = field(default_factory=dict)
 
     @property
     def widths(self) -> dict[str, int]:
         return {"image": self.image_tokens.shape[-1], "text": self.text_tokens.shape[-1]}
 
+    def for_arm(self, arm: Arm) -> LitData:
+        """The data an arm reads: for ``"first"`` arms the caption and prompt states of the text tower with K class
+        tokens (``text_views[K]``: tokens, mask, prompt tokens, prompt mask), else these."""
+        if arm.text_class_tokens == 1:
+            return self
+        if arm.text_class_tokens not in self.text_views:
+            raise ValueError(
+                f"Arm {arm.name!r} reads {arm.text_class_tokens} class tokens of the text tower, but the data has text "
+                f"states for {sorted(self.text_views) or 'no'} class-token counts."
+            )
+        tokens, mask, prompt_tokens, prompt_mask = self.text_views[arm.text_class_tokens]
+        return dataclasses.replace(
+            self, text_tokens=tokens, text_mask=mask, zs_prompt_tokens=prompt_tokens, zs_prompt_mask=prompt_mask
+        )
+
 
 def build_head(arm: Arm, widths: Mapping[str, int]) -> ObliquePooling:
     """The arm's trainable head: st-oblique's ObliquePooling with one head per modality."""
+    sources = dict.fromkeys(widths, arm.token_source)
+    if arm.image_token_source is not None:
+        sources["image"] = arm.image_token_source
+    late = {} if arm.class_attention_layers is None else {"class_attention_layers": arm.class_attention_layers}
     return ObliquePooling(
         dict(widths),
         num_tokens=arm.num_tokens,
         token_dim=arm.token_dim,
-        token_source=dict.fromkeys(widths, arm.token_source),
+        token_source=sources,
+        **late,
     )
 
 
@@ -322,6 +366,7 @@ def run_arm(
 ) -> dict[str, Any]:
     """Train one head and evaluate it on ``splits``: the record written for one run."""
     start = time.monotonic()
+    data = data.for_arm(arm)
     head, loss, history = train_head(arm, data, table, config, seed, learning_rate, scale_learning_rate)
     train_seconds = time.monotonic() - start
     metrics = {split: evaluate_head(head, data, split, zero_shot=split == "test") for split in splits}

@@ -348,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
             spec = {
                 "study": "nested_tokens",
                 "arm": name,
-                "head": arm.__dict__,
+                "head": arm.spec(),
                 "training": training,
                 "learning_rate": lr,
                 "seed": seed,

@@ -240,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
             spec = {
                 "study": "nested_tokens_text",
                 "arm": name,
-                "arm_config": arm.__dict__,
+                "arm_config": arm.spec(),
                 "training": training,
                 "seed": seed,
                 "train": train_config.__dict__,

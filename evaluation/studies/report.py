@@ -68,6 +68,10 @@ def _describe_arm(arm: dict) -> str:
     pooling = {
         "split": "mean",
         "attention": f"attention ({arm['num_tokens']} quer{'y' if arm['num_tokens'] == 1 else 'ies'})",
+        "first": f"{arm['num_tokens']} class tokens inside the text tower, image: "
+        f"{arm.get('image_token_source') or 'first'}",
+        "class_attention": f"{arm['num_tokens']} late class tokens ({arm.get('class_attention_layers') or 2} "
+        "class-attention block(s))",
     }[arm["token_source"]]
     if arm["learnable_scale"]:
         scale = f"learnable, init {arm['scale']:.3g}, cap {arm['max_scale']:.3g}"
@@ -94,6 +98,7 @@ def regime_a_sections(config: dict, records: list[dict], plots_dir: Path) -> lis
     sections += [
         f"- `{name}`: {_describe_arm(arm_specs[name])}; learning rate {chosen.get(name, float('nan')):g}"
         for name in arms
+        if name in arm_specs  # an arm without records yet (a study interrupted or run regime by regime)
     ]
     sections.append("")
     for fraction in config["conditions"]:
@@ -139,9 +144,11 @@ def comparison_sections(
     chosen: dict[str, float],
     columns: Sequence[tuple[str, str]],
     diff_columns: Sequence[str],
+    grids: dict[str, list[float]] | None = None,
 ) -> list[str]:
     """The paired-differences table of the configured comparisons and the learning-rate selection table
-    (regimes A and C)."""
+    (regimes A and C; ``grids``: per-arm grids, default the config's one grid). Differences pair the seeds both arms
+    ran."""
     diff_rows = []
     for a, b in config.get("comparisons", []):
         for fraction in config["conditions"]:
@@ -158,11 +165,15 @@ def comparison_sections(
         "",
     ]
     selection = [r for r in records if r["spec"]["phase"] == "select"]
-    grid = config["lr_selection"]["grid"]
+    grids = grids or dict.fromkeys(arms, config["lr_selection"]["grid"])
+    grid = sorted({lr for name in arms for lr in grids[name]})
     rows = []
     for name in arms:
         cells = []
         for lr in grid:
+            if lr not in grids[name]:
+                cells.append("–")
+                continue
             value = next(
                 (
                     r["metrics"]["val"]["mean_recall"]
@@ -297,7 +308,11 @@ def _describe_c_arm(arm: dict) -> str:
     from evaluation.studies.scratch_towers import ScratchArm
 
     geometry = "sphere" if arm["num_tokens"] == 1 else f"oblique K={arm['num_tokens']}"
-    head = "Sparo attention slots" if arm["head"] == "sparo" else f"{arm['num_tokens']} class token(s) in both towers"
+    head = {
+        "sparo": "Sparo attention slots",
+        "sphere_readout": f"Sparo's read-out: {arm.get('slots')} attention slots concatenated",
+        "class_attention": f"{arm['num_tokens']} late class tokens (2 class-attention blocks after each tower)",
+    }.get(arm["head"], f"{arm['num_tokens']} class token(s) in both towers")
     if arm["learnable_scale"]:
         scale = f"learnable, init {arm['scale']:.3g}, cap {arm['max_scale']:.3g}"
     else:
@@ -308,13 +323,16 @@ def _describe_c_arm(arm: dict) -> str:
 
 def regime_c_sections(config: dict, records: list[dict], plots_dir: Path) -> list[str]:
     """Markdown sections and the plot of regime C (from scratch, synthetic scenes)."""
+    from evaluation.studies.scratch_towers import arm_grid_and_seeds
+
     main = [r for r in records if r["spec"]["phase"] == "main"]
     arms = list(config["arms"])
     arm_specs = {r["spec"]["arm"]: r["spec"]["arm_config"] for r in records}
-    seeds = config["seeds"]
+    grids, arm_seeds = arm_grid_and_seeds(config)
+    seeds = sorted({seed for values in arm_seeds.values() for seed in values})
     group: dict[tuple, list[dict]] = defaultdict(list)
     for record in main:
-        if record["spec"]["seed"] in seeds:
+        if record["spec"]["seed"] in arm_seeds.get(record["spec"]["arm"], ()):
             group[(record["spec"]["arm"], record["spec"]["noise_fraction"])].append(record)
     chosen = {r["spec"]["arm"]: r["spec"]["learning_rate"] for r in main}
     sections = [
@@ -361,7 +379,7 @@ def regime_c_sections(config: dict, records: list[dict], plots_dir: Path) -> lis
             markdown_table(["arm", "n", *[label for _, label in C_COLUMNS], "final scale", "CPU s"], rows),
             "",
         ]
-    sections += comparison_sections(config, group, records, arms, chosen, C_COLUMNS, C_DIFF_COLUMNS)
+    sections += comparison_sections(config, group, records, arms, chosen, C_COLUMNS, C_DIFF_COLUMNS, grids)
     sections += token_sections(config, group)
     values = {
         condition_name(f): {n: [_metric(r, "mean_recall") for r in group.get((n, f), [])] for n in arms}
@@ -491,6 +509,9 @@ def regime_b_sections(config: dict, records: list[dict], plots_dir: Path) -> lis
                     other = dict.fromkeys(scores(name, key), next(iter(other.values()), math.nan))
                 cells.append(fmt_difference(paired_difference(scores(name, key), other)))
             diff_rows.append([f"`{name}` − `{baseline}`", *cells])
+    for name, other in config.get("comparisons", []):  # arm against arm, paired by seed
+        cells = [fmt_difference(paired_difference(scores(name, key), scores(other, key))) for key, _ in tasks]
+        diff_rows.append([f"`{name}` − `{other}`", *cells])
     bar_plot(
         plots_dir / "regime_b.png",
         {label: {name: list(scores(name, key).values()) for name in arms} for key, label in tasks},

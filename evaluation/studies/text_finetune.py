@@ -3,7 +3,9 @@
 - ``mnrl`` arms: the model as published (mean pooling + Normalize) with Sentence Transformers'
   ``MultipleNegativesRankingLoss`` (cosine, scale 20): what most Sentence Transformers users do.
 - ``oblique`` arms: :func:`st_oblique.oblique_text_model` (K class tokens, ObliquePooling) with
-  :class:`st_oblique.ObliqueContrastiveLoss`.
+  :class:`st_oblique.ObliqueContrastiveLoss`; with ``token_source="class_attention"`` the K class tokens join after
+  the unchanged encoder (``class_attention_layers`` blocks of width ``class_attention_width``; at the encoder's width
+  they start from its last layers).
 
 Both are trained by ``SentenceTransformerTrainer`` on the same pairs, batches (same seed) and number of steps,
 and evaluated with the project's MTEB harness (:func:`st_oblique.evaluation.run_mteb` on the offline tasks).
@@ -24,7 +26,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from evaluation.studies.lit_heads import named_from_config
+from evaluation.studies.lit_heads import named_from_config, spec_without_unset
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +42,8 @@ class TextArm:
     token_source: str = "first"
     scale: float = 20.0
     description: str = ""
+    class_attention_layers: int | None = None
+    class_attention_width: int | None = None
 
     @classmethod
     def from_config(cls, name: str, config: Mapping[str, Any]) -> TextArm:
@@ -47,6 +51,10 @@ class TextArm:
         if arm.kind not in ("untouched", "mnrl", "oblique"):
             raise ValueError(f"Text arm {name!r}: kind must be 'untouched', 'mnrl' or 'oblique', got {arm.kind!r}.")
         return arm
+
+    def spec(self) -> dict[str, Any]:
+        """The arm's part of a run specification (see :meth:`evaluation.studies.lit_heads.Arm.spec`)."""
+        return spec_without_unset(self, ("class_attention_layers", "class_attention_width"))
 
 
 @dataclass
@@ -67,11 +75,17 @@ def build_text_model(arm: TextArm, model_path: str):
     import st_oblique
 
     if arm.kind == "oblique":
+        late = {
+            f"class_attention_{key}": getattr(arm, f"class_attention_{key}")
+            for key in ("layers", "width")
+            if getattr(arm, f"class_attention_{key}") is not None
+        }
         model = st_oblique.oblique_text_model(
             model_path,
             num_tokens=arm.num_tokens,
             token_dim=arm.token_dim,
             token_source=arm.token_source,
+            **late,
         )
         return model, st_oblique.ObliqueContrastiveLoss(model, scale=arm.scale)
     model = SentenceTransformer(model_path)

@@ -202,7 +202,6 @@ def prepare_lit_data(config: dict[str, Any], shared: Path, cache_dir: str | None
     text_tokens, text_mask = cache.text_tokens("flickr8k_1k-captions", texts)
     zs_images = cache.image_tokens("imagenette", imagenette.images)
     prompt_tokens, prompt_mask = cache.text_tokens("imagenette-prompts", [p for group in prompts for p in group])
-    timings["regime_a_cache_seconds"] = time.monotonic() - start
 
     notes: dict[str, Any] = {
         "tower_token_shapes": {"image": list(image_tokens.shape[1:]), "text_width": text_tokens.shape[-1]},
@@ -210,6 +209,17 @@ def prepare_lit_data(config: dict[str, Any], shared: Path, cache_dir: str | None
         "split_sizes": {name: len(indices) for name, indices in splits.items()},
         "imagenette_images": len(imagenette),
     }
+    # "first" arms read the text tower with K class tokens inside (a cache of its own per K)
+    text_views = {}
+    for count in sorted({Arm.from_config(name, spec).text_class_tokens for name, spec in config["arms"].items()} - {1}):
+        class_cache = TowerCache(
+            weights / config["text_tower"], weights / config["image_tower"], cache_dir=cache_dir, text_class_tokens=count
+        )
+        caption_view = class_cache.text_tokens("flickr8k_1k-captions", texts)
+        prompt_view = class_cache.text_tokens("imagenette-prompts", [p for group in prompts for p in group])
+        text_views[count] = (*caption_view, *prompt_view)
+    timings["regime_a_cache_seconds"] = time.monotonic() - start
+
     pca = config.get("pca_dim") or {}
     train_captions = np.concatenate([captions_of[int(i)] for i in splits["train"]])
     if pca.get("image"):
@@ -217,11 +227,16 @@ def prepare_lit_data(config: dict[str, Any], shared: Path, cache_dir: str | None
         image_tokens, zs_images = apply_pca(image_tokens, mean, components), apply_pca(zs_images, mean, components)
         notes["image_pca"] = {"dim": pca["image"], "variance_kept": kept}
     if pca.get("text"):
+        # fitted on the plain tower's states and applied to every text view alike (the same inputs for every arm)
         mean, components, kept = fit_pca(text_tokens[train_captions], text_mask[train_captions], pca["text"])
         text_tokens, prompt_tokens = (
             apply_pca(text_tokens, mean, components),
             apply_pca(prompt_tokens, mean, components),
         )
+        text_views = {
+            count: (apply_pca(tokens, mean, components), mask, apply_pca(prompt_view, mean, components), prompt_mask)
+            for count, (tokens, mask, prompt_view, prompt_mask) in text_views.items()
+        }
         notes["text_pca"] = {"dim": pca["text"], "variance_kept": kept}
     timings["regime_a_prepare_seconds"] = time.monotonic() - start
     logger.info("Regime A data: %s", notes)
@@ -240,6 +255,10 @@ def prepare_lit_data(config: dict[str, Any], shared: Path, cache_dir: str | None
         zs_prompt_class=torch.tensor([label for label, group in enumerate(prompts) for _ in group]),
         classnames=list(imagenette.classnames),
         notes=notes,
+        text_views={
+            count: (tokens.float(), mask, prompt_view.float(), prompt_mask)
+            for count, (tokens, mask, prompt_view, prompt_mask) in text_views.items()
+        },
     )
 
 
@@ -281,7 +300,7 @@ def run_regime_a(
             **base,
             "phase": phase,
             "arm": arm.name,
-            "arm_config": arm.__dict__,
+            "arm_config": arm.spec(),
             "condition": f"noise{round(fraction * 100)}",
             "noise_fraction": fraction,
             "noise_seed": noise_seed,
@@ -373,7 +392,7 @@ def run_regime_b(config: dict[str, Any], shared: Path, store: RunStore) -> list[
             arm = TextArm.from_config(name, arm_config)
             if arm.kind == "untouched" and seed != config["seeds"][0]:
                 continue
-            spec = {**base, "phase": "main", "arm": name, "arm_config": arm.__dict__, "seed": seed}
+            spec = {**base, "phase": "main", "arm": name, "arm_config": arm.spec(), "seed": seed}
 
             def run(arm=arm, seed=seed) -> dict:
                 model, info = finetune(arm, model_path, pairs(), train, seed)
@@ -413,7 +432,7 @@ def run_regime_c(config: dict[str, Any], store: RunStore, timings: dict) -> list
     from multiprocessing import get_context
 
     from evaluation.studies.from_scratch import run_stored
-    from evaluation.studies.scratch_towers import ScratchArm
+    from evaluation.studies.scratch_towers import ScratchArm, arm_grid_and_seeds
 
     arms = {name: ScratchArm.from_config(name, spec) for name, spec in config["arms"].items()}
     base = {"regime": "C", "budget": regime_c_budget(config)}
@@ -434,7 +453,7 @@ def run_regime_c(config: dict[str, Any], store: RunStore, timings: dict) -> list
             **base,
             "phase": phase,
             "arm": arm.name,
-            "arm_config": arm.__dict__,
+            "arm_config": arm.spec(),
             "condition": f"noise{round(fraction * 100)}",
             "noise_fraction": fraction,
             "noise_seed": noise_seed,
@@ -472,21 +491,28 @@ def run_regime_c(config: dict[str, Any], store: RunStore, timings: dict) -> list
         return [record for record, _ in results]
 
     selection = config["lr_selection"]
+    grid, seeds = arm_grid_and_seeds(config)
     trials = run_all(
-        [spec("select", arm, 0.0, selection["seed"], lr, ("val",)) for arm in arms.values() for lr in selection["grid"]]
+        [spec("select", arm, 0.0, selection["seed"], lr, ("val",)) for arm in arms.values() for lr in grid[arm.name]]
     )
     chosen_lr = {}
     for name in arms:
         mine = [record for record in trials if record["spec"]["arm"] == name]
         chosen_lr[name] = max(mine, key=lambda record: record["metrics"]["val"]["mean_recall"])["spec"]["learning_rate"]
     timings["regime_c_chosen_lr"] = chosen_lr
+    # the regime's seeds in both conditions first, then the headline arms' extra seeds: an interrupted study has
+    # complete paired comparisons for as many seeds as it got to
+    extra = sorted({seed for name in arms for seed in seeds[name]} - set(config["seeds"]))
     main_specs = [
         spec("main", arm, fraction, seed, chosen_lr[arm.name], ("val", "test"))
+        for seed_group in ([seed for seed in config["seeds"]], extra)
         for fraction in config["conditions"]
-        for seed in config["seeds"]
+        for seed in seed_group
         for arm in arms.values()
+        if seed in seeds[arm.name]
     ]
     return trials + run_all(main_specs)
+
 
 
 __all__ = [

@@ -40,15 +40,23 @@ class TowerCache:
         image_model: folder (or Hub id) of the image tower, e.g. ``../shared/weights/tf_efficientnet_lite0``.
         cache_dir: where the tensors go (default ``~/.cache/st_oblique/topology``); outside the repository.
         batch_size: inputs per forward pass.
+        text_class_tokens: K class tokens inside the text tower (``[CLS]`` tiled K times, the states of the first K
+            positions are its class tokens); 1: the tower as published.
     """
 
     def __init__(
-        self, text_model: str, image_model: str, cache_dir: str | Path | None = None, batch_size: int = 64
+        self,
+        text_model: str,
+        image_model: str,
+        cache_dir: str | Path | None = None,
+        batch_size: int = 64,
+        text_class_tokens: int = 1,
     ) -> None:
         self.text_model = str(text_model)
         self.image_model = str(image_model)
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir else DEFAULT_CACHE_DIR
         self.batch_size = batch_size
+        self.text_class_tokens = text_class_tokens
         self._model = None
 
     @property
@@ -60,9 +68,9 @@ class TowerCache:
             self._model = st_oblique.oblique_dual_encoder(
                 self.text_model,
                 self.image_model,
-                num_tokens=1,
+                num_tokens=self.text_class_tokens,
                 token_dim=8,
-                text_token_source="split",
+                text_token_source="first" if self.text_class_tokens > 1 else "split",
                 image_token_source="split",
             ).eval()
         return self._model
@@ -85,7 +93,8 @@ class TowerCache:
 
     def text_tokens(self, name: str, texts: Sequence[str]) -> tuple[Tensor, Tensor]:
         """``(T, L, H_text)`` float16 token states (right-padded to the longest text) and the ``(T, L)`` mask."""
-        path = self._path(name, "text", [self.text_model], _text_fingerprint(texts))
+        kind = "text" if self.text_class_tokens == 1 else f"text-{self.text_class_tokens}-class-tokens"
+        path = self._path(name, kind, [self.text_model], _text_fingerprint(texts))
         if path.is_file():
             saved = torch.load(path)
             return saved["tokens"], saved["mask"]

@@ -30,7 +30,7 @@ __all__ = ["MODEL_DEFINING_OPTIONS", "TrainConfig"]
 
 LossName = Literal["contrastive", "cached", "sigmoid"]
 ScaleMode = Literal["fixed", "learnable"]
-TokenSource = Literal["first", "attention", "split"]
+TokenSource = Literal["first", "attention", "split", "class_attention"]
 
 MODEL = "model"
 LOSS = "loss"
@@ -91,10 +91,23 @@ class TrainConfig:
     num_tokens: int = _option(16, MODEL, "K, the number of unit tokens per embedding")
     token_dim: int = _option(32, MODEL, "d, the size of each token (embeddings have K*d floats)")
     token_source: TokenSource | None = _option(
-        None, MODEL, "text/dual: where the K text tokens come from: first (K class tokens), attention or split",
+        None, MODEL,
+        "where the K tokens come from: first (K class tokens in the text tower; text/dual), attention, split "
+        "(text/dual) or class_attention (K class tokens that join after the unchanged towers: about the plain "
+        "model's encoding speed; every backbone)",
     )
     image_token_source: TokenSource | None = _option(
-        None, MODEL, "dual: first (ViTs), attention or split; default: first for ViTs, else attention",
+        None, MODEL,
+        "dual: first (ViTs), attention, split or class_attention; default: first for ViTs, else attention "
+        "(class_attention when --token-source is class_attention)",
+    )
+    class_attention_layers: int | None = _option(
+        None, MODEL, "class_attention: class-attention blocks per tower (default 2)",
+    )
+    class_attention_width: int | None = _option(
+        None, MODEL,
+        "class_attention: the blocks' width (default 128, capped at the tower's; the tower's own width starts the "
+        "blocks from its last layers)",
     )
     per_token_projection: bool = _option(True, MODEL, "a separate projection per token (else one shared projection)")
     layer_norm: bool | None = _option(
@@ -257,10 +270,13 @@ class TrainConfig:
 
     def resolved(self) -> TrainConfig:
         """A copy with the defaults that depend on other options filled in (what ``train_config.yaml`` records):
-        ``model`` from ``open_clip_config``'s file name, ``scale_mode`` from the loss."""
+        ``model`` from ``open_clip_config``'s file name, ``scale_mode`` from the loss, a dual encoder's
+        ``image_token_source`` from ``--token-source class_attention`` (late class tokens in both towers)."""
         resolved = dataclasses.replace(self, freeze=list(self.freeze))
         if not resolved.model and resolved.open_clip_config:  # (--open-clip-config is for open_clip only)
             resolved.model = Path(resolved.open_clip_config).stem
+        if resolved.backbone == "dual" and resolved.token_source == "class_attention" and not resolved.image_token_source:
+            resolved.image_token_source = "class_attention"  # late class tokens in both towers
         if resolved.scale_mode is None and resolved.loss in ("contrastive", "cached", "sigmoid"):
             resolved.scale_mode = "learnable" if resolved.learnable_scale else "fixed"
         return resolved
@@ -293,9 +309,15 @@ class TrainConfig:
             has_data: training data is passed to :func:`~st_oblique.app.train_pipeline.train` directly (no data option needed).
         """
         self._validate_backbone()
+        if self.backbone in ("clip", "open_clip") and self.token_source not in (None, "class_attention"):
+            raise ObliqueConfigError(
+                f"--token-source {self.token_source} applies to text and dual backbones; CLIP backbones take "
+                "class_attention (or nothing: K class tokens inside both towers)."
+            )
         for name in ("num_tokens", "token_dim", "batch_size", "logging_steps", "eval_batch_size", "mini_batch_size"):
             check_positive_int(getattr(self, name), name=option_flag(name), error=ObliqueConfigError)
-        for name in ("max_steps", "save_steps", "max_train_samples", "eval_max_samples", "max_seq_length"):
+        for name in ("max_steps", "save_steps", "max_train_samples", "eval_max_samples", "max_seq_length",
+                     "class_attention_layers", "class_attention_width"):
             if getattr(self, name) is not None:
                 check_positive_int(getattr(self, name), name=option_flag(name), error=ObliqueConfigError)
         for name in ("scale", "learning_rate", "max_scale", "scale_learning_rate"):
@@ -375,6 +397,7 @@ _FLAGS = {item.name: item.metadata["flag"] for item in dataclasses.fields(TrainC
 MODEL_DEFINING_OPTIONS = (
     "backbone", "model", "pretrained", "open_clip_config", "open_clip_model_kwargs", "text_model", "image_model",
     "num_tokens", "token_dim", "token_source", "image_token_source", "per_token_projection", "layer_norm",
+    "class_attention_layers", "class_attention_width",
     "lock_image_tower", "lock_text_tower", "freeze", "loss", "scale_mode",
 )
 """Options a resumed run must share with the run that wrote the checkpoint (model shape, trainable parameters,

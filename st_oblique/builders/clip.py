@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 from st_oblique.builders.assembly import init_heads_from_projections, oblique_model
 from st_oblique.builders.hf_loading import hf_loading, load_transformer
+from st_oblique.builders.late_tokens import check_late_source, late_class_tokens
 from st_oblique.model.loading_options import LoadingOptions, with_loading_options
 from st_oblique.model.sentence_transformer import ObliqueSentenceTransformer
 from st_oblique.modules.clip_class_token_transformer import CLIPClassTokenTransformer
@@ -27,6 +28,11 @@ def oblique_clip(
     per_token_projection: bool = True,
     layer_norm: bool = False,
     max_seq_length: int | None = None,
+    token_source: str | None = None,
+    class_attention_layers: int = 2,
+    class_attention_width: int | dict[str, int] | None = None,
+    class_attention_heads: int | None = None,
+    class_attention_mlp_ratio: float | None = None,
     **loading: Unpack[LoadingOptions],
 ) -> ObliqueSentenceTransformer:
     """An oblique image-text model from a Hugging Face CLIP model, with K class tokens inside both towers.
@@ -43,6 +49,12 @@ def oblique_clip(
     (e.g. 16 x 32 for 512) the oblique embedding starts as CLIP's embedding cut into K normalised pieces. The
     towers end in CLIP's LayerNorms, so the heads have none of their own by default (``layer_norm=False``).
 
+    With ``token_source="class_attention"`` both towers are left unchanged and the K class tokens join after them
+    (CaiT's late class tokens, see :func:`~st_oblique.builders.text.oblique_text_model`): captions and images are
+    encoded at about CLIP's own speed; the class tokens may attend to every caption position up to EOS (padding is
+    never attended). At the towers' widths the blocks start from their last layers and final LayerNorms and the heads
+    from CLIP's projections; at the default width 128 they are random.
+
     Args:
         model_name_or_path: Hub id or local path of a Hugging Face CLIP model (``"openai/clip-vit-base-patch32"``),
             or of a Sentence Transformers folder holding one.
@@ -52,6 +64,9 @@ def oblique_clip(
         per_token_projection: a projection per token (default) or one shared projection.
         layer_norm: a LayerNorm in the heads before the projection.
         max_seq_length: caption truncation length (the K−1 class positions come on top, within CLIP's 77).
+        token_source: None (K class tokens inside both towers) or ``"class_attention"`` (late class tokens).
+        class_attention_layers, class_attention_width, class_attention_heads, class_attention_mlp_ratio: the
+            class-attention blocks, as in :func:`~st_oblique.builders.text.oblique_text_model`.
         <loading options>
 
     Returns:
@@ -67,21 +82,33 @@ def oblique_clip(
         text_embeddings = model.encode(["a photo of a cat", "a photo of a dog"])
         scores = model.similarity(image_embeddings, text_embeddings)    # (2, 2): sums of 16 cosines
     """
+    late_tokens = check_late_source("oblique_clip", token_source)
     clip = load_transformer(
         CLIPClassTokenTransformer,
         model_name_or_path,
-        num_class_tokens=num_tokens,
+        num_class_tokens=1 if late_tokens else num_tokens,
         max_seq_length=max_seq_length,
         loading=hf_loading(loading),
     )
+    late = late_class_tokens(
+        {modality: (clip.model, modality, None) for modality in ("text", "image")} if late_tokens else {},
+        clip.embedding_dimensions,
+        layers=class_attention_layers,
+        width=class_attention_width,
+        heads=class_attention_heads,
+        mlp_ratio=class_attention_mlp_ratio,
+    )
+    sources = dict.fromkeys(("text", "image"), "class_attention") if late_tokens else {"text": "last", "image": "first"}
     pooling = ObliquePooling(
         clip.embedding_dimensions,
         num_tokens=num_tokens,
         token_dim=token_dim,
-        token_source={"text": "last", "image": "first"},
+        token_source=sources,
         per_token_projection=per_token_projection,
         layer_norm=layer_norm,
+        **late.options,
     )
+    late.initialize(pooling)
     if init_from_clip_projections:
         init_heads_from_projections(
             pooling,

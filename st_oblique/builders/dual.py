@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from st_oblique.builders.assembly import oblique_model
 from st_oblique.builders.hf_loading import hf_loading, load_transformer
+from st_oblique.builders.late_tokens import late_class_tokens
 from st_oblique.model.loading_options import LoadingOptions, with_loading_options
 from st_oblique.model.sentence_transformer import ObliqueSentenceTransformer
 from st_oblique.modules.class_token_transformer import ClassTokenTransformer
@@ -38,6 +39,10 @@ def oblique_dual_encoder(
     text_config_kwargs: dict[str, Any] | None = None,
     image_config_kwargs: dict[str, Any] | None = None,
     revision: str | dict[str, str] | None = None,
+    class_attention_layers: int = 2,
+    class_attention_width: int | dict[str, int] | None = None,
+    class_attention_heads: int | None = None,
+    class_attention_mlp_ratio: float | None = None,
     **loading: Unpack[LoadingOptions],
 ) -> ObliqueSentenceTransformer:
     """An oblique image-text model from separate text and image towers (LiT-style), e.g. MiniLM + EfficientNet.
@@ -67,9 +72,10 @@ def oblique_dual_encoder(
         image_model: Hub id or local path of a Hugging Face image model (e.g. ``"timm/efficientnet_b0.ra_in1k"``).
         num_tokens: K (default 16, as in the paper).
         token_dim: d (default 32, as in the paper).
-        text_token_source: ``"first"`` (K class tokens), ``"attention"`` or ``"split"`` for the text head.
-        image_token_source: ``"first"`` (ViTs only), ``"attention"`` or ``"split"``; None: ``"first"`` for ViTs
-            with a class token, else ``"attention"``.
+        text_token_source: ``"first"`` (K class tokens), ``"attention"``, ``"split"`` or ``"class_attention"``
+            (K class tokens that join after the unchanged tower, see :func:`oblique_text_model`) for the text head.
+        image_token_source: ``"first"`` (ViTs only), ``"attention"``, ``"split"`` or ``"class_attention"``; None:
+            ``"first"`` for ViTs with a class token, else ``"attention"``.
         per_token_projection: a projection per token (default) or one shared projection.
         layer_norm: a LayerNorm in the heads before the projection.
         max_seq_length: text truncation length (the K−1 class tokens come on top).
@@ -82,6 +88,9 @@ def oblique_dual_encoder(
         model_kwargs: passed to both towers' ``from_pretrained`` (e.g. ``{"dtype": torch.bfloat16}``).
         processor_kwargs: passed to both towers' ``AutoProcessor.from_pretrained``.
         config_kwargs: passed to both towers' ``AutoConfig.from_pretrained`` (config overrides).
+        class_attention_layers, class_attention_width, class_attention_heads, class_attention_mlp_ratio: the
+            class-attention blocks of the ``"class_attention"`` heads, as in :func:`oblique_text_model` (a CNN's
+            blocks are random).
         <loading options>
 
     Returns:
@@ -101,7 +110,9 @@ def oblique_dual_encoder(
         scores = model.similarity(image_embeddings, text_embeddings)  # (1, 1), in [-16, 16]
     """
     if text_token_source == "last":
-        raise ValueError("text_token_source='last' is for causal text towers; use 'first', 'attention' or 'split'.")
+        raise ValueError(
+            "text_token_source='last' is for causal text towers; use 'first', 'attention', 'split' or 'class_attention'."
+        )
     revisions = _tower_revisions(revision)
     tower_kwargs = {
         "text": (text_model_kwargs, text_processor_kwargs, text_config_kwargs),
@@ -122,14 +133,27 @@ def oblique_dual_encoder(
         image_token_source = image.image_token_source
     if image_token_source == "first":
         image.set_num_class_tokens(num_tokens)
+    widths = {"text": text.get_embedding_dimension(), "image": image.get_embedding_dimension()}
+    towers = {"text": (text.model, "text", text.tokenizer), "image": (image.model, "image", None)}
+    sources = {"text": text_token_source, "image": image_token_source}
+    late = late_class_tokens(
+        {name: tower for name, tower in towers.items() if sources[name] == "class_attention"},
+        widths,
+        layers=class_attention_layers,
+        width=class_attention_width,
+        heads=class_attention_heads,
+        mlp_ratio=class_attention_mlp_ratio,
+    )
     pooling = ObliquePooling(
-        {"text": text.get_embedding_dimension(), "image": image.get_embedding_dimension()},
+        widths,
         num_tokens=num_tokens,
         token_dim=token_dim,
-        token_source={"text": text_token_source, "image": image_token_source},
+        token_source=sources,
         per_token_projection=per_token_projection,
         layer_norm=layer_norm,
+        **late.options,
     )
+    late.initialize(pooling)
     router = ModalityRouter(text=[text], image=[image])
     return oblique_model(router, pooling, device=loading["device"], base_model=[text_model, image_model])
 

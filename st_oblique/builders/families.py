@@ -81,6 +81,11 @@ class BackboneFamily:
 
 
 _TEXT_ENCODER_OPTIONS = {"max_seq_length": "max_seq_length", "trust_remote_code": "trust_remote_code"}
+_LATE_CLASS_TOKEN_OPTIONS = {
+    "class_attention_layers": "class_attention_layers",
+    "class_attention_width": "class_attention_width",
+}
+"""The options of ``token_source="class_attention"`` (late class tokens), which every family takes."""
 
 BACKBONE_FAMILIES: Mapping[str, BackboneFamily] = MappingProxyType({
     family.name: family
@@ -93,7 +98,7 @@ BACKBONE_FAMILIES: Mapping[str, BackboneFamily] = MappingProxyType({
             "folder.",
             arguments=("model",),
             required=("model",),
-            options=_TEXT_ENCODER_OPTIONS,
+            options={**_TEXT_ENCODER_OPTIONS, "token_source": "token_source", **_LATE_CLASS_TOKEN_OPTIONS},
             module_classes=("CLIPClassTokenTransformer", "ObliquePooling"),
         ),
         BackboneFamily(
@@ -105,7 +110,7 @@ BACKBONE_FAMILIES: Mapping[str, BackboneFamily] = MappingProxyType({
             arguments=("model", "pretrained"),
             required=("model",),
             options={"max_seq_length": "max_seq_length", "open_clip_model_kwargs": "config_kwargs",
-                     "open_clip_config": None},
+                     "open_clip_config": None, "token_source": "token_source", **_LATE_CLASS_TOKEN_OPTIONS},
             module_classes=("OpenCLIPEncoder", "ObliquePooling"),
         ),
         BackboneFamily(
@@ -115,7 +120,7 @@ BACKBONE_FAMILIES: Mapping[str, BackboneFamily] = MappingProxyType({
             hint="--backbone text takes a Hugging Face text encoder or Sentence Transformers model (id or folder).",
             arguments=("model",),
             required=("model",),
-            options={**_TEXT_ENCODER_OPTIONS, "token_source": "token_source"},
+            options={**_TEXT_ENCODER_OPTIONS, "token_source": "token_source", **_LATE_CLASS_TOKEN_OPTIONS},
             modalities=("text",),
             module_classes=("ClassTokenTransformer", "ObliquePooling"),
         ),
@@ -128,7 +133,7 @@ BACKBONE_FAMILIES: Mapping[str, BackboneFamily] = MappingProxyType({
             arguments=("text_model", "image_model"),
             required=("text_model", "image_model"),
             options={**_TEXT_ENCODER_OPTIONS, "token_source": "text_token_source",
-                     "image_token_source": "image_token_source"},
+                     "image_token_source": "image_token_source", **_LATE_CLASS_TOKEN_OPTIONS},
             module_classes=("ModalityRouter", "ClassTokenTransformer", "ImageClassTokenTransformer", "ObliquePooling"),
         ),
     )

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from torch import nn
 
 from st_oblique.builders.assembly import init_heads_from_projections, oblique_model
+from st_oblique.builders.late_tokens import check_late_source, late_class_tokens
 from st_oblique.model.loading_options import LoadingOptions, with_loading_options
 from st_oblique.model.sentence_transformer import ObliqueSentenceTransformer
 from st_oblique.modules.open_clip_encoder import OpenCLIPEncoder
@@ -30,6 +31,11 @@ def oblique_open_clip(
     per_token_projection: bool = True,
     layer_norm: bool = False,
     max_seq_length: int | None = None,
+    token_source: str | None = None,
+    class_attention_layers: int = 2,
+    class_attention_width: int | dict[str, int] | None = None,
+    class_attention_heads: int | None = None,
+    class_attention_mlp_ratio: float | None = None,
     **loading: Unpack[LoadingOptions],
 ) -> ObliqueSentenceTransformer:
     """An oblique image-text model from any open_clip model, with K class tokens inside both towers.
@@ -38,7 +44,8 @@ def oblique_open_clip(
     (open_clip's transforms and tokenizer, K class tokens in a ViT and after the EOT of the causal text tower);
     :class:`~st_oblique.ObliquePooling` has one head per tower. Image towers without a class token (ResNet, timm
     CNNs) are pooled by K attention queries over their feature map. The heads start from open_clip's
-    projections as in :func:`oblique_clip`.
+    projections as in :func:`oblique_clip`. With ``token_source="class_attention"`` both towers are left unchanged
+    and K class tokens join after them, as in :func:`oblique_clip` (for CNN image towers the blocks are random).
 
     The loading options are those of the other builders, as far as ``open_clip.create_model`` supports them; the
     others raise a ``ValueError`` saying what to do instead:
@@ -63,6 +70,9 @@ def oblique_open_clip(
         per_token_projection: a projection per token (default) or one shared projection.
         layer_norm: a LayerNorm in the heads before the projection (the towers end in open_clip's own).
         max_seq_length: caption truncation length (the K−1 class positions come on top, within the context).
+        token_source: None (K class tokens inside both towers) or ``"class_attention"`` (late class tokens).
+        class_attention_layers, class_attention_width, class_attention_heads, class_attention_mlp_ratio: the
+            class-attention blocks, as in :func:`~st_oblique.builders.text.oblique_text_model`.
         cache_folder: open_clip's download cache (its ``cache_dir``).
         revision: not supported (see above); must be None.
         token: not supported (see above); must be None.
@@ -93,10 +103,11 @@ def oblique_open_clip(
         model.save("oblique-vit-b-32")  # open_clip.create_model("local-dir:oblique-vit-b-32") loads the backbone
     """
     _check_open_clip_options(model_name, pretrained, loading)
+    late_tokens = check_late_source("oblique_open_clip", token_source)
     encoder = OpenCLIPEncoder(
         model_name,
         pretrained=pretrained,
-        num_class_tokens=num_tokens,
+        num_class_tokens=1 if late_tokens else num_tokens,
         model_kwargs=loading["model_kwargs"],
         config_kwargs=loading["config_kwargs"],
         processor_kwargs=loading["processor_kwargs"],
@@ -104,20 +115,32 @@ def oblique_open_clip(
     )
     if max_seq_length is not None:
         encoder.max_seq_length = max_seq_length
+    late = late_class_tokens(
+        {modality: (encoder.model, modality, None) for modality in ("text", "image")} if late_tokens else {},
+        encoder.embedding_dimensions,
+        layers=class_attention_layers,
+        width=class_attention_width,
+        heads=class_attention_heads,
+        mlp_ratio=class_attention_mlp_ratio,
+    )
+    sources = {"text": "last", "image": encoder.image_token_source}
     pooling = ObliquePooling(
         encoder.embedding_dimensions,
         num_tokens=num_tokens,
         token_dim=token_dim,
-        token_source={"text": "last", "image": encoder.image_token_source},
+        token_source=dict.fromkeys(sources, "class_attention") if late_tokens else sources,
         per_token_projection=per_token_projection,
         layer_norm=layer_norm,
+        **late.options,
     )
+    late.initialize(pooling)
     if init_from_clip_projections:
         projections = {}
         text_projection = encoder.text_tower.text_projection
         if text_projection is not None:
             projections["text"] = text_projection.weight.T if isinstance(text_projection, nn.Linear) else text_projection
         if encoder.image_token_source == "first" and getattr(encoder.model.visual, "proj", None) is not None:
+            # a ViT's projection reads its class token (K early or late class tokens)
             projections["image"] = encoder.model.visual.proj
         init_heads_from_projections(pooling, projections)
     base_model = model_name if pretrained is None else f"{model_name} ({pretrained})"

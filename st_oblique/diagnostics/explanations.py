@@ -3,9 +3,10 @@
 The oblique similarity is a sum of K per-token cosines, so every score decomposes exactly into K contributions
 (:func:`explain_pair`, from :func:`st_oblique.manifold.per_token_similarity`). When the image tokens come from
 attention, each token also has its own attention over the image's patches (:func:`token_attention_maps`): the
-last-block attention of each of K class tokens inside a ViT, or the attention pooling over a CNN's feature map of
-the LiT dual encoder (``token_source="attention"``), drawn as a grid of K
-heatmaps over the photo by :func:`save_attention_figure`.
+last-block attention of each of K class tokens inside a ViT, the last class-attention block of K class tokens that
+join after the tower (``token_source="class_attention"``), or the attention pooling over a CNN's feature map of
+the LiT dual encoder (``token_source="attention"``), drawn as a grid of K heatmaps over the photo by
+:func:`save_attention_figure`.
 
 Example::
 
@@ -99,6 +100,9 @@ def token_attention_maps(model: nn.Module, image: Any) -> Tensor | None:
       over its heads and renormalized over the patches (:meth:`~st_oblique.modules.vit_towers.ViTTower.class_token_attention`).
     - Attention pooling (``token_source="attention"``, the LiT dual encoder on a CNN): the weights of its K
       attention queries (averaged over its heads) on the ``h x w`` feature map.
+    - Late class tokens (``token_source="class_attention"``): the last class-attention block's attention of each
+      class token over the patches (averaged over its heads; the shares of the other class tokens and of a ViT's own
+      class and register tokens left out, the rest renormalized).
 
     None for heads with neither (``"split"``, ``"last"``, class tokens of a tower st-oblique does not run itself).
     """
@@ -107,6 +111,8 @@ def token_attention_maps(model: nn.Module, image: Any) -> Tensor | None:
     head = pooling.heads[SINGLE_HEAD] if SINGLE_HEAD in pooling.heads else pooling.heads[str(modality)]
     if head.token_source == "first":
         return _class_token_maps(model, captured.get("pixel_values"), head.num_tokens)
+    if head.token_source == "class_attention":
+        return _late_class_token_maps(model, head.class_attention, captured)
     if head.token_source != "attention":
         return None
     tokens = captured["token_embeddings"]
@@ -120,6 +126,20 @@ def token_attention_maps(model: nn.Module, image: Any) -> Tensor | None:
         )  # (1, K, L)
     height, width = attention_grid(weights.shape[-1], captured.get("pixel_values"))
     return weights[0].float().reshape(-1, height, width).cpu()
+
+
+def _late_class_token_maps(model: nn.Module, late: nn.Module, captured: dict[str, Any]) -> Tensor:
+    """``(K, h, w)`` attention of the K late class tokens (last class-attention block) over the image's patches."""
+    tokens, mask = captured["token_embeddings"], captured.get("attention_mask")
+    with torch.inference_mode():
+        weights = late.attention_maps(tokens, mask)[-1].float().mean(dim=1)[0]  # (K, K + L)
+    towers = (vit_tower(module.model) for module in model.modules() if isinstance(getattr(module, "model", None), nn.Module))
+    tower = next((found for found in towers if found is not None), None)
+    prefix = 0 if tower is None else 1 + tower.tokens_between_class_and_patches  # a ViT's class (+ register) tokens
+    rows = weights[:, late.num_tokens + prefix :]
+    rows = rows / rows.sum(dim=-1, keepdim=True)
+    height, width = attention_grid(rows.shape[-1], captured.get("pixel_values"))
+    return rows.reshape(late.num_tokens, height, width).cpu()
 
 
 def _class_token_maps(model: nn.Module, pixel_values: Tensor | None, num_tokens: int) -> Tensor | None:

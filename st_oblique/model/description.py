@@ -19,6 +19,7 @@ TOKEN_SOURCE_DESCRIPTIONS: dict[str, str] = {
     "last": "the K token states ending at the last real token (class positions appended after EOS)",
     "attention": "K learned queries attending over all token states (attention pooling head)",
     "split": "the mean of the token states projected K times (all K tokens come from one vector)",
+    "class_attention": "K class tokens that join after the unchanged tower (CaiT class-attention blocks)",
 }
 """How ObliquePooling picks the K token states, per ``token_source``."""
 
@@ -216,10 +217,13 @@ def _pipeline_towers(modules: list[nn.Module], labels: list[str], route: bool) -
         names = heads
     towers = []
     for name in names:
-        source = pooling.heads[SINGLE_HEAD if heads == [SINGLE_HEAD] else name].token_source
+        head = pooling.heads[SINGLE_HEAD if heads == [SINGLE_HEAD] else name]
+        source = head.token_source
         placement = placements.get(name)
         if placement is None and route and len(placements) == 1:
             placement = next(iter(placements.values()))
+        if source == "class_attention":  # the tower is unchanged: its own placement text would say "no class tokens"
+            placement = late_class_token_placement(head.class_attention)
         towers.append(
             TowerDescription(
                 modality=name,
@@ -229,6 +233,19 @@ def _pipeline_towers(modules: list[nn.Module], labels: list[str], route: bool) -
             )
         )
     return towers
+
+
+def late_class_token_placement(late: nn.Module) -> str:
+    """``class_token_placement`` text of a ``"class_attention"`` head (a
+    :class:`~st_oblique.modules.class_attention.ClassAttention`)."""
+    blocks = len(late.blocks)
+    down = "" if late.width == late.in_features else f", the tower's {late.in_features}-wide states projected down to it"
+    return (
+        f"{late.num_tokens} class tokens that join after the unchanged tower: {blocks} class-attention "
+        f"block{'s' if blocks != 1 else ''} (CaiT) of width {late.width}{down}, {late.num_heads} heads, MLP x"
+        f"{late.mlp_ratio:g}, {'pre' if late.style.norm_first else 'post'}-norm; the class tokens attend to every "
+        "real token state (padding masked) and only they are updated"
+    )
 
 
 def _backbone_name(module: nn.Module) -> str:

@@ -11,6 +11,7 @@ from torch import Tensor, nn
 
 from st_oblique import manifold
 from st_oblique._compat import similarity_fn_name_if_set
+from st_oblique.modules.class_attention import BlockStyle, ClassAttention, default_heads, default_width
 from st_oblique.modules.logit_scale import OPEN_CLIP_MAX_SCALE, LogitScale
 from st_oblique.modules.serialization import SafetensorsModule
 from st_oblique.validators import check_positive_int
@@ -20,8 +21,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-TokenSource = Literal["first", "last", "attention", "split"]
-TOKEN_SOURCES: tuple[str, ...] = ("first", "last", "attention", "split")
+TokenSource = Literal["first", "last", "attention", "split", "class_attention"]
+TOKEN_SOURCES: tuple[str, ...] = ("first", "last", "attention", "split", "class_attention")
 SINGLE_HEAD = "default"
 """Name of the head used for every modality when ObliquePooling is built with a single ``in_features``."""
 
@@ -38,6 +39,9 @@ class ObliqueHead(nn.Module):
             (False, as in the paper's official code, where the K class tokens already differ).
         layer_norm: apply a LayerNorm to the selected states before the projection (CLIP's ``ln_post``).
         num_attention_heads: heads of the attention pooler (``token_source="attention"`` only).
+        class_attention: the :class:`~st_oblique.modules.class_attention.ClassAttention` options
+            (``token_source="class_attention"`` only): ``num_layers``, ``width``, ``num_heads``, ``mlp_ratio``,
+            ``style``. The projection then reads the class tokens at the class-attention width.
     """
 
     def __init__(
@@ -49,10 +53,16 @@ class ObliqueHead(nn.Module):
         per_token_projection: bool,
         layer_norm: bool,
         num_attention_heads: int | None,
+        class_attention: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.num_tokens = num_tokens
         self.token_source = token_source
+        if token_source == "class_attention":
+            # CaiT's late class tokens: K class tokens read the unchanged tower's states through class-attention blocks
+            self.class_attention = ClassAttention(in_features, num_tokens, **(class_attention or {}))
+            in_features = self.class_attention.width
+        self.in_features = in_features
         if token_source == "attention":
             # K learned queries over all token states (the MAP head of SigLIP / open_clip's AttentionalPooler).
             self.queries = nn.Parameter(torch.randn(num_tokens, in_features) * in_features**-0.5)
@@ -73,13 +83,17 @@ class ObliqueHead(nn.Module):
         Returns:
             ``(B, K, d)``, every token of unit norm.
         """
+        return manifold.project(self.token_projections(token_embeddings, attention_mask, pooled))
+
+    def token_projections(
+        self, token_embeddings: Tensor | None, attention_mask: Tensor | None, pooled: Tensor | None
+    ) -> Tensor:
+        """The K projected tokens before each is normalized, ``(B, K, d)`` (inputs as :meth:`forward`)."""
         states = self._select(token_embeddings, attention_mask, pooled)
         states = self.norm(states.to(self.projection.dtype))
         if self.projection.ndim == 3:
-            projected = torch.einsum("bki,kid->bkd", states, self.projection)
-        else:
-            projected = states @ self.projection
-        return manifold.project(projected)
+            return torch.einsum("bki,kid->bkd", states, self.projection)
+        return states @ self.projection
 
     def _select(self, tokens: Tensor | None, mask: Tensor | None, pooled: Tensor | None) -> Tensor:
         """``(B, K, in_features)`` token states according to ``token_source``."""
@@ -100,6 +114,8 @@ class ObliqueHead(nn.Module):
             return select_first(tokens, mask, self.num_tokens)
         if self.token_source == "last":
             return select_last(tokens, mask, self.num_tokens)
+        if self.token_source == "class_attention":
+            return self.class_attention(tokens, mask)
         queries = self.queries.to(tokens.dtype).expand(tokens.shape[0], -1, -1)
         context = self.context_norm(tokens)
         padding = None if mask is None else mask == 0
@@ -131,6 +147,11 @@ class ObliquePooling(SafetensorsModule, Module):
     - ``"split"``: the masked mean of the token states (or the backbone's pooled vector) projected K times.
       The cheapest option and the only one for a backbone that gives no token states, but *not* the paper's
       design: the K tokens all come from one vector.
+    - ``"class_attention"``: K learned class tokens that join after the tower (CaiT's late class tokens,
+      :class:`~st_oblique.modules.class_attention.ClassAttention`): the tower runs unchanged over its own
+      positions, then ``class_attention_layers`` blocks let the K class tokens attend to ``[class tokens; tower
+      states]`` (padding never attended) and update only the class tokens. The paper's K tokens at about the plain
+      model's encoding speed; works for any backbone with token states.
 
     A model that serves several modalities through one backbone (e.g. a HF CLIP ``Transformer``) gets one
     head per modality: pass ``in_features`` (and optionally ``token_source``) as a dict keyed by modality;
@@ -140,7 +161,8 @@ class ObliquePooling(SafetensorsModule, Module):
         in_features: width of the token embeddings, or ``{modality: width}``.
         num_tokens: K, the number of unit tokens. Default 16 as in the paper.
         token_dim: d, the size of each token. Default 32 as in the paper (K*d = 512).
-        token_source: one of ``"first"``, ``"last"``, ``"attention"``, ``"split"``, or ``{modality: source}``.
+        token_source: one of ``"first"``, ``"last"``, ``"attention"``, ``"split"``, ``"class_attention"``, or
+            ``{modality: source}``.
         per_token_projection: a separate ``in_features x d`` projection per token (default) or one shared
             projection (the official code's choice). ``"split"`` requires per-token projections.
         layer_norm: LayerNorm before the projection (default True, CLIP's ``ln_post``).
@@ -158,6 +180,16 @@ class ObliquePooling(SafetensorsModule, Module):
             :class:`~st_oblique.ObliqueSigmoidLoss` adds one). ``sigmoid(logit_scale * s + logit_bias)`` is then the
             probability that a pair matches.
         learnable_logit_bias: learn the bias.
+        class_attention_layers: class-attention blocks of a ``"class_attention"`` head (default 2, as CaiT).
+        class_attention_width: the blocks' width (the tower states are projected down to it first); default
+            :data:`~st_oblique.modules.class_attention.DEFAULT_WIDTH` (128) capped at the tower's width.
+        class_attention_heads: the blocks' attention heads; default: the largest of 8, 4, 2, 1 dividing the width
+            with heads at least 32 wide.
+        class_attention_mlp_ratio: the blocks' MLP width over their width (default 4).
+        class_attention_style: ``{"norm_first": bool, "activation": str, "layer_norm_eps": float}`` (see
+            :class:`~st_oblique.modules.class_attention.BlockStyle`); default CaiT's pre-norm GELU blocks. The
+            builders set the tower's own so that its last layers can initialise the blocks.
+        Each ``class_attention_*`` option may be one value or ``{modality: value}``; the values used are saved.
 
     Example::
 
@@ -191,6 +223,11 @@ class ObliquePooling(SafetensorsModule, Module):
         "learnable_logit_scale",
         "max_logit_scale",
         "learnable_logit_bias",
+        "class_attention_layers",
+        "class_attention_width",
+        "class_attention_heads",
+        "class_attention_mlp_ratio",
+        "class_attention_style",
     ]
 
     def __init__(
@@ -207,6 +244,11 @@ class ObliquePooling(SafetensorsModule, Module):
         learnable_logit_scale: bool = False,
         max_logit_scale: float | None = OPEN_CLIP_MAX_SCALE,
         learnable_logit_bias: bool = False,
+        class_attention_layers: int | dict[str, int] = 2,
+        class_attention_width: int | dict[str, int] | None = None,
+        class_attention_heads: int | dict[str, int] | None = None,
+        class_attention_mlp_ratio: float | dict[str, float] = 4.0,
+        class_attention_style: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         check_positive_int(num_tokens, name="num_tokens")
@@ -223,6 +265,15 @@ class ObliquePooling(SafetensorsModule, Module):
         for width in widths.values():
             check_positive_int(width, name="in_features")
         heads = _resolve_heads(num_attention_heads, widths, sources)
+        late = _resolve_class_attention(
+            widths,
+            sources,
+            layers=class_attention_layers,
+            width=class_attention_width,
+            num_heads=class_attention_heads,
+            mlp_ratio=class_attention_mlp_ratio,
+            style=class_attention_style,
+        )
 
         self.in_features = in_features
         self.num_tokens = num_tokens
@@ -239,6 +290,8 @@ class ObliquePooling(SafetensorsModule, Module):
             bias=logit_bias,
             learnable_bias=learnable_logit_bias,
         )
+        for key in ("layers", "width", "heads", "mlp_ratio", "style"):
+            setattr(self, f"class_attention_{key}", _compact_options(late, key))
         self.heads = nn.ModuleDict(
             {
                 modality: ObliqueHead(
@@ -249,6 +302,7 @@ class ObliquePooling(SafetensorsModule, Module):
                     per_token_projection,
                     layer_norm,
                     heads[modality],
+                    _class_attention_options(late.get(modality)),
                 )
                 for modality in widths
             }
@@ -307,7 +361,7 @@ class ObliquePooling(SafetensorsModule, Module):
                 f"the module before it; the features only have {sorted(features)}."
             )
         width = (tokens if tokens is not None else pooled).shape[-1]
-        expected = head.projection.shape[-2]
+        expected = head.class_attention.in_features if head.token_source == "class_attention" else head.in_features
         if width != expected:
             raise ValueError(
                 f"ObliquePooling expects inputs of width {expected} but the backbone gives width {width}. "
@@ -459,6 +513,57 @@ def _resolve_heads(num_attention_heads: int | dict[str, int] | None, widths: dic
             raise ValueError(f"num_attention_heads={heads} must divide the width {width} of the {name!r} inputs.")
         resolved[name] = heads
     return resolved
+
+
+_LATE_KEYS = {"layers": "num_layers", "width": "width", "heads": "num_heads", "mlp_ratio": "mlp_ratio", "style": "style"}
+
+
+def _resolve_class_attention(widths: dict, sources: dict, **options: Any) -> dict[str, dict[str, Any]]:
+    """``{head: {"layers", "width", "heads", "mlp_ratio", "style"}}`` for the ``"class_attention"`` heads, defaults
+    filled in (the values saved in the config)."""
+    resolved = {}
+    for name, in_features in widths.items():
+        if sources[name] != "class_attention":
+            continue
+        picked = {key: _for_head(key, value, name) for key, value in options.items()}
+        width = default_width(in_features) if picked["width"] is None else picked["width"]
+        resolved[name] = {
+            "layers": picked["layers"],
+            "width": width,
+            "heads": default_heads(width) if picked["num_heads"] is None else picked["num_heads"],
+            "mlp_ratio": float(picked["mlp_ratio"]),
+            "style": BlockStyle.from_config(picked["style"]).to_config(),
+        }
+    return resolved
+
+
+def _for_head(key: str, value: Any, head: str) -> Any:
+    """One head's value of a ``class_attention_*`` option given as one value or ``{modality: value}``."""
+    is_style_dict = key == "style" and isinstance(value, dict) and set(value) <= set(BlockStyle.__dataclass_fields__)
+    if isinstance(value, dict) and not is_style_dict:
+        if head not in value and head != SINGLE_HEAD:
+            raise ValueError(f"class_attention_{key} is given for {sorted(value)} but not for the {head!r} head.")
+        return value.get(head)
+    return value
+
+
+def _class_attention_options(resolved: dict[str, Any] | None) -> dict[str, Any] | None:
+    """ObliquePooling's resolved options of one head as :class:`ClassAttention` keyword arguments."""
+    if resolved is None:
+        return None
+    return {_LATE_KEYS[key]: value for key, value in resolved.items()}
+
+
+def _compact_options(resolved: dict[str, dict[str, Any]], key: str) -> Any:
+    """One ``class_attention_*`` option as saved: a single value when every class-attention head has the same one
+    (or there is a single head), else ``{head: value}``; None without class-attention heads."""
+    values = {name: options[key] for name, options in resolved.items()}
+    if not values:
+        return None
+    distinct = {repr(value) for value in values.values()}
+    if list(values) == [SINGLE_HEAD] or len(distinct) == 1:
+        return next(iter(values.values()))
+    return values
 
 
 def _compact(heads: dict) -> int | dict | None:

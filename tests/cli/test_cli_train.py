@@ -119,6 +119,35 @@ def test_dual_encoder_with_locked_image_tower_and_cached_loss(cli, assets, tmp_p
     assert description.parameters - description.trainable_parameters == report["parameters"]["frozen"]
 
 
+@pytest.mark.parametrize("backbone", ["clip", "dual"])
+def test_late_class_tokens_train_on_every_backbone_kind(cli, assets, tmp_path, backbone):
+    """--token-source class_attention: the towers stay as they are, K class tokens join after them."""
+    output = tmp_path / backbone
+    model_options = (
+        ["--model", assets.clip] if backbone == "clip" else ["--text-model", assets.bert, "--image-model", assets.vit]
+    )
+    result = cli(
+        "train", "--backbone", backbone, *model_options, "--dataset", assets.hf_dataset, "--columns", "caption",
+        "image", *TINY, "--max-steps", 2, "--token-source", "class_attention", "--class-attention-layers", 1,
+        "--learning-rate", 1e-2, "--output-dir", output,
+    )
+    assert result.code == 0, result.err
+    model = st_oblique.load(str(output), device="cpu")
+    pooling = model[1]
+    assert set(pooling.token_source.values()) == {"class_attention"} and pooling.class_attention_layers == 1
+    description = st_oblique.describe_model(model)
+    assert all("join after the unchanged tower: 1 class-attention block" in tower.class_token_placement
+               for tower in description.towers)
+    assert "class_attention" in (output / "README.md").read_text()
+    assert manifold.is_on_manifold(model.encode(SENTENCES[:2], convert_to_tensor=True), num_tokens=K)
+
+
+def test_clip_backbones_refuse_token_sources_of_text_towers(cli, assets, tmp_path):
+    result = cli("train", "--backbone", "clip", "--model", assets.clip, "--dataset", assets.hf_dataset, *TINY,
+                 "--token-source", "first", "--output-dir", tmp_path / "run")
+    assert result.code != 0 and "CLIP backbones take class_attention" in result.err
+
+
 def test_config_file_values_and_command_line_precedence(cli, assets, tmp_path):
     """YAML and JSON config files set options; the command line wins; lists from the command line replace."""
     config = tmp_path / "run.json"

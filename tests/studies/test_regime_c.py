@@ -14,6 +14,7 @@ from PIL import Image
 from evaluation.studies.from_scratch import ridge_probe_accuracy, specialization
 from evaluation.studies.scratch_towers import (
     ScratchArm,
+    SphereReadout,
     TowerConfig,
     build_loss,
     build_model,
@@ -52,23 +53,35 @@ def test_towers_and_losses_are_the_packages_own_classes(folders, name):
     assert loss.reduction == arm.reduction and loss.learnable_scale == arm.learnable_scale
     assert loss.scale == pytest.approx(arm.scale, rel=1e-6)
     sources = {modality: head.token_source for modality, head in parts.pooling.heads.items()}
-    if arm.head == "sparo":
+    if arm.head in ("sparo", "sphere_readout"):
         assert sources == {"text": "attention", "image": "attention"}
         assert parts.text.num_class_tokens == 1 and parts.image.num_class_tokens == 1
         assert loss.reduction == SPARO.reduction == "mean" and loss.max_scale == SPARO.max_scale
         assert all(head.attention.num_heads == 1 for head in parts.pooling.heads.values())
+        slots = arm.slots or arm.num_tokens
+        assert all(head.num_tokens == slots for head in parts.pooling.heads.values())
+        if arm.head == "sphere_readout":  # Sparo's network, one unit vector: a sphere to the loss
+            assert isinstance(parts.pooling, SphereReadout) and (loss.num_tokens, loss.token_dim) == (1, 512)
+    elif arm.head == "class_attention":
+        # the towers as they are; K class tokens join after them, drawn at random (from scratch: nothing to copy)
+        assert sources == {"text": "class_attention", "image": "class_attention"}
+        assert parts.text.num_class_tokens == 1 and parts.image.num_class_tokens == 1
+        for head in parts.pooling.heads.values():
+            tokens = head.class_attention.class_tokens.detach()
+            cosine = torch.nn.functional.normalize(tokens, dim=-1) @ torch.nn.functional.normalize(tokens, dim=-1).T
+            assert cosine[~torch.eye(len(tokens), dtype=torch.bool)].abs().max() < 0.9
     else:
         # K class tokens inside both towers, read by the head as the first K token states
         assert sources == {"text": "first", "image": "first"}
         assert parts.text.num_class_tokens == arm.num_tokens == parts.image.num_class_tokens
-    if arm.num_tokens > 1 and arm.head != "sparo":
+    if arm.num_tokens > 1 and arm.head == "class_tokens":
         tokens = parts.image.extra_class_tokens.tokens.detach()
         cosine = torch.nn.functional.normalize(tokens, dim=-1) @ torch.nn.functional.normalize(tokens, dim=-1).T
         off_diagonal = cosine[~torch.eye(len(tokens), dtype=torch.bool)]
         assert off_diagonal.abs().max() < 0.9  # independent random class tokens, not copies of one
 
 
-@pytest.mark.parametrize("name", ["oblique16_fixed1", "sparo16"])
+@pytest.mark.parametrize("name", ["oblique16_fixed1", "sparo16", "class_attention16", "sphere_readout16"])
 def test_direct_tensor_path_matches_the_models_encode(folders, name):
     """The study feeds pixel tensors and pre-tokenized ids; ST's encode() (PIL images, raw texts) gives the same."""
     parts = build_model(arms()[name], folders, seed=0)
@@ -83,6 +96,27 @@ def test_direct_tensor_path_matches_the_models_encode(folders, name):
     encoded_text = parts.model.encode(texts, convert_to_tensor=True)
     torch.testing.assert_close(direct, encoded, atol=2e-2, rtol=0)  # 8-bit PIL rounding of the pixels
     torch.testing.assert_close(direct_text, encoded_text, atol=1e-5, rtol=0)
+
+
+def test_sphere_readout_is_sparos_network_normalized_once(folders):
+    """The sphere with Sparo's read-out: the same slots and projections as Sparo (same seed, same weights), and its
+    embedding is Sparo's K projected slots concatenated and normalized as one vector."""
+    sparo = build_model(arms()["sparo16"], folders, seed=0)
+    readout = build_model(arms()["sphere_readout16"], folders, seed=0)
+    readout.pooling.load_state_dict(sparo.pooling.state_dict())
+    scenes = SceneWorld().sample(3, seed=0)
+    sparo.train(False)
+    readout.train(False)
+    with torch.inference_mode():
+        pixels = torch.from_numpy(scenes.images)
+        features = sparo.image({"pixel_values": (pixels - 0.5) / 0.5, "modality": "image"})
+        slots = sparo.pooling.heads["image"].token_projections(features["token_embeddings"], None, None)
+        expected = torch.nn.functional.normalize(slots.flatten(1), dim=-1)
+        torch.testing.assert_close(readout.encode_images(pixels), expected)
+        per_slot = sparo.encode_images(pixels).reshape(3, 16, 32)
+        torch.testing.assert_close(per_slot, torch.nn.functional.normalize(slots, dim=-1))
+    with pytest.raises(ValueError, match="'slots' is for"):
+        ScratchArm.from_config("bad", {"num_tokens": 1, "token_dim": 512, "head": "sphere_readout"})
 
 
 def test_ridge_probe_separates_informative_from_random_features():

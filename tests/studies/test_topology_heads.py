@@ -163,3 +163,60 @@ def test_regime_b_arms_use_sentence_transformers_mnrl_and_the_package_loss(tiny_
             assert arm.num_tokens * arm.token_dim == 384 and arm.scale * arm.num_tokens == pytest.approx(20.0)
         else:
             assert loss is None
+
+
+def test_where_the_k_tokens_come_from_in_regime_a():
+    """Issue 29's arms: late class tokens (1 or 2 blocks) and the text tower's own K class tokens ("first"), which
+    read another view of the text states (the tower run with K class tokens) through LitData.for_arm."""
+    late = build_head(ARMS["class_attention1_fixed1"], WIDTHS)
+    assert {head.token_source for head in late.heads.values()} == {"class_attention"}
+    assert [len(head.class_attention.blocks) for head in late.heads.values()] == [1, 1]
+    assert len(build_head(ARMS["class_attention2_fixed1"], WIDTHS).heads["text"].class_attention.blocks) == 2
+    first = ARMS["first16_fixed1"]
+    head = build_head(first, WIDTHS)
+    assert (head.heads["text"].token_source, head.heads["image"].token_source) == ("first", "attention")
+
+    data = tiny_lit_data()
+    with pytest.raises(ValueError, match="reads 16 class tokens of the text tower"):
+        data.for_arm(first)
+    class_states = torch.cat([data.text_tokens[:, :1].expand(-1, 15, -1), data.text_tokens], dim=1)
+    class_mask = torch.cat([torch.ones(len(class_states), 15, dtype=torch.bool), data.text_mask], dim=1)
+    prompts = torch.cat([data.zs_prompt_tokens[:, :1].expand(-1, 15, -1), data.zs_prompt_tokens], dim=1)
+    prompt_mask = torch.cat([torch.ones(len(prompts), 15, dtype=torch.bool), data.zs_prompt_mask], dim=1)
+    data.text_views[16] = (class_states, class_mask, prompts, prompt_mask)
+    view = data.for_arm(first)
+    assert view.text_tokens is class_states and view.zs_prompt_mask is prompt_mask
+    assert data.for_arm(ARMS["oblique16_fixed1"]) is data
+    table = noisy_caption_table(data.captions, data.splits["train"], 0.0, seed=0)
+    config = TrainConfig(epochs=1, batch_size=8, log_every=1)
+    for arm in (first, ARMS["class_attention2_fixed1"]):
+        record = run_arm(arm, data, table, config, seed=0, learning_rate=1e-3, scale_learning_rate=None,
+                         splits=("test",))
+        assert 0.0 <= record["metrics"]["test"]["mean_recall"] <= 1.0
+
+
+def test_stored_run_records_keep_their_specification():
+    """Options added to the arms later (issue 29) leave the specification of the arms that predate them unchanged,
+    so the committed run records are reused, not run again."""
+    import json
+    from pathlib import Path
+
+    from evaluation.studies.scratch_towers import ScratchArm
+    from evaluation.studies.topology import regime_a_budget, regime_b_budget, regime_c_budget
+
+    runs = Path(__file__).resolve().parents[2] / "evaluation" / "results" / "topology" / "runs"
+    checked = 0
+    for regime, arm_class, section, budget in (
+        ("A", Arm, "regime_a", regime_a_budget),
+        ("B", TextArm, "regime_b", regime_b_budget),
+        ("C", ScratchArm, "regime_c", regime_c_budget),
+    ):
+        wanted = json.loads(json.dumps(budget(CONFIG[section]), default=str))
+        for path in runs.glob(f"{regime}_*.json"):
+            spec = json.loads(path.read_text())["spec"]
+            name = spec["arm"]
+            arm = arm_class.from_config(name, CONFIG[section]["arms"][name]).spec()
+            assert json.loads(json.dumps(arm, default=str)) == spec["arm_config"], path.name
+            assert spec["budget"] == wanted, path.name
+            checked += 1
+    assert checked >= 159  # the 101 + 10 + 48 records that predate issue 29

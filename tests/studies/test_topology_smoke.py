@@ -54,6 +54,8 @@ def test_smoke_run_writes_every_arm_tables_and_plots(shared, tmp_path):
     for arm in arms_a | set(config["regime_b"]["arms"]) | set(config["regime_c"]["arms"]):
         assert f"`{arm}`" in results
     assert "Paired differences" in results and "noise meter" in results and "### Headline" in results
+    for a_arm, b_arm in config["regime_b"]["comparisons"]:  # arm-against-arm rows of regime B (late class tokens)
+        assert f"`{a_arm}` − `{b_arm}`" in results
     for plot in ("regime_a_retrieval.png", "regime_a_zeroshot.png", "noise_meter.png", "regime_b.png"):
         assert (output / plot).stat().st_size > 1000
     summary = json.loads((output / "summary.json").read_text())

@@ -21,8 +21,9 @@ HELP = "per-token contributions of one image-text or text-text score, and each i
 DESCRIPTION = (
     "The oblique similarity is a sum of K per-token cosines: print each token's contribution to the score of an "
     "image and a text (--image PATH --text TEXT) or of two texts (--text A --text B). When the image tokens come "
-    "from attention (K class tokens inside a ViT, or the attention pooling of the LiT dual encoder on a CNN), also "
-    "write one PNG with each token's attention over the photo (--output)."
+    "from attention (K class tokens inside a ViT, K class tokens that join after the tower (class_attention), or the "
+    "attention pooling of the LiT dual encoder on a CNN), also write one PNG with each token's attention over the "
+    "photo (--output)."
 )
 
 
@@ -59,8 +60,9 @@ def run(args: argparse.Namespace) -> None:
         if maps is None:
             note = (
                 "no attention PNG: this model's image tokens have no attention of their own (token_source 'split' or "
-                "'last', or class tokens of a tower st-oblique does not run); class tokens inside a ViT and attention "
-                "pooling (token_source='attention') have one attention map per token"
+                "'last', or class tokens of a tower st-oblique does not run); class tokens inside a ViT, late class "
+                "tokens (token_source='class_attention') and attention pooling (token_source='attention') have one "
+                "attention map per token"
             )
         else:
             args.output.parent.mkdir(parents=True, exist_ok=True)
