@@ -53,5 +53,24 @@ FAMILIES: dict[str, Callable[[dict[str, str]], st_oblique.ObliqueSentenceTransfo
     "cnn_dual": lambda dirs: st_oblique.oblique_dual_encoder(
         dirs["bert"], dirs["timm_cnn"], num_tokens=K, token_dim=D, device="cpu"
     ),
+    # late class tokens (token_source="class_attention", every family that offers it): the towers run unchanged and
+    # K class tokens join after them in class-attention blocks inside the head
+    "hf_clip_late": lambda dirs: st_oblique.oblique_clip(
+        dirs["clip"], num_tokens=K, token_dim=D, token_source="class_attention", device="cpu"
+    ),
+    "open_clip_vit_late": lambda dirs: st_oblique.oblique_open_clip(
+        dirs["open_clip"], num_tokens=K, token_dim=D, token_source="class_attention", device="cpu"
+    ),
+    "timm_vit_dual_late": lambda dirs: st_oblique.oblique_dual_encoder(
+        dirs["bert"], dirs["timm_vit"], num_tokens=K, token_dim=D, text_token_source="class_attention",
+        image_token_source="class_attention", device="cpu",
+    ),
+    "cnn_dual_late": lambda dirs: st_oblique.oblique_dual_encoder(
+        dirs["bert"], dirs["timm_cnn"], num_tokens=K, token_dim=D, text_token_source="attention",
+        image_token_source="class_attention", device="cpu",
+    ),
 }
-"""Every tower family st-oblique builds (the converted clip-mtob layout is tested in tests/clip_mtob)."""
+"""Every tower family st-oblique builds, with the class tokens at the input and (``*_late``) late class tokens; the
+BERT-like text model with late class tokens is tests/export/test_export_token_sources.py's (the converted clip-mtob
+layout is tested in tests/clip_mtob)."""
+LATE_FAMILIES = tuple(name for name in FAMILIES if name.endswith("_late"))

@@ -131,6 +131,24 @@ def test_a_graph_that_does_not_match_its_config_is_refused(edit, reason, backend
     assert "does not match" in str(error.value) and "export the model again" in str(error.value)
 
 
+@pytest.mark.parametrize(
+    ("family", "modality", "claimed", "recorded"),
+    [
+        ("timm_vit_dual_late", "text", "first", "class_attention"),  # late class tokens claimed as tokens at the input
+        ("timm_vit_dual_late", "image", "attention", "class_attention"),
+        ("timm_vit_dual", "image", "class_attention", "first"),  # and the other way round
+    ],
+)
+@pytest.mark.parametrize("backend", ["onnx", "openvino"])
+def test_a_graph_of_another_token_source_is_refused(family, modality, claimed, recorded, backend, exported_family,
+                                                    tmp_path):
+    folder = edited_copy(exported_family(family), tmp_path, lambda config: config["modalities"][modality].update(
+        token_source=claimed))
+    with pytest.raises(ObliqueLoadError, match=f"token_source is '{recorded}', the config says '{claimed}'") as error:
+        st_oblique.load(folder, backend=backend)
+    assert f"model_{modality}" in str(error.value) and "export the model again" in str(error.value)
+
+
 def test_swapped_graph_files_are_refused(exported_family, tmp_path):
     copy = tmp_path / "swapped"
     shutil.copytree(exported_family("hf_clip"), copy)

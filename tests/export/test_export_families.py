@@ -9,6 +9,7 @@ import pytest
 import torch
 from export.export_models import (
     FAMILIES,
+    LATE_FAMILIES,
     LONG_TEXT,
     SHORT_TEXT,
     D,
@@ -23,6 +24,7 @@ import st_oblique
 from st_oblique import manifold
 from st_oblique.modules.exported_oblique_encoder import ExportedObliqueEncoder
 from st_oblique.modules.graph_runtimes import BACKENDS
+from st_oblique.modules.shape import oblique_poolings
 
 TOLERANCE = 1e-4
 """Largest difference per coordinate between a float32 graph and the torch model (the issue's target)."""
@@ -68,6 +70,38 @@ def test_texts_of_3_and_200_tokens_share_one_graph(family_model, exported_family
     assert loaded[0]._runner("text") is runner  # the same session served both lengths
     graph = loaded[0].graph_infos["text"]
     assert graph.output_shape == [None, K, D]
+
+
+@pytest.mark.parametrize("name", ["timm_vit_dual_late", "hf_clip_late"])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_late_class_tokens_take_any_length_and_batch(name, backend, family_model, exported_family):
+    """Late class tokens add no positions to the tower: a 3-word and a 200-word text (or the longest the tower takes)
+    and batches of 1 and 2 go through one graph with dynamic batch and sequence axes."""
+    model, folder = family_model(name), exported_family(name)
+    loaded = st_oblique.load(str(folder), backend=backend)
+    assert loaded[0].modalities_config["text"]["token_source"] == "class_attention"
+    texts = [SHORT_TEXT, LONG_TEXT]
+    lengths = [loaded.preprocess([text])["input_ids"].shape[1] for text in texts]
+    torch_lengths = [model.preprocess([text])["input_ids"].shape[1] for text in texts]
+    assert lengths == torch_lengths and lengths[0] < 10 < lengths[1]  # [CLS]/[SEP] or BOS/EOS only, no class tokens
+    runner = loaded[0]._runner("text")
+    for batch in ([SHORT_TEXT], [LONG_TEXT], texts):
+        torch.testing.assert_close(oblique(loaded, batch), oblique(model, batch), atol=TOLERANCE, rtol=0)
+    assert loaded[0]._runner("text") is runner  # one session served every length and batch size
+    for modality, graph in loaded[0].graph_infos.items():
+        assert graph.output_shape == [None, K, D] and graph.metadata["token_source"] == "class_attention", modality
+
+
+def test_late_class_tokens_are_described_as_in_torch(family_model, exported_family):
+    model, folder = family_model("cnn_dual_late"), exported_family("cnn_dual_late")
+    loaded = st_oblique.load(str(folder), backend="onnx")
+    assert {tower.modality: tower.token_source for tower in st_oblique.describe_model(loaded).towers} == {
+        "text": "attention", "image": "class_attention"
+    }
+    exported, original = loaded[0].exported_pooling.heads["image"], oblique_poolings(model)[0].heads["image"]
+    assert exported.class_attention.width == original.class_attention.width
+    assert len(exported.class_attention.blocks) == len(original.class_attention.blocks)
+    assert LATE_FAMILIES and all(name in FAMILIES for name in LATE_FAMILIES)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -1,4 +1,5 @@
-"""int8 variants: ONNX Runtime's dynamic quantization and OpenVINO's static (NNCF) quantization, text and image graphs.
+"""int8 variants: ONNX Runtime's dynamic quantization and OpenVINO's static (NNCF) quantization, text and image graphs,
+with K class tokens at the towers' input and with late class tokens (class-attention blocks in the heads).
 
 Stated tolerance (tiny random towers, 48 calibration inputs): every int8 embedding token keeps a cosine of at least
 0.9 with the torch model's (the mean over tokens at least 0.98), and the graphs really hold int8 arithmetic.
@@ -26,14 +27,21 @@ MIN_MEAN_TOKEN_COSINE = 0.98
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def quantized(family_model, tmp_path_factory):
-    """The timm-ViT dual encoder exported to both formats with int8 variants (OpenVINO calibrated on 48 inputs)."""
-    folder = tmp_path_factory.mktemp("int8") / "vit-dual"
+@pytest.fixture(scope="module", params=["timm_vit_dual", "timm_vit_dual_late"])
+def quantized_family(request, family_model, tmp_path_factory):
+    """``(family, folder)``: the timm-ViT dual encoder, with K class tokens at the towers' input and with late class
+    tokens (class-attention blocks in both heads), exported to both formats with int8 variants (OpenVINO calibrated
+    on 48 inputs)."""
+    folder = tmp_path_factory.mktemp("int8") / request.param
     calibration = {"text": SENTENCES * 6, "image": tiny_images(48, seed=3)}
-    st_oblique.export(family_model("timm_vit_dual"), folder, format=["onnx", "openvino"], quantize="int8",
+    st_oblique.export(family_model(request.param), folder, format=["onnx", "openvino"], quantize="int8",
                       calibration=calibration)
-    return folder
+    return request.param, folder
+
+
+@pytest.fixture
+def quantized(quantized_family):
+    return quantized_family[1]
 
 
 def token_cosines(actual: torch.Tensor, expected: torch.Tensor) -> torch.Tensor:
@@ -41,8 +49,9 @@ def token_cosines(actual: torch.Tensor, expected: torch.Tensor) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_int8_is_the_default_and_close_to_torch(backend, quantized, family_model):
-    model = family_model("timm_vit_dual")
+def test_int8_is_the_default_and_close_to_torch(backend, quantized_family, family_model):
+    name, quantized = quantized_family
+    model = family_model(name)
     loaded = st_oblique.load(str(quantized), backend=backend)
     assert loaded[0].variant == "qint8"
     for inputs in (text_inputs(), image_inputs()):
