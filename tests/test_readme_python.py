@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 import pytest
-from tiny_models import tiny_clip, tiny_data_root, tiny_oblique_clip
+from tiny_models import SENTENCES, tiny_clip, tiny_data_root, tiny_images, tiny_oblique_clip
 
 import st_oblique
 
@@ -23,10 +23,11 @@ def run_snippet(code: str, namespace: dict, replacements: dict[str, str]) -> Non
 
 
 def test_readme_has_the_quickstart_training_and_evaluation_snippets():
-    assert len(SNIPPETS) == 5
+    assert len(SNIPPETS) == 6
     assert "oblique_text_model" in SNIPPETS[0] and "SentenceTransformerTrainer" in SNIPPETS[1]
     assert "zeroshot_classification" in SNIPPETS[2] and "ObliqueMatryoshkaLoss" in SNIPPETS[3]
     assert 'token_source="class_attention"' in SNIPPETS[4]
+    assert 'backend="openvino"' in SNIPPETS[5] and "st_oblique.export(" in SNIPPETS[5]
 
 
 def test_quickstart_and_training_snippets(tiny_bert_dir, tmp_path, monkeypatch, capsys):
@@ -74,3 +75,25 @@ def test_late_class_tokens_snippet(tiny_bert_dir):
     fast, warm = namespace["fast"][1], namespace["warm"][1]
     assert fast.token_source == warm.token_source == "class_attention"
     assert (fast.class_attention_width, warm.class_attention_width) == (32, 384)  # 128 capped at the tiny width
+
+
+@pytest.mark.slow  # exports a tiny model twice (tracing takes seconds per graph)
+def test_serving_on_cpu_snippet(tmp_path, monkeypatch):
+    """The "Serving on CPU" snippet as written, on a tiny image-text model standing in for the LiT run and its export by
+    the README's `st-oblique export runs/lit-oblique --format onnx openvino --quantize int8 ...` (run by
+    tests/cli/test_readme.py)."""
+    monkeypatch.chdir(tmp_path)
+    model = st_oblique.oblique_clip(tiny_clip(tmp_path / "clip"), num_tokens=8, token_dim=32, device="cpu").eval()
+    model.save("runs/lit-oblique")
+    st_oblique.export(model, "runs/lit-oblique-cpu", format=["onnx", "openvino"], quantize="int8",
+                      calibration={"text": SENTENCES * 4, "image": tiny_images(16, seed=1)})
+    namespace: dict = {}
+    run_snippet(SNIPPETS[5], namespace, {})
+    assert (namespace["model"][0].backend, namespace["model"][0].variant) == ("onnx", "qint8")  # the folder's default
+    exact = namespace["exact"]
+    assert (exact[0].backend, exact[0].variant) == ("onnx", "fp32")
+    texts = ["a dog runs on the beach", *SENTENCES]
+    reference = model.encode(texts, convert_to_tensor=True)
+    assert float((exact.encode(texts, convert_to_tensor=True) - reference).abs().max()) <= 1e-4
+    assert namespace["embeddings"].shape == (1, 4 * 32)  # 4 whole tokens of the 8
+    assert (tmp_path / "lit-onnx" / "onnx" / "model_image_qint8.onnx").is_file()
