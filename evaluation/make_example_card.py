@@ -20,14 +20,19 @@ import shlex
 import sys
 from pathlib import Path
 
+if __package__ in (None, ""):  # run as a script: the repository's evaluation package (its output rules) is importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from evaluation.study_output import add_output_option, checked_output
+
 
 def main(argv: list[str] | None = None) -> Path:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("model", help="folder of the trained oblique model (or a Hub id)")
     parser.add_argument("--results", help="evaluation results: summary.json, a results folder or a JSON file")
     parser.add_argument("--model-id", help="Hub id shown in the usage snippet, e.g. user/oblique-lit")
-    parser.add_argument("--output", default="model_cards/example_card.md", help="where to write the card")
+    add_output_option(parser, "example_card.md", option="--output", what="where to write the card")
     args = parser.parse_args(argv)
+    checked_output(parser, args.output, args.overwrite)
 
     import st_oblique
     from st_oblique.model.card import write_model_card

@@ -37,6 +37,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from evaluation.study_output import add_overwrite_option, checked_output
 from st_oblique.data.datasets import ClassificationDataset, load_dataset
 from st_oblique.data.datasets.base import SubsetView
 from st_oblique.evaluation.classification import zeroshot_classification
@@ -142,6 +143,7 @@ def add_speed_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     parser.add_argument("--template", action="append", dest="templates", help="default: OpenAI's 80 templates")
     parser.add_argument("--device")
     parser.add_argument("--output", type=Path, help="JSON file for the measurement")
+    add_overwrite_option(parser)
     return parser
 
 
@@ -183,6 +185,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     """``python -m evaluation.speed ...``: parse ``argv`` and run the measurement."""
     parser = argparse.ArgumentParser(prog="python -m evaluation.speed", description=__doc__.split("\n")[0])
     args = add_speed_arguments(parser).parse_args(argv)
+    if args.output:
+        checked_output(parser, args.output, args.overwrite)
     args.command_line = shlex.join(["python", "-m", "evaluation.speed", *(sys.argv[1:] if argv is None else argv)])
     return speed_from_args(args)
 

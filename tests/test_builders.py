@@ -91,7 +91,7 @@ def test_every_builder_documents_every_loading_option():
             assert re.search(rf"^\s+{name}: \S", args, flags=re.MULTILINE), (builder.__name__, name)
 
 
-def test_with_loading_options_needs_a_loading_catch_all():
+def test_with_loading_options_needs_a_loading_catch_all(tmp_path):
     def builder(model_name_or_path: str, *, device: str | None = None):
         return model_name_or_path
 
@@ -102,7 +102,7 @@ def test_with_loading_options_needs_a_loading_catch_all():
     def accepting(model_name_or_path: str, *, revision: dict | None = None, **loading):
         return revision, loading
 
-    revision, loading = accepting("x", revision={"text": "v1"}, token="t")  # its own revision wins
+    revision, loading = accepting(str(tmp_path), revision={"text": "v1"}, token="t")  # its own revision wins
     assert revision == {"text": "v1"} and "revision" not in loading
     assert loading == {"cache_folder": None, "token": "t", "local_files_only": False, "trust_remote_code": False,
                        "model_kwargs": None, "processor_kwargs": None, "config_kwargs": None, "device": None}

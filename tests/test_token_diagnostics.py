@@ -97,14 +97,20 @@ def test_attention_maps_one_panel_per_token_each_summing_to_one(lit_model, tmp_p
     panels = [axis for axis in figure.axes if axis.images]
     assert len(panels) == K
     assert [axis.get_title() for axis in panels] == [
-        f"token {k}: {value:+.3f}" for k, value in enumerate(explanation.contributions)
+        f"token {k}: cos {value:+.3f}" for k, value in enumerate(explanation.contributions)
     ]
+    # one colour bar on one scale for every panel, and the score the cosines add up to in the title
+    (bar,) = [axis for axis in figure.axes if not axis.images and axis.get_visible() and axis.get_ylabel()]
+    assert bar.get_ylabel() == "share of the token's attention on each position"
+    assert {image.get_clim() for axis in panels for image in axis.images[1:]} == {(0.0, float(maps.max()))}
+    assert f"= {sum(explanation.contributions):+.3f}" in figure.get_suptitle() and SENTENCES[0] in figure.get_suptitle()
+    assert min(axis.title.get_fontsize() for axis in panels) >= 10
     assert figure.canvas.get_default_filetype() == "png"  # an Agg canvas of its own
     # a chosen subset, in the given order (the search app draws the top tokens): each panel is its own token's map
     top = explanation.ranking[:2]
     figure = attention_figure(image, maps, explanation.contributions, tokens=top)
     panels = [axis for axis in figure.axes if axis.images]
-    assert [axis.get_title() for axis in panels] == [f"token {k}: {explanation.contributions[k]:+.3f}" for k in top]
+    assert [axis.get_title() for axis in panels] == [f"token {k}: cos {explanation.contributions[k]:+.3f}" for k in top]
     for axis, k in zip(panels, top, strict=True):
         np.testing.assert_array_equal(axis.images[1].get_array(), maps[k].numpy())
     with pytest.raises(ValueError, match="indices of the 4 maps"):

@@ -47,7 +47,12 @@ from loss_benchmark import proc_status_mb, reset_peak_rss, tiny_model_and_batch,
 
 from st_oblique import CachedObliqueContrastiveLoss, ObliqueContrastiveLoss, manifold
 
+if __package__ in (None, ""):  # run as a script: the repository's evaluation package (its output rules) is importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from evaluation.study_output import add_output_option, checked_output
+
 RESULTS = Path(__file__).resolve().parents[1] / "results" / "benchmarks" / "cached_batch_scaling.json"
+"""The committed measurement (written only with ``--output`` here and ``--overwrite``)."""
 
 
 def main() -> None:
@@ -57,7 +62,8 @@ def main() -> None:
     parser.add_argument("--num-tokens", type=int, default=16, help="K")
     parser.add_argument("--token-dim", type=int, default=32, help="d")
     parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads")
-    parser.add_argument("--output", type=Path, default=RESULTS, help="the JSON file (a PNG is written beside it)")
+    add_output_option(parser, "benchmarks/cached_batch_scaling.json", option="--output",
+                      what="the JSON file (a PNG is written beside it)")
     parser.add_argument("--measure", type=int, help=argparse.SUPPRESS)  # one batch size, in the subprocess
     parser.add_argument("--check-exactness", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--model-dir", help=argparse.SUPPRESS)
@@ -67,6 +73,7 @@ def main() -> None:
         print(json.dumps(measure_step(args)))
         return
 
+    checked_output(parser, args.output, args.overwrite)
     load_before = os.getloadavg()
     rows = []
     with tempfile.TemporaryDirectory() as model_dir:

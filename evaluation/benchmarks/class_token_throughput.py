@@ -36,6 +36,7 @@ import statistics
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -43,6 +44,10 @@ from PIL import Image
 from sentence_transformers import SentenceTransformer
 
 import st_oblique
+
+if __package__ in (None, ""):  # run as a script: the repository's evaluation package (its output rules) is importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from evaluation.study_output import add_overwrite_option, checked_output
 
 WORKLOADS = ("image", "text", "text_full_context")
 SYNTHETIC_WORDS = "a man woman child dog cat runs plays with ball in the park on street near water red blue two".split()
@@ -143,7 +148,10 @@ def main() -> None:
         help="also time K=16 attention queries and these class_attention settings (e.g. 2x128 2xfull)",
     )
     parser.add_argument("--output", help="write the measurements as JSON here")
+    add_overwrite_option(parser)
     args = parser.parse_args()
+    if args.output:
+        checked_output(parser, args.output, args.overwrite)
     if args.threads:
         torch.set_num_threads(args.threads)
 

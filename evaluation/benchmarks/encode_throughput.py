@@ -23,11 +23,16 @@ import shlex
 import statistics
 import sys
 import time
+from pathlib import Path
 
 import torch
 from sentence_transformers import SentenceTransformer
 
 import st_oblique
+
+if __package__ in (None, ""):  # run as a script: the repository's evaluation package (its output rules) is importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from evaluation.study_output import add_overwrite_option, checked_output
 
 
 def read_stsb_sentences(path: str, limit: int) -> list[str]:
@@ -84,7 +89,10 @@ def main() -> None:
         help="token_source='class_attention' settings to time (default: 2x128, the default head)",
     )
     parser.add_argument("--output", help="write the measurements as JSON here")
+    add_overwrite_option(parser)
     args = parser.parse_args()
+    if args.output:
+        checked_output(parser, args.output, args.overwrite)
     if args.threads:
         torch.set_num_threads(args.threads)
 

@@ -48,6 +48,7 @@ from evaluation.studies.lit_heads import Arm, TrainConfig, apply_pca, build_head
 from evaluation.studies.splits import noisy_caption_table
 from evaluation.studies.topology import environment, prepare_lit_data
 from evaluation.studies.tower_cache import TowerCache
+from evaluation.study_output import add_output_option, checked_output
 
 logger = logging.getLogger("evaluation.benchmarks.quantized_retrieval")
 
@@ -354,13 +355,14 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m evaluation.benchmarks.quantized_retrieval", description=__doc__.split("\n")[0]
     )
     parser.add_argument("--shared-dir", type=Path, default=Path("../shared"), help="folder with data/ and weights/")
-    parser.add_argument("--output-dir", type=Path, default=Path("evaluation/results/quantized_retrieval"))
+    add_output_option(parser, "quantized_retrieval")  # the committed evaluation/results/... needs --overwrite
     parser.add_argument("--cache-dir", help="tower-output cache (default: ~/.cache/st_oblique/topology)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--scifact-corpus", type=int, default=1000, help="documents in the SciFact index")
     parser.add_argument("--max-words", type=int, default=96, help="words kept of each SciFact document")
     parser.add_argument("--smoke", action="store_true", help="tiny subsets and 1 epoch (a check that it runs)")
     args = parser.parse_args(argv)
+    checked_output(parser, args.output_dir, args.overwrite)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     for noisy in ("sentence_transformers", "transformers", "httpx", "datasets"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -51,7 +51,12 @@ import tempfile
 import time
 from pathlib import Path
 
+if __package__ in (None, ""):  # run as a script: the repository's evaluation package (its output rules) is importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from evaluation.study_output import add_output_option, checked_output
+
 RESULTS = Path(__file__).resolve().parents[1] / "results" / "benchmarks" / "vs_open_clip_train.json"
+"""The committed measurement (written only with ``--output`` here and ``--overwrite``)."""
 SHARED_FLICKR = Path(__file__).resolve().parents[3] / "shared" / "data" / "flickr8k_1k"
 
 ARCHITECTURE = {
@@ -83,9 +88,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--workers", type=int, default=1, help="data-loader workers of each trainer")
     parser.add_argument("--num-tokens", type=int, default=16, help="K of the oblique run")
     parser.add_argument("--quick", action="store_true", help="12 steps, 1 repeat (about 3 minutes on 2 cores)")
-    parser.add_argument("--output", type=Path, default=RESULTS, help="the JSON file")
+    add_output_option(parser, "benchmarks/vs_open_clip_train.json", option="--output", what="the JSON file")
     parser.add_argument("--tiny", action="store_true", help="a tiny architecture (smoke tests)")
     args = parser.parse_args(argv)
+    checked_output(parser, args.output, args.overwrite)
     if args.quick:
         args.steps, args.repeats, args.warmup_steps = min(args.steps, 12), 1, min(args.warmup_steps, 3)
     if args.steps <= args.warmup_steps + 1:

@@ -91,7 +91,8 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 def bar_plot(
     path, groups: Mapping[str, Mapping[str, Sequence[float]]], ylabel: str, title: str, scale: float = 100.0
 ) -> None:
-    """Grouped bars ``{group: {arm: per-seed values}}`` with sd error bars and the seeds as dots."""
+    """Grouped bars ``{group: {arm: per-seed values}}`` with sd error bars and the seeds as dots; the legend beside
+    the axes (never over a bar)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -99,7 +100,7 @@ def bar_plot(
 
     arms = list(dict.fromkeys(arm for bars in groups.values() for arm in bars))
     width = 0.8 / max(1, len(groups))
-    fig, axis = plt.subplots(figsize=(max(6.0, 0.9 * len(arms) + 2), 4.2))
+    fig, axis = plt.subplots(figsize=(max(6.0, 0.9 * len(arms) + 2) + 2.2, 4.2), layout="constrained")
     for offset, (group, bars) in enumerate(groups.items()):
         positions = np.arange(len(arms)) + (offset - (len(groups) - 1) / 2) * width
         means = [mean_sd(bars.get(arm, []))[0] * scale for arm in arms]
@@ -112,8 +113,8 @@ def bar_plot(
     axis.set_xticklabels(arms, rotation=30, ha="right")
     axis.set_ylabel(ylabel)
     axis.set_title(title)
-    axis.legend()
-    fig.tight_layout()
+    axis.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
+    axis.grid(axis="y", alpha=0.3)
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
@@ -132,7 +133,7 @@ def line_plot(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.0), squeeze=False)
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.6), squeeze=False, layout="constrained")
     for axis, (panel, lines) in zip(axes[0], panels.items(), strict=True):
         for label, (xs, ys) in lines.items():
             stats_ = [mean_sd(values) for values in ys]
@@ -145,8 +146,11 @@ def line_plot(
         if panel in log_panels:
             axis.set_yscale("log")
         axis.set_title(panel)
-        axis.legend(fontsize=8)
+    legend = {}  # one legend below the panels for the lines of all of them (a line in several panels once)
+    for axis in axes[0]:
+        for handle, label in zip(*axis.get_legend_handles_labels(), strict=True):
+            legend.setdefault(label, handle)
+    fig.legend(list(legend.values()), list(legend), loc="outside lower center", ncols=min(len(legend), 4), fontsize=8)
     fig.suptitle(title)
-    fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

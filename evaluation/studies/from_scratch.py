@@ -432,14 +432,17 @@ __all__ = [
 ]
 
 
-def run_stored(section_json: str, spec: dict[str, Any], folder: str, threads: int = 1) -> tuple[dict[str, Any], bool]:
+def run_stored(
+    section_json: str, spec: dict[str, Any], folder: str, threads: int = 1, rerun: bool = False
+) -> tuple[dict[str, Any], bool]:
     """Run one regime-C specification through a :class:`~evaluation.studies.run_store.RunStore` in ``folder``
-    (reused when stored); returns the record and whether it ran now. Top-level, so worker processes can call it."""
+    (reused when stored, unless ``rerun``); returns the record and whether it ran now. Top-level, so worker
+    processes can call it."""
     from evaluation.studies.run_store import RunStore
 
     torch.set_num_threads(threads)
     section = json.loads(section_json)
-    store = RunStore(folder)
+    store = RunStore(folder, rerun=rerun)
 
     def run() -> dict[str, Any]:
         data = cached_data(json.dumps({key: section[key] for key in ("world", "data")}, sort_keys=True))

@@ -25,7 +25,8 @@ heads on their first k*32 dimensions renormalized (cosine, as ``truncate_dim`` w
 the 200 test images and their 1000 captions: the mean of the six recalls (text->image and image->text R@1/5/10),
 and zero-shot Imagenette top-1 (2000 images, 80 templates).
 
-Writes ``evaluation/results/nested_tokens/``: ``runs/*.json`` (one per arm and seed, reused when run again),
+Writes ``--output-dir`` (default ``runs/evaluation/nested_tokens``; the committed ``evaluation/results/nested_tokens/``
+only with ``--overwrite``): ``runs/*.json`` (one per arm and seed, reused when run again),
 ``results.md`` (mean ± sd over seeds per k; paired differences), ``summary.json`` and ``quality_vs_k.png``.
 """
 
@@ -58,6 +59,7 @@ from evaluation.studies.lit_heads import (
 from evaluation.studies.run_store import RunStore
 from evaluation.studies.splits import CaptionTable, noisy_caption_table
 from evaluation.studies.topology import load_config, prepare_lit_data
+from evaluation.study_output import add_output_option, checked_output
 from st_oblique import ObliqueMatryoshkaLoss, manifold
 from st_oblique.evaluation.classification import classification_metrics, zeroshot_logits
 from st_oblique.evaluation.retrieval import retrieval_metrics, retrieval_scores
@@ -303,10 +305,13 @@ def save_figure(figure, legend_axis, path: Path) -> None:
 
 
 def study_parser(doc: str, regime: str, output_dir: str, arms: list[str], smoke_help: str) -> argparse.ArgumentParser:
-    """The options both nested-tokens studies take (images: regime A settings; text: regime B settings)."""
+    """The options both nested-tokens studies take (images: regime A settings; text: regime B settings).
+
+    ``output_dir``: the committed results (``evaluation/results/...``); the default ``--output-dir`` is the same path
+    under ``runs/`` (see :mod:`evaluation.study_output`), the committed one needs ``--overwrite``."""
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--config", default=str(ROOT / "evaluation/studies/topology.yaml"), help=f"{regime} settings")
-    parser.add_argument("--output-dir", default=str(ROOT / output_dir))
+    add_output_option(parser, output_dir.removeprefix("evaluation/results/"))
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--arms", default=",".join(arms))
     parser.add_argument("--smoke", action="store_true", help=smoke_help)
@@ -324,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
     config = load_config(args.config)
     regime = config["regime_a"]
     shared = (ROOT / config["shared_dir"]).resolve()
-    folder = Path(args.output_dir)
+    folder = checked_output(parser, args.output_dir, args.overwrite)
     train_config = TrainConfig(**regime["train"])
     seeds = [int(seed) for seed in args.seeds.split(",")]
     if args.smoke:

@@ -19,7 +19,8 @@ does; oblique models score the sum of their first k cosines, the sphere model th
 dimensions) on the offline MTEB tasks of the project's harness: STSBenchmark test (all 1379 pairs, Spearman) and
 SciFact (100 test claims, their abstracts + 100 others, nDCG@10).
 
-Writes ``evaluation/results/nested_tokens/text/``: ``runs/*.json`` (one per arm and seed, reused when run again),
+Writes ``--output-dir`` (default ``runs/evaluation/nested_tokens/text``; the committed
+``evaluation/results/nested_tokens/text/`` only with ``--overwrite``): ``runs/*.json`` (one per arm and seed, reused when run again),
 ``results.md``, ``summary.json`` and ``quality_vs_k_text.png``.
 """
 
@@ -40,6 +41,7 @@ from evaluation.studies.nested_tokens import save_figure, study_parser, t_interv
 from evaluation.studies.run_store import RunStore
 from evaluation.studies.text_finetune import TextArm, TextTrainConfig, evaluate_text_model, finetune, text_tasks
 from evaluation.studies.topology import load_config, text_pairs
+from evaluation.study_output import checked_output
 
 logger = logging.getLogger(__name__)
 
@@ -219,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     config = load_config(args.config, smoke=args.smoke)
     regime = config["regime_b"]
     shared = (ROOT / config["shared_dir"]).resolve()
-    folder = Path(args.output_dir) / ("smoke" if args.smoke else "")
+    folder = checked_output(parser, args.output_dir, args.overwrite) / ("smoke" if args.smoke else "")
     seeds = [int(seed) for seed in args.seeds.split(",")][: 1 if args.smoke else None]
     task_settings = SMOKE_TASKS if args.smoke else TASKS
     train_config = TextTrainConfig(**regime["train"])

@@ -549,7 +549,11 @@ def write_report(output_dir: Path, config: dict, records: dict[str, list[dict]],
         loads = [value for record in all_records for value in record["load_average_1min"]]
         compute = sum(record["wall_seconds"] for record in all_records)
         sections += [
-            f"Runs: {len(all_records)} ({summary['runs_executed']} executed now, {summary['runs_reused']} reused); "
+            f"Runs: {len(all_records)} in the tables below "
+            f"({summary['runs_reported_executed_now']} executed by this command, "
+            f"{len(all_records) - summary['runs_reported_executed_now']} read from stored run records); "
+            f"this command executed {summary['runs_executed']} runs and reused {summary['runs_reused']} stored ones "
+            "(counting learning-rate selection runs, which the tables do not show); "
             f"summed run time {compute / 60:.1f} min; 1-minute load average during runs: mean {np.mean(loads):.2f}, "
             f"range {min(loads):.2f}–{max(loads):.2f} on {summary['environment']['cpu_count']} cores "
             f"({summary['environment']['cpu'] or 'cpu'}), torch threads {summary['environment']['torch_threads']}.",

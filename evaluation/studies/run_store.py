@@ -41,6 +41,8 @@ class RunStore:
         self.rerun = rerun
         self.ran = 0
         self.reused = 0
+        self.executed: set[str] = set()
+        """File names of the records run (not reused) by this store."""
 
     def path(self, spec: dict[str, Any]) -> Path:
         label = "_".join(str(spec[key]) for key in ("regime", "phase", "arm", "condition", "seed") if key in spec)
@@ -65,6 +67,7 @@ class RunStore:
         }
         _write_json(record, path)
         self.ran += 1
+        self.executed.add(path.name)
         logger.info("%s: %.1fs", path.name, record["wall_seconds"])
         return record
 

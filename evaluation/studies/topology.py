@@ -19,10 +19,12 @@
 
 ``--regime all`` (the default) runs A, B and C; a regime not run is reported from its stored records.
 
-Writes to the output folder: ``runs/*.json`` (one per run, reused when the command is run again; the tower outputs
-are computed only for runs not stored), ``runs/derived/*.json`` (the data statistics the report quotes),
-``results.md`` (tables: mean ± sd over seeds, paired differences with 95% t-intervals), ``summary.json`` and
-``*.png`` plots.
+Writes to the output folder (``--output-dir``, default ``runs/evaluation/topology``; the committed results in
+``evaluation/results/topology`` only with ``--overwrite``): ``runs/*.json`` (one per run, reused when the command is
+run again; the tower outputs are computed only for runs not stored), ``runs/derived/*.json`` (the data statistics
+the report quotes), ``results.md`` (tables: mean ± sd over seeds, paired differences with 95% t-intervals),
+``summary.json`` and ``*.png`` plots. The committed run records (the config's ``committed_results``) are copied
+into the output folder first, so runs of the committed grid are reused, not repeated (``--rerun``: run everything).
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ from evaluation.studies.splits import (
 )
 from evaluation.studies.text_finetune import TextArm, TextTrainConfig, evaluate_text_model, finetune, text_tasks
 from evaluation.studies.tower_cache import TowerCache
+from evaluation.study_output import REPO_ROOT, add_output_option, checked_output, default_output, reuse_records
 
 logger = logging.getLogger("evaluation.studies.topology")
 
@@ -86,7 +89,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", default=str(DEFAULT_CONFIG), help="YAML config (default: %(default)s)")
     parser.add_argument("--smoke", action="store_true", help="tiny subsets, 1 seed, a few steps (CI)")
     parser.add_argument("--regime", choices=["A", "B", "C", "all"], default="all", help="all: A, B and C")
-    parser.add_argument("--output-dir", help="override the config's output_dir")
+    add_output_option(parser, "topology")
+    parser.add_argument(
+        "--reuse-records", type=Path,
+        help="a folder of run records to reuse (default: the config's committed_results; --rerun: none)",
+    )
     parser.add_argument("--shared-dir", help="folder with data/ and weights/ (default: the config's, ../shared)")
     parser.add_argument("--cache-dir", help="tower-output cache (default: ~/.cache/st_oblique/topology)")
     parser.add_argument("--threads", type=int, help="torch threads (default: the config's)")
@@ -100,10 +107,16 @@ def main(argv: list[str] | None = None) -> int:
     shared = Path(args.shared_dir or config.get("shared_dir", "../shared"))
     if args.regime != "C" and (not (shared / "data").is_dir() or not (shared / "weights").is_dir()):
         parser.error(f"{shared} has no data/ and weights/ folders; pass --shared-dir (the study needs the real data).")
-    output_dir = Path(args.output_dir or config["output_dir"])
+    if args.smoke and args.output_dir == default_output("topology"):
+        args.output_dir = default_output("topology_smoke")
+    output_dir = checked_output(parser, args.output_dir, args.overwrite)
     threads = args.threads or config.get("threads")
     if threads:
         torch.set_num_threads(int(threads))
+    records_from = args.reuse_records or (REPO_ROOT / config["committed_results"] if config.get("committed_results") else None)
+    if records_from and not args.rerun and Path(records_from).resolve() != output_dir.resolve():
+        copied = reuse_records(Path(records_from) / "runs", output_dir / "runs")
+        logger.info("Reusing %d run records of %s (copied into %s)", copied, records_from, output_dir / "runs")
     store = RunStore(output_dir / "runs", rerun=args.rerun)
     timings: dict[str, Any] = {}
     records: dict[str, list[dict]] = {"A": [], "B": [], "C": []}
@@ -140,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
             )
     timings["total_wall_seconds"] = time.monotonic() - start
+    reported = [record for regime_records in records.values() for record in regime_records]
     summary = {
         "command": " ".join(
             [sys.executable.rsplit("/", 1)[-1], "-m", "evaluation.studies.topology", *(argv or sys.argv[1:])]
@@ -149,6 +163,8 @@ def main(argv: list[str] | None = None) -> int:
         "timings": timings,
         "runs_executed": store.ran,
         "runs_reused": store.reused,
+        "runs_reported": len(reported),
+        "runs_reported_executed_now": sum(store.path(record["spec"]).name in store.executed for record in reported),
         "environment": environment(),
     }
     report.write_report(output_dir, config, records, summary)
@@ -465,13 +481,16 @@ def run_regime_c(config: dict[str, Any], store: RunStore, timings: dict) -> list
     def run_all(specs: list[dict]) -> list[dict]:
         specs = json.loads(json.dumps(specs, default=str))
         if workers <= 1:
-            results = [run_stored(section_json, one, folder) for one in specs]
+            results = [run_stored(section_json, one, folder, rerun=store.rerun) for one in specs]
         else:
             with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-                results = list(pool.map(run_stored, [section_json] * len(specs), specs, [folder] * len(specs)))
+                results = list(pool.map(run_stored, [section_json] * len(specs), specs, [folder] * len(specs),
+                                        [1] * len(specs), [store.rerun] * len(specs)))
         for record, ran in results:
             store.ran += ran
             store.reused += not ran
+            if ran:
+                store.executed.add(store.path(record["spec"]).name)
             metrics = record["metrics"]
             logger.info(
                 "C %s %s %s seed=%d lr=%g: val R=%.3f%s scale=%.3g (%.0fs wall, %.0fs CPU)",

@@ -32,7 +32,8 @@ from huggingface_hub.errors import HfHubHTTPError
 
 from st_oblique._version import __version__
 from st_oblique.app.commands import COMMAND_MODULES
-from st_oblique.app.options import parse_args_with_config
+from st_oblique.app.options import parse_args_with_config, positive_int
+from st_oblique.app.threads import configure_threads
 from st_oblique.errors import ObliqueConfigError, ObliqueError, one_line
 
 __all__ = ["build_parser", "main"]
@@ -55,6 +56,11 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("-v", "--verbose", action="store_true", help="log what happens (INFO level)")
     common.add_argument("--debug", action="store_true", help="show the full traceback of errors")
+    common.add_argument(
+        "--threads", type=positive_int, metavar="N",
+        help="torch's CPU threads (default: one per core); on a machine busy with other work, fewer threads waste "
+        "less CPU time. Idle threads sleep instead of spinning (OMP_WAIT_POLICY=PASSIVE unless set)",
+    )
 
     parser = _Parser(
         prog=PROG,
@@ -89,6 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         command = next((arg for arg in argv if arg in subparsers), None)
         return _report_error(command, error, debug="--debug" in argv)
     args.command_line = shlex.join([PROG, *argv])
+    configure_threads(args.threads)  # before the command imports torch (its OpenMP runtime reads them once)
     _interrupt_on_sigterm()
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"

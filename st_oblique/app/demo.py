@@ -1,4 +1,4 @@
-"""``st-oblique demo``: the whole pipeline, offline, in a few minutes on a laptop CPU.
+"""``st-oblique demo``: the whole pipeline, offline, in about a minute on two CPU cores.
 
 It trains a small oblique image-text model from random weights on scikit-learn's bundled handwritten digits
 (8x8 grey images, shipped inside scikit-learn, so nothing is downloaded) with generated captions
@@ -273,7 +273,7 @@ def run_demo(
         report = result.report
         training = report["training"]
         demo = DemoResult(
-            output_dir=result.output_dir,
+            output_dir=output_dir,  # where the folder goes (result.output_dir is still the staging folder)
             chance=1.0 / len(DIGIT_WORDS),
             untrained_accuracy=_accuracy(report["evaluation"]["untrained"]),
             trained_accuracy=_accuracy(report["evaluation"]["trained"]),

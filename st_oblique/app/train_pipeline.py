@@ -62,6 +62,8 @@ from st_oblique.app.train_report import plot_training, score_table, token_collap
 from st_oblique.builders.families import BACKBONE_FAMILIES
 from st_oblique.errors import CheckpointError, ObliqueConfigError, ObliqueLoadError, PushAfterTrainingError, one_line
 from st_oblique.evaluation import ClassificationDataset, load_dataset
+from st_oblique.evaluation.chance import chance_levels
+from st_oblique.evaluation.report import PLOT_METRICS
 from st_oblique.model.card import set_evaluation_results
 from st_oblique.model.description import describe_model
 from st_oblique.model.push import push_to_hub
@@ -175,7 +177,9 @@ def freeze_parameters(
     frozen by ``patterns`` are not recorded (``training_report.json`` counts them).
 
     Returns:
-        ``{"frozen": parameters frozen, "trainable": parameters still trained}`` (counts of scalars).
+        The run's parameter account, in scalars, adding up to ``total``: ``trainable`` (trained by the run),
+        ``frozen`` (frozen by the run: locked towers and ``patterns``) and ``not_trainable`` (already without
+        gradient in the model as built: parameters the oblique model does not use, e.g. open_clip's own projection).
 
     Raises:
         ObliqueConfigError: a pattern that matches no parameter.
@@ -203,7 +207,8 @@ def freeze_parameters(
     if trainable == 0:
         raise ObliqueConfigError("Every parameter is frozen; unlock a tower or remove a --freeze pattern.")
     frozen = sum(parameter.numel() for _, parameter in named if id(parameter) in frozen_ids)
-    return {"frozen": frozen, "trainable": trainable}
+    total = sum(parameter.numel() for _, parameter in named)
+    return {"total": total, "trainable": trainable, "frozen": frozen, "not_trainable": total - trainable - frozen}
 
 
 def build_loss(model: ObliqueSentenceTransformer, config: TrainConfig) -> nn.Module:
@@ -331,11 +336,8 @@ def check_eval_sets(config: TrainConfig) -> dict[str, float]:
     for name in config.eval_datasets:
         data = load_dataset(name, config.eval_paths.get(name), data_root=config.data_root,
                             max_samples=config.eval_max_samples)
-        if isinstance(data, ClassificationDataset):
-            chance[f"{data.name} acc1"] = 1.0 / len(data.classnames)
-        else:
-            for metric in ("image_retrieval_recall@1", "text_retrieval_recall@1"):
-                chance[f"{data.name} {metric}"] = 1.0 / len(data)
+        plotted = ("acc1",) if isinstance(data, ClassificationDataset) else PLOT_METRICS["zeroshot_retrieval"]
+        chance.update({f"{data.name} {metric}": chance_levels(data)[metric] for metric in plotted})
     if config.mteb_tasks:
         # Imported here: mteb takes seconds to import (~10 s cold on a loaded 2-core machine), which a run
         # without MTEB tasks should not pay before its first step.
@@ -457,10 +459,10 @@ def _train_steps(
     set_seed(config.seed)
     model = build_model(config)
     check_modalities(train_data, model.modalities)
+    loss = build_loss(model, config)  # first: a learned scale is a parameter of the model, counted and freezable
     frozen = freeze_parameters(
         model, lock_image_tower=config.lock_image_tower, lock_text_tower=config.lock_text_tower, patterns=config.freeze
     )
-    loss = build_loss(model, config)
     _name_for_card(model, config, train_data, run_name)
     if checkpoint is not None:
         check_resume_checkpoint(checkpoint, config)
@@ -488,6 +490,7 @@ def _train_steps(
             checkpoints.rmdir()
         raise
     train_seconds = time.monotonic() - train_started
+    model.model_card_data.training_seconds = train_seconds  # the card's training time is the run's, not until save
     if staging is None:
         return None
     if checkpoints.is_dir() and not any(checkpoints.iterdir()):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
@@ -20,7 +20,22 @@ if TYPE_CHECKING:
 __all__ = ["oblique_open_clip"]
 
 
-@with_loading_options
+def _open_clip_hub_models(arguments: dict[str, Any]) -> list[str]:
+    """The Hub repositories ``open_clip.create_model(model_name, pretrained)`` downloads from (for the offline check),
+    after the loading options open_clip cannot honour are refused."""
+    model_name, pretrained = arguments["model_name"], arguments.get("pretrained")
+    _check_open_clip_options(model_name, pretrained, arguments)
+    if model_name.startswith("hf-hub:"):
+        return [model_name.removeprefix("hf-hub:").split("@")[0]]
+    if not _open_clip_downloads(model_name, pretrained):
+        return []
+    import open_clip
+
+    repository = open_clip.get_pretrained_cfg(model_name, pretrained).get("hf_hub", "")
+    return [repository.strip("/")] if repository else []
+
+
+@with_loading_options(hub_models=_open_clip_hub_models)
 def oblique_open_clip(
     model_name: str,
     pretrained: str | None = None,

@@ -206,7 +206,8 @@ def attention_figure(
     tokens: Sequence[int] | None = None,
 ) -> Figure:
     """A matplotlib figure: a grid of the K attention maps (one panel per token), each over the photo, with each
-    token's contribution in its title.
+    token's contribution in its title, one colour bar for all panels (the same scale: the share of a token's
+    attention on each image position) and, in the figure title, the score they add up to.
 
     The figure is made with matplotlib's object API (a :class:`matplotlib.figure.Figure` on an Agg canvas), not
     pyplot: the caller's backend and pyplot figures are left alone. Save it with ``figure.savefig(path)``, or show
@@ -221,36 +222,52 @@ def attention_figure(
         tokens: the token indices to draw, in panel order (default: all K in token order), e.g. the top 4 of
             :attr:`Explanation.ranking`.
     """
+    from matplotlib import colormaps
     from matplotlib.backends.backend_agg import FigureCanvasAgg  # matplotlib is only needed for the figure
     from matplotlib.figure import Figure
 
     photo = load_image(image).convert("RGB")
-    photo.thumbnail((160, 160))
-    tokens = list(range(maps.shape[0])) if tokens is None else list(tokens)
-    if not tokens or not all(0 <= k < maps.shape[0] for k in tokens):
-        raise ValueError(f"tokens must be indices of the {maps.shape[0]} maps, got {tokens}.")
+    photo.thumbnail((240, 240))
+    num_tokens = maps.shape[0]
+    tokens = list(range(num_tokens)) if tokens is None else list(tokens)
+    if not tokens or not all(0 <= k < num_tokens for k in tokens):
+        raise ValueError(f"tokens must be indices of the {num_tokens} maps, got {tokens}.")
     columns = min(columns, len(tokens))
     rows = math.ceil(len(tokens) / columns)
-    figure = Figure(figsize=(2.1 * columns, 2.3 * rows + (0.4 if title else 0)))
+    panel_width = 2.6  # inches; panels keep the photo's aspect, with room for a 10-pt title above each
+    panel_height = panel_width * photo.height / photo.width + 0.35
+    figure = Figure(figsize=(panel_width * columns + 1.2, panel_height * rows + 0.9), layout="constrained")
     FigureCanvasAgg(figure)  # renders and saves the figure without pyplot or a backend switch
     axes = figure.subplots(rows, columns)
     axes = np.atleast_1d(axes).reshape(-1)
     extent = (0, photo.width, photo.height, 0)
+    top = float(maps[tokens].max()) or 1.0  # one colour scale for every panel, so brightness compares across tokens
+    # 8 even colour bands: they survive the 128-colour PNG (a smooth map would come out in uneven bands) and read
+    # like contour lines over the photo
+    colours = colormaps["inferno"].resampled(8)
+    heatmap = None
     for panel, axis in enumerate(axes):
         axis.axis("off")
         if panel >= len(tokens):
-            figure.delaxes(axis)
+            axis.set_visible(False)
             continue
         k = tokens[panel]
         axis.imshow(photo, extent=extent)
-        axis.imshow(maps[k].numpy(), cmap="inferno", alpha=0.55, extent=extent, interpolation="bilinear")
+        heatmap = axis.imshow(maps[k].numpy(), cmap=colours, alpha=0.55, extent=extent, interpolation="bilinear",
+                              vmin=0.0, vmax=top)
         label = f"token {k}"
         if contributions is not None:
-            label += f": {contributions[k]:+.3f}"
-        axis.set_title(label, fontsize=8)
-    if title:
-        figure.suptitle(title, fontsize=9)
-    figure.tight_layout()
+            label += f": cos {contributions[k]:+.3f}"
+        axis.set_title(label, fontsize=10)
+    if heatmap is not None:
+        bar = figure.colorbar(heatmap, ax=axes[: len(tokens)].tolist(), shrink=0.6, pad=0.02)
+        bar.set_label("share of the token's attention on each position", fontsize=10)
+    heading = [title] if title else []
+    if contributions is not None:
+        heading.append(f"score = sum of the {num_tokens} token cosines = {sum(contributions):+.3f}; "
+                       "brighter = where the token attends")
+    if heading:
+        figure.suptitle("\n".join(heading), fontsize=12)
     return figure
 
 
@@ -284,7 +301,7 @@ def save_attention_figure(
     columns: int = 4,
     tokens: Sequence[int] | None = None,
 ) -> Path:
-    """Write :func:`attention_image` to the PNG ``path`` (about 100 kB for K=16 photos)."""
+    """Write :func:`attention_image` to the PNG ``path`` (about 150 kB for K=16 photos)."""
     path = Path(path)
     attention_image(image, maps, contributions, title, columns, tokens).save(path, format="PNG", optimize=True)
     return path

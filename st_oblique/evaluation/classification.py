@@ -63,7 +63,7 @@ def zeroshot_classifier(
         templates: templates with ``{c}`` (default: OpenAI's 80 ImageNet templates) or ``{classname: [prompts]}``.
         batch_size: texts per forward pass (all prompts go through one length-sorted ``model.encode`` call).
         device: where to run the model.
-        show_progress_bar: tqdm bar over text batches.
+        show_progress_bar: a tqdm bar over the text batches (None or True: shown; False: none).
         num_tokens: K; default: detected from the model (1 for ordinary models).
 
     Returns:
@@ -151,7 +151,7 @@ def zeroshot_classification(
         batch_size: images (and texts) per forward pass.
         device: where to run the model.
         num_workers: DataLoader workers that decode and preprocess images.
-        show_progress_bar: tqdm bars.
+        show_progress_bar: tqdm bars over the text and image batches (None or True: shown; False: none).
 
     Returns:
         ``{"acc1", "acc5", "mean_per_class_recall"}`` as floats.

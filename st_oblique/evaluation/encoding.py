@@ -19,7 +19,6 @@ Example::
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -33,9 +32,17 @@ from tqdm.auto import tqdm
 from st_oblique.data.images import load_image
 from st_oblique.modules.shape import oblique_shape
 
-logger = logging.getLogger(__name__)
+__all__ = ["embedding_num_tokens", "encode_images", "encode_texts", "oblique_num_tokens", "progress_shown"]
 
-__all__ = ["embedding_num_tokens", "encode_images", "encode_texts", "oblique_num_tokens"]
+
+def progress_shown(show_progress_bar: bool | None) -> bool:
+    """Whether the harness shows a progress bar: always, unless turned off (``show_progress_bar=False``).
+
+    Encoding thousands of images or a retrieval corpus takes minutes on a CPU; the harness never leaves a person
+    waiting without a sign of life. (Sentence Transformers' own ``encode`` shows its bar only when logging is at
+    INFO, so the harness passes the decision explicitly.)
+    """
+    return True if show_progress_bar is None else bool(show_progress_bar)
 
 
 def oblique_num_tokens(model: SentenceTransformer) -> int | None:
@@ -67,14 +74,18 @@ def encode_texts(
     device: str | None = None,
     show_progress_bar: bool | None = None,
 ) -> Tensor:
-    """Text embeddings ``(N, D)`` as float32 on the CPU (``model.encode``: length-sorted batches, model prompts)."""
+    """Text embeddings ``(N, D)`` as float32 on the CPU (``model.encode``: length-sorted batches, model prompts).
+
+    ``show_progress_bar``: Sentence Transformers' bar over the text batches; None or True: shown (see
+    :func:`progress_shown`).
+    """
     if not texts:
         return torch.empty(0, model.get_embedding_dimension() or 0)
     embeddings = model.encode(
         list(texts),
         batch_size=batch_size,
         device=device,
-        show_progress_bar=show_progress_bar,
+        show_progress_bar=progress_shown(show_progress_bar),
         convert_to_tensor=True,
     )
     return embeddings.float().cpu()
@@ -100,7 +111,7 @@ def encode_images(
         device: where to run the model (moves the model, as ``model.encode(device=...)`` does); default: the
             model's device.
         num_workers: DataLoader worker processes that decode and preprocess images (0: the main process).
-        show_progress_bar: a tqdm bar over batches; default: shown when logging is at INFO or below.
+        show_progress_bar: a tqdm bar over batches; None or True: shown (see :func:`progress_shown`).
         desc: the progress bar's label.
 
     Raises:
@@ -111,8 +122,7 @@ def encode_images(
             f"This model handles {model.modalities} inputs, not images. Zero-shot image classification and retrieval "
             "need an image-text model (e.g. a CLIP-like model or st_oblique.oblique_clip)."
         )
-    if show_progress_bar is None:
-        show_progress_bar = logger.getEffectiveLevel() <= logging.INFO
+    show_progress_bar = progress_shown(show_progress_bar)
     if device is not None:
         model.to(device)
     model.eval()

@@ -16,6 +16,7 @@ from pathlib import Path
 from sentence_transformers import SentenceTransformer
 from sentence_transformers.util import load_file_path
 
+from st_oblique.model.hub_access import check_hub_access
 from st_oblique.model.sentence_transformer import ObliqueSentenceTransformer
 
 __all__ = ["load_model", "parse_model_spec"]
@@ -38,7 +39,8 @@ def load_model(
     ``trust_remote_code`` needed); every other model through ``SentenceTransformer``, so its saved similarity
     function (e.g. cosine) is kept.
     """
-    modules_path = load_file_path(path, "modules.json", revision=revision)
+    local_files_only = check_hub_access([path], revision=revision)  # seconds, not minutes of retries, offline
+    modules_path = load_file_path(path, "modules.json", revision=revision, local_files_only=local_files_only)
     uses_st_oblique = False
     if modules_path is not None:
         try:
@@ -47,4 +49,6 @@ def load_model(
         except (ValueError, AttributeError, TypeError):  # a damaged modules.json: st-oblique's loader explains it
             uses_st_oblique = True
     model_class = ObliqueSentenceTransformer if uses_st_oblique else SentenceTransformer
-    return model_class(path, device=device, trust_remote_code=trust_remote_code, revision=revision)
+    return model_class(
+        path, device=device, trust_remote_code=trust_remote_code, revision=revision, local_files_only=local_files_only
+    )

@@ -51,6 +51,8 @@ def register_mteb_model(
     model_or_path_or_hub_id: SentenceTransformer | str | Path,
     name: str | None = None,
     revision: str | None = None,
+    *,
+    show_progress_bar: bool = True,
 ) -> ModelMeta:
     """Add an st-oblique model (or any SentenceTransformer) to mteb's model registry and return its ``ModelMeta``.
 
@@ -70,6 +72,8 @@ def register_mteb_model(
         revision: for a Hub id, the revision to load (a branch, tag or commit), also the revision results are stored
             under; for a folder or a model object, only the latter. Default: a fingerprint of the weights
             (:func:`~st_oblique.evaluation.weights_fingerprint`), so two checkpoints never share cached scores.
+        show_progress_bar: the loaded model shows a progress bar over every encoding mteb asks for (mteb's own
+            command line does not ask for one).
 
     Returns:
         The registered ``mteb.ModelMeta``.
@@ -103,10 +107,12 @@ def register_mteb_model(
 
     if isinstance(source, SentenceTransformer):
         _IN_MEMORY_MODELS[name] = model
-        loader = functools.partial(load_registered_model, in_memory=True)
+        loader = functools.partial(load_registered_model, in_memory=True, show_progress_bar=show_progress_bar)
     else:
         _IN_MEMORY_MODELS.pop(name, None)
-        loader = functools.partial(load_registered_model, source=source, load_revision=load_revision)
+        loader = functools.partial(
+            load_registered_model, source=source, load_revision=load_revision, show_progress_bar=show_progress_bar
+        )
     meta = _registry_meta(
         model, name=name, revision=revision, loader=loader, hub_id=None if _is_local(source) else source
     )
@@ -124,6 +130,7 @@ def load_registered_model(
     device: str | None = None,
     embed_dim: int | None = None,
     model_prompts: dict[str, str] | None = None,
+    show_progress_bar: bool = True,
 ) -> ImageTextEncoderWrapper:
     """mteb's loader of a model registered with :func:`register_mteb_model` (``ModelMeta.loader``).
 
@@ -138,6 +145,7 @@ def load_registered_model(
         device: where to put the model (mteb's ``get_model(..., device=)``).
         embed_dim: keep the first ``embed_dim`` dimensions (whole tokens only, see the meta's ``embed_dim`` list).
         model_prompts: mteb's prompt mapping (default: the model's own prompts).
+        show_progress_bar: progress bars over the encodings (unless mteb's call turns them off).
     """
     if in_memory:
         model = _IN_MEMORY_MODELS[name]
@@ -151,7 +159,7 @@ def load_registered_model(
         model = load_model(str(source), device=device, revision=load_revision)
         if embed_dim is not None:
             model.truncate_dim = embed_dim
-    return ImageTextEncoderWrapper(model, model_prompts=model_prompts)
+    return ImageTextEncoderWrapper(model, model_prompts=model_prompts, show_progress_bar=show_progress_bar)
 
 
 def _registry_meta(

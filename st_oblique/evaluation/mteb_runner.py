@@ -98,7 +98,7 @@ def run_mteb(
         overwrite_strategy: mteb's strategy for cached results of Hub tasks.
         batch_size: encode batch size.
     """
-    wrapper = mteb_model(model, name=name, revision=revision)
+    wrapper = mteb_model(model, name=name, revision=revision, show_progress_bar=show_progress_bar)
     meta = wrapper.mteb_model_meta
     runnable = [task for task in tasks if set(task.metadata.modalities) <= set(meta.modalities)]
     skipped = [task.metadata.name for task in tasks if task not in runnable]

@@ -75,7 +75,20 @@ class ImageTextEncoderWrapper(SentenceTransformerEncoderWrapper):
     When the model cannot take both in one input (``model.supports(("image", "text"))`` is False), the images and
     the texts are encoded separately and fused token-wise: ``token_mean([image, text])``, each of the K tokens
     re-projected to the unit sphere. Every other input goes through the parent wrapper unchanged.
+
+    Encoding shows a progress bar (over mteb's batches, or Sentence Transformers' over a text corpus) unless
+    ``show_progress_bar=False`` here or in mteb's ``encode_kwargs``: mteb's own command line asks for none, and a
+    retrieval corpus takes minutes on a CPU.
+
+    Args:
+        model: the SentenceTransformer.
+        *args, **kwargs: mteb's ``SentenceTransformerEncoderWrapper`` arguments.
+        show_progress_bar: the default of every ``encode`` call that does not say.
     """
+
+    def __init__(self, model: SentenceTransformer | str, *args: Any, show_progress_bar: bool = True, **kwargs: Any):
+        super().__init__(model, *args, **kwargs)
+        self.show_progress_bar = show_progress_bar
 
     def encode(
         self,
@@ -87,6 +100,7 @@ class ImageTextEncoderWrapper(SentenceTransformerEncoderWrapper):
         prompt_type: Any = None,
         **kwargs: Any,
     ) -> np.ndarray:
+        kwargs.setdefault("show_progress_bar", self.show_progress_bar)
         options = {"task_metadata": task_metadata, "hf_split": hf_split, "hf_subset": hf_subset,
                    "prompt_type": prompt_type, **kwargs}
         columns = list(getattr(inputs.dataset, "column_names", ()))
@@ -110,6 +124,7 @@ def mteb_model(
     revision: str | None = None,
     *,
     model_prompts: dict[str, str] | None = None,
+    show_progress_bar: bool = True,
     **wrapper_kwargs: Any,
 ) -> ImageTextEncoderWrapper:
     """``model`` wrapped for ``mteb.evaluate`` (text and image tasks), with :func:`mteb_model_meta` attached.
@@ -120,12 +135,15 @@ def mteb_model(
         revision: the revision results are stored under (default: a fingerprint of the weights).
         model_prompts: mteb's ``{task name / task type / "query" / "document": prompt}`` mapping (default: the
             model's own prompts).
+        show_progress_bar: progress bars over every encoding (unless mteb's ``encode_kwargs`` say otherwise).
         **wrapper_kwargs: passed to ``mteb.models.SentenceTransformerEncoderWrapper``.
 
     Returns:
         An :class:`ImageTextEncoderWrapper` whose ``mteb_model_meta`` has the name, revision, modalities and
         similarity.
     """
-    wrapper = ImageTextEncoderWrapper(model, model_prompts=model_prompts, **wrapper_kwargs)
+    wrapper = ImageTextEncoderWrapper(
+        model, model_prompts=model_prompts, show_progress_bar=show_progress_bar, **wrapper_kwargs
+    )
     wrapper.mteb_model_meta = mteb_model_meta(model, name=name, revision=revision)
     return wrapper

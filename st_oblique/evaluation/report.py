@@ -81,33 +81,41 @@ def markdown_table(results: Sequence[EvaluationResult], digits: int = 4) -> str:
 
 
 def plot_results(results: Sequence[EvaluationResult], path: str | Path, title: str | None = None) -> Path:
-    """A grouped bar chart (one group per dataset metric, one bar per model) saved as PNG at ``path``."""
+    """A grouped bar chart (one group per dataset metric, one bar per model) saved as PNG at ``path``, with a dashed
+    chance line over each group whose records carry their chance level (``settings["chance"]``, recorded by the
+    harness for zero-shot datasets) and the legend beside the axes, never over the bars."""
     labels = model_labels(results)
     columns = list(labels.values())
     groups: dict[str, dict[str, float]] = {}
+    chance: dict[str, float] = {}
     for result in results:
         for metric in PLOT_METRICS.get(result.task, (result.main_metric,)):
             value = result.metrics.get(metric) if metric else None
             if value is None or math.isnan(float(value)):
                 continue
-            groups.setdefault(f"{result.dataset}\n{_short(metric)}", {})[labels[result.model, result.pretrained]] = (
-                float(value)
-            )
+            group = f"{result.dataset}\n{_short(metric)}"
+            groups.setdefault(group, {})[labels[result.model, result.pretrained]] = float(value)
+            level = (result.settings.get("chance") or {}).get(metric)
+            if level is not None:
+                chance.setdefault(group, float(level))
     width = 0.8 / max(len(columns), 1)
-    figure = Figure(figsize=(max(6.0, 1.6 * len(groups) + 2), 4.5))
+    figure = Figure(figsize=(max(6.0, 1.6 * len(groups) + 3.5), 4.5), layout="constrained")
     axes = figure.subplots()
     for index, column in enumerate(columns):
         positions = [group + (index - (len(columns) - 1) / 2) * width for group in range(len(groups))]
         heights = [values.get(column, 0.0) for values in groups.values()]
         bars = axes.bar(positions, heights, width, label=column)
-        axes.bar_label(bars, fmt="%.2f", fontsize=7, padding=1)
-    axes.set_xticks(range(len(groups)), list(groups), fontsize=8)
+        axes.bar_label(bars, fmt="%.2f", fontsize=8, padding=1)
+    for number, (position, group) in enumerate((position, group) for position, group in enumerate(groups)
+                                               if group in chance):
+        axes.hlines(chance[group], position - 0.45, position + 0.45, colors="black", linestyles="dashed",
+                    linewidth=1.2, label="chance" if number == 0 else None)
+    axes.set_xticks(range(len(groups)), list(groups), fontsize=9)
     axes.set_ylabel("score")
     axes.set_ylim(0, max([1.0, *(v for values in groups.values() for v in values.values())]) * 1.08)
     axes.set_title(title or "st-oblique evaluation")
-    axes.legend(fontsize=8, loc="upper right")
+    axes.legend(fontsize=9, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
     axes.grid(axis="y", alpha=0.3)
-    figure.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=120)

@@ -98,7 +98,7 @@ def zeroshot_retrieval(
         recall_k: the k values (default 1, 5, 10).
         device: where to run the model.
         num_workers: DataLoader workers that decode and preprocess images.
-        show_progress_bar: tqdm bars.
+        show_progress_bar: tqdm bars over the text and image batches (None or True: shown; False: none).
 
     Returns:
         ``image_retrieval_recall@k`` (text -> image) and ``text_retrieval_recall@k`` (image -> text) for each k.

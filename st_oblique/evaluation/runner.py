@@ -41,8 +41,9 @@ from st_oblique.data.datasets import ClassificationDataset, RetrievalDataset, lo
 from st_oblique.data.templates import DEFAULT_TEMPLATES, Templates, load_classnames, load_templates
 from st_oblique.devices import check_device
 from st_oblique.errors import ObliqueLoadError
+from st_oblique.evaluation.chance import chance_levels
 from st_oblique.evaluation.classification import zeroshot_classification
-from st_oblique.evaluation.encoding import embedding_num_tokens
+from st_oblique.evaluation.encoding import embedding_num_tokens, progress_shown
 from st_oblique.evaluation.identity import model_name, weights_fingerprint
 from st_oblique.evaluation.model_loading import load_model, parse_model_spec
 from st_oblique.evaluation.mteb_runner import resolve_mteb_tasks, run_mteb
@@ -138,7 +139,7 @@ def run_evaluation(
         classnames_file: CLIP_benchmark-style class names JSON (``{dataset: [names]}``) overriding the datasets'.
         mteb_overwrite_strategy: mteb's cache strategy for Hub tasks.
         trust_remote_code: passed when loading models from paths.
-        show_progress_bar: tqdm bars.
+        show_progress_bar: tqdm bars over every encoding loop (datasets and MTEB tasks); False: none.
         title: the plot's title.
         command: the command line that started the run (recorded in ``summary.json``).
         token_counts: evaluate oblique models at their first k whole tokens for each k here (``truncate_dim=k*d``:
@@ -263,7 +264,7 @@ def _evaluate_one(
             show_progress_bar=show_progress_bar,
         )
         seconds = time.monotonic() - start
-        settings: dict[str, Any] = {"batch_size": batch_size, "max_samples": max_samples}
+        settings: dict[str, Any] = {"batch_size": batch_size, "max_samples": max_samples, "chance": chance_levels(data)}
         if data.name in chosen_templates:
             settings["num_templates"] = len(chosen_templates[data.name])
         result = EvaluationResult(
@@ -289,7 +290,7 @@ def _evaluate_one(
             cache_dir=mteb_cache,
             overwrite_strategy=mteb_overwrite_strategy,
             batch_size=batch_size,
-            show_progress_bar=bool(show_progress_bar),
+            show_progress_bar=progress_shown(show_progress_bar),
         ):
             write_result(result, output_dir / RECORDS_DIR)
             results.append(result)

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from huggingface_hub import constants as hub_constants
+from sentence_transformers.base.model_card import format_duration
 from sentence_transformers.base.modules import Router
 from sentence_transformers.sentence_transformer.model_card import SentenceTransformerModelCardData
 
@@ -80,6 +81,12 @@ class ObliqueModelCardData(SentenceTransformerModelCardData):
         token_collapse: token-collapse diagnostics measured on the training data (``{"rows": n, "columns":
             {column: {"mean_pairwise_cosine", "effective_rank", ...}}}``, as ``st-oblique train`` records them);
             shown in the oblique section.
+        training_seconds: the training run's own duration (``st-oblique train`` records it), shown as the
+            training time; default: Sentence Transformers' measure (from the start of training to the save, so
+            evaluations after training count too).
+        task_name: what the model can be used for ("... can be used for {task_name}"); default: from its
+            modalities (image–text search and zero-shot classification for image-text models, Sentence
+            Transformers' text tasks for text models).
 
     Example::
 
@@ -96,6 +103,8 @@ class ObliqueModelCardData(SentenceTransformerModelCardData):
 
     evaluation_results: EvaluationResults | None = None
     token_collapse: dict[str, Any] | None = None
+    training_seconds: float | None = None
+    task_name: str | None = None
     tags: list[str] = field(
         default_factory=lambda: [
             "sentence-transformers",
@@ -117,6 +126,8 @@ class ObliqueModelCardData(SentenceTransformerModelCardData):
         if isinstance(card_data, cls):
             return card_data
         values = {item.name: getattr(card_data, item.name) for item in fields(card_data) if item.init}
+        if values.get("task_name") == SentenceTransformerModelCardData.task_name:
+            values.pop("task_name")  # ST's default text-model wording: let the modalities decide
         upgraded = cls(**{key: value for key, value in values.items() if key in {f.name for f in fields(cls)}})
         upgraded.add_tags(list(CARD_TAGS))
         return upgraded
@@ -256,17 +267,36 @@ class ObliqueModelCardData(SentenceTransformerModelCardData):
             return f"{self.model.__class__.__name__} based on {' and '.join(self.base_model)}"
         return super().get_default_model_name()
 
+    def get_training_duration_data(self) -> dict[str, str | None]:
+        """The training time of the run when recorded (``training_seconds``), else Sentence Transformers' measure."""
+        if self.training_seconds is None:
+            return super().get_training_duration_data()
+        return {"training_time": format_duration(self.training_seconds), "evaluation_time": None, "total_time": None}
+
     def to_dict(self) -> dict[str, Any]:
         self.add_modality_tags()
+        # Base models that are no Hub repository (a local folder, an open_clip name) are named on the card as text.
+        named = list(self.base_model) if isinstance(self.base_model, (list, tuple)) else [self.base_model]
+        other_base_models = [_base_model_text(name) for name in named if name and not is_hub_model_id(name)]
         # A local folder is no base model for the Hub: its YAML and links would point nowhere. A dual encoder has
         # one base model per tower (the Hub's YAML takes a list); the ones left after dropping local folders stay.
+        # Only while Sentence Transformers renders: the names stay, so every rendering of the card says the same.
+        original = (self.base_model, self.base_model_revision)
         if isinstance(self.base_model, (list, tuple)):
             hub_models = [name for name in self.base_model if is_hub_model_id(name)]
             self.base_model = hub_models if len(hub_models) > 1 else next(iter(hub_models), None)
             self.base_model_revision = None
         elif self.base_model and not is_hub_model_id(self.base_model):
             self.base_model = self.base_model_revision = None
-        data = super().to_dict()
+        rendered_with = self.base_model
+        try:
+            data = super().to_dict()
+        finally:
+            if self.base_model == rendered_with:  # unless Sentence Transformers found the base model itself
+                self.base_model, self.base_model_revision = original
+        data["other_base_models"] = other_base_models
+        data["task_name"] = self.task_name or _task_name(self.model)
+        data.pop("training_seconds", None)
         try:
             description = self._description()
         except ValueError as error:
@@ -286,6 +316,22 @@ class ObliqueModelCardData(SentenceTransformerModelCardData):
         data.pop("evaluation_results", None)
         self._cached_dict = data
         return data
+
+
+def _base_model_text(name: str) -> str:
+    """A base model that is no Hub repository, for the card: a local folder by its name and path."""
+    path = Path(name).expanduser()
+    return f"{path.name} (local folder `{name}`)" if path.is_dir() else name
+
+
+def _task_name(model: SentenceTransformer | None) -> str:
+    """What the card says the model can be used for, from its modalities."""
+    modalities = set(getattr(model, "modalities", None) or ["text"])
+    if "image" in modalities and "text" in modalities:
+        return "text-to-image and image-to-text search, and zero-shot image classification with text prompts"
+    if modalities == {"image"}:
+        return "image search, image similarity and clustering"
+    return SentenceTransformerModelCardData.task_name
 
 
 def _oblique_context(description: ObliqueModelDescription, tags: list[str]) -> dict[str, Any]:

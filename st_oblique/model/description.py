@@ -114,7 +114,8 @@ class ObliqueModelDescription:
              f"range [{self.score_range[0]}, {self.score_range[1]}]"),
             ("logit_scale", scale),
             *((("logit_bias", f"{self.logit_bias:.4g}"),) if self.logit_bias is not None else ()),
-            ("parameters", f"{self.parameters:,} ({self.trainable_parameters:,} trainable)"),
+            ("parameters", f"{self.parameters:,} in total = {self.trainable_parameters:,} trainable + "
+             f"{self.parameters - self.trainable_parameters:,} frozen (as loaded)"),
             *((("locked towers", f"{', '.join(self.locked_towers)} (frozen, kept in eval mode)"),)
               if self.locked_towers else ()),
         ]

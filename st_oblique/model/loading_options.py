@@ -3,7 +3,9 @@
 A builder declares them once, as ``**loading: Unpack[LoadingOptions]``, and :func:`with_loading_options` turns
 them into explicit keyword-only parameters (in ``inspect.signature``, ``help()`` and IDEs) with Sentence
 Transformers' defaults, fills in the defaults before the call, refuses unknown names with the list of valid ones,
-and adds the options' descriptions to the docstring. A builder whose backbone gives an option another meaning
+adds the options' descriptions to the docstring, and checks in seconds that the Hub models it names can be loaded
+(:func:`~st_oblique.model.hub_access.check_hub_access`: a clear error offline instead of minutes of retries; the
+cache when the Hub cannot be reached). A builder whose backbone gives an option another meaning
 (open_clip, the two towers of a dual encoder) documents that option itself, or declares it in its own signature
 (e.g. a ``revision`` per tower); its own entry wins.
 
@@ -29,6 +31,8 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypedDict, TypeVar
+
+from st_oblique.model.hub_access import check_hub_access
 
 Builder = TypeVar("Builder", bound=Callable[..., Any])
 
@@ -79,14 +83,29 @@ LOADING_OPTIONS: tuple[str, ...] = tuple(_OPTIONS)
 
 _DOC_MARKER = "<loading options>"
 
+MODEL_NAME_PARAMETERS: tuple[str, ...] = ("model_name_or_path", "text_model", "image_model")
+"""Builder parameters that name a Hugging Face model (a local folder or a Hub id), checked by
+:func:`~st_oblique.model.hub_access.check_hub_access` before the builder runs. A per-tower ``revision``
+(``{"text": ..., "image": ...}``) applies to the ``text_model`` / ``image_model`` of its tower."""
 
-def with_loading_options(builder: Builder) -> Builder:
+HubModels = Callable[[dict[str, Any]], list[str]]
+"""The Hub ids a builder will download, from its bound arguments (for backbones that name models otherwise)."""
+
+
+def with_loading_options(builder: Builder | None = None, *, hub_models: HubModels | None = None) -> Any:
     """Give ``builder`` (ending in ``**loading: Unpack[LoadingOptions]``) the loading options as explicit parameters.
+
+    Before the builder runs, the models it names (its :data:`MODEL_NAME_PARAMETERS`, or what ``hub_models``
+    returns) go through :func:`~st_oblique.model.hub_access.check_hub_access`: a Hub id that cannot be loaded
+    (offline, or no answer from the Hub) fails in seconds with what to do, and cached ones are read from the cache
+    (``local_files_only=True``) when the Hub cannot be reached.
 
     Args:
         builder: a function whose last parameter is ``**loading``; its docstring may hold a line
             ``<loading options>`` in its Args section, replaced by the descriptions of the options it does not
             document itself.
+        hub_models: the Hub ids the builder downloads, from its bound arguments (default: the values of its
+            :data:`MODEL_NAME_PARAMETERS`); used as ``@with_loading_options(hub_models=...)``.
 
     Returns:
         A function with the same name and docstring whose signature lists every option keyword-only (in
@@ -96,7 +115,10 @@ def with_loading_options(builder: Builder) -> Builder:
     Raises:
         TypeError: at decoration, ``builder`` has no ``**loading``; at a call, an unknown keyword (the message lists
             the valid loading options).
+        ObliqueLoadError: at a call, a Hub model that cannot be loaded (see above).
     """
+    if builder is None:
+        return functools.partial(with_loading_options, hub_models=hub_models)
     signature = inspect.signature(builder)
     declared = signature.parameters
     if "loading" not in declared or declared["loading"].kind is not inspect.Parameter.VAR_KEYWORD:
@@ -124,11 +146,38 @@ def with_loading_options(builder: Builder) -> Builder:
                 "(Sentence Transformers' names)."
             ) from None
         bound.apply_defaults()
+        _check_hub_models(bound.arguments, hub_models)
         return builder(**bound.arguments)  # the options the builder does not declare land in its **loading
 
     build.__signature__ = full_signature  # type: ignore[attr-defined]
     build.__doc__ = _document_options(builder.__doc__ or "")
     return build  # type: ignore[return-value]
+
+
+def _check_hub_models(arguments: dict[str, Any], hub_models: HubModels | None) -> None:
+    """Check the Hub models of one builder call; switch it to the cache when the Hub cannot be reached."""
+    revision = arguments.get("revision")
+    if hub_models is not None:
+        groups = [(list(hub_models(arguments)), revision)]
+    else:
+        groups = [
+            ([arguments[name]], revision.get(name.removesuffix("_model")) if isinstance(revision, dict) else revision)
+            for name in MODEL_NAME_PARAMETERS
+            if isinstance(arguments.get(name), str)
+        ]
+    use_cache = [
+        check_hub_access(
+            names,
+            cache_folder=arguments.get("cache_folder"),
+            revision=group_revision if isinstance(group_revision, str) else None,
+            local_files_only=bool(arguments.get("local_files_only")),
+        )
+        for names, group_revision in groups
+    ]
+    # Hugging Face loaders honour local_files_only; a backbone that names its models otherwise (open_clip) has no
+    # such switch, and reaches its cached files after huggingface_hub's retries.
+    if any(use_cache) and hub_models is None and "local_files_only" in arguments:
+        arguments["local_files_only"] = True
 
 
 def _document_options(doc: str) -> str:

@@ -30,6 +30,7 @@ from st_oblique.model.files import (
     local_model_folder,
     missing_model_message,
 )
+from st_oblique.model.hub_access import check_hub_access
 from st_oblique.model.hub_errors import explain_push_errors
 from st_oblique.model.hub_ids import is_hub_model_id
 from st_oblique.modules import MODULE_CLASSES
@@ -157,6 +158,9 @@ class ObliqueSentenceTransformer(SentenceTransformerHooks):
             name = str(model_name_or_path)
             if not is_hub_model_id(name) and not os.path.exists(os.path.expanduser(name)):
                 raise ObliqueLoadError(missing_model_message(name, offline=True, hub_id=False))
+            local_files_only = check_hub_access(
+                [name], cache_folder=cache_folder, revision=revision, local_files_only=local_files_only
+            )
         with explain_load_failure(model_name_or_path if loading else None, cache_folder, revision, local_files_only):
             super().__init__(
                 model_name_or_path,

@@ -21,8 +21,9 @@ def test_info_text_and_json(cli, text_run):
     assert "dot: sum of 4 per-token cosines, range [-4, 4]" in result.out
     assert "4 steps of ObliqueContrastiveLoss" in result.out and "class tokens" in result.out
     assert "Built like `st-oblique train --backbone text` (st_oblique.oblique_text_model)." in result.out
-    trained = next(line for line in result.out.splitlines() if line.startswith("trained parameters"))
-    assert trained.split()[2:] == [f"{report['parameters']['trainable']:,}", "(0", "frozen)"]
+    account = next(line for line in result.out.splitlines() if line.startswith("parameters ") and "trained" in line)
+    total = report["parameters"]["total"]
+    assert f"{total:,} in total = {report['parameters']['trainable']:,} trained + 0 frozen by the run" in account
 
     result = cli("info", text_run, "--json")
     assert result.code == 0, result.err
@@ -32,6 +33,40 @@ def test_info_text_and_json(cli, text_run):
     assert info["num_tokens"] == 4 and info["token_dim"] == 8 and info["logit_scale"] == pytest.approx(scale)
     assert info["training"]["steps"] == 4 and info["training"]["command"].startswith("st-oblique train")
     assert info["backbone_family"] == "text"
+
+
+def test_the_card_shows_the_runs_training_time_and_task(demo_run):
+    """The card's training time is the run's (not until the save, after the evaluations), and an image-text demo
+    is not described with Sentence Transformers' text tasks."""
+    from sentence_transformers.base.model_card import format_duration
+
+    demo_output, _ = demo_run
+    report = json.loads((demo_output / "training_report.json").read_text())
+    readme = (demo_output / "README.md").read_text()
+    assert f"- **Training**: {format_duration(report['training']['seconds'])}" in readme
+    assert "can be used for text-to-image and image-to-text search" in readme and "paraphrase mining" not in readme
+
+
+def test_info_parameter_account_adds_up(cli, demo_run):
+    """One labelled account: as loaded (total = trainable + frozen) and in the run (total = trained + frozen by the
+    run + never trainable). The demo freezes the word embeddings (--freeze, not saved) and its open_clip tower has
+    a projection the oblique heads do not use (never trainable)."""
+    demo_output, demo_result = demo_run
+    assert demo_result.code == 0, demo_result.err
+    info = json.loads(cli("info", demo_output, "--json").out)
+    model = st_oblique.load(str(demo_output), device="cpu")
+    total = sum(parameter.numel() for parameter in model.parameters())
+    trainable = sum(parameter.numel() for parameter in model.parameters() if parameter.requires_grad)
+    assert (info["parameters"], info["trainable_parameters"]) == (total, trainable)
+    run = info["training"]["parameters"]
+    assert run["total"] == total == run["trainable"] + run["frozen"] + run["not_trainable"]
+    assert run["frozen"] == model[0].model.token_embedding.weight.numel()  # the demo's --freeze token_embedding
+    unused = sum(parameter.numel() for name, parameter in model.named_parameters() if not parameter.requires_grad)
+    assert run["not_trainable"] == unused > 0  # open_clip's text projection and logit scale, unused by the heads
+    text = cli("info", demo_output).out
+    assert f"{total:,} in total = {trainable:,} trainable + {total - trainable:,} frozen (as loaded)" in text
+    assert (f"{total:,} in total = {run['trainable']:,} trained + {run['frozen']:,} frozen by the run + "
+            f"{run['not_trainable']:,} never trainable") in text
 
 
 def test_info_and_push_errors(cli, tmp_path):

@@ -38,7 +38,7 @@ CASES = {
         lambda a, o: text_args(a, o, "--model", "./no/such/model"), "--model ./no/such/model: no such folder"),
     "unknown Hub backbone (offline)": (
         lambda a, o: text_args(a, o, "--model", "no-such-user/no-such-model"),
-        "Cannot build the text backbone from 'no-such-user/no-such-model'"),
+        "Cannot load the model 'no-such-user/no-such-model': there is no such folder"),  # at once (hub_access)
     "wrong kind of backbone": (
         lambda a, o: ["train", "--backbone", "clip", "--model", a.bert, "--dataset", a.hf_dataset, *TINY,
                       "--output-dir", o], "needs a Hugging Face CLIP model"),

@@ -1,12 +1,13 @@
-"""Every command in the README's ```bash blocks is exercised: the offline ones run (with fewer steps and small
-subsets), in order, in one working folder, so later commands use what earlier ones wrote; the online ones (marked
-by a ``# online`` comment line in their block), the launchers for several GPUs and ``pip install`` are parsed:
-every option must exist and every value must be accepted by the parser that will read it.
+"""Every code block of the README, in order, as a new user would run it (:mod:`readme_blocks` says how blocks are
+found, marked and given local paths): the bash commands of ``st-oblique`` run (with fewer steps and small subsets)
+and the python blocks run on their own, all in one working folder whose ``../shared`` holds tiny stand-ins of the
+real layout, so later blocks use what earlier ones wrote. Commands marked ``# online: ...`` or ``# not run by the
+README tests: ...``, the launchers for several GPUs and ``pip install`` are parsed: every option must exist and
+every value must be accepted by the parser that will read it. At the end, everything the blocks created in the
+working folder must be ignored by git (``.gitignore``), so running the README in a checkout leaves it clean.
 
-Commands that read ``../shared`` run on tiny stand-ins of the same layout (a tiny BERT and ViT, a caption table with
-a tar of images, tiny evaluation sets), which keeps the test fast and independent of the shared folder; the same
-command on the real weights and data is tests/integration/test_shared_dual_encoder.py's subject and the README's
-measured LiT run.
+The same commands on the real weights and data are tests/integration/test_shared_dual_encoder.py's subject and the
+README's measured runs.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pathlib import Path
 import pytest
 import tomllib
 from cli.cli_helpers import QUICK_DEMO, demo_args
+from readme_blocks import OFFLINE_MODEL, PYTHON, REFUSED_SPELLINGS, SHELL, readme_blocks, write_shared_stand_ins
 
 import st_oblique
 from st_oblique.app.cli import build_parser, main
@@ -37,32 +39,11 @@ TRAIN_REDUCTION = [
 EVAL_REDUCTION = ["--max-samples", "60", "--no-progress"]
 
 
-def readme_commands(text: str) -> list[tuple[str, list[str], bool]]:
-    """``(section, argv, online)`` of every command in the ```bash blocks of ``text``, in order.
-
-    Continuation lines (``\\``) are joined, trailing ``# comments`` dropped; a comment line starting with
-    ``# online`` marks the commands after it, up to the end of its block, as needing the network, and so does one
-    starting with ``# serves`` (a server that runs until stopped, such as ``st-oblique app``): both are only parsed.
-    """
-    commands = []
-    section = ""
-    for match in re.finditer(r"^(#+ [^\n]*)$|^```bash\n(.*?)^```", text, flags=re.MULTILINE | re.DOTALL):
-        if match.group(1):
-            section = match.group(1).lstrip("# ").strip()
-            continue
-        online = False
-        for line in match.group(2).replace("\\\n", " ").splitlines():
-            stripped = line.strip()
-            if stripped.startswith("#"):
-                online = online or stripped.lower().startswith(("# online", "# serves"))
-                continue
-            argv = shlex.split(stripped, comments=True)
-            if argv:
-                commands.append((section, argv, online))
-    return commands
-
-
-COMMANDS = readme_commands(README.read_text(encoding="utf-8"))
+BLOCKS = readme_blocks()
+COMMANDS = [
+    (block.section, command.argv, command.not_run is not None) for block in BLOCKS for command in block.commands
+]
+"""``(section, argv, not run)`` of every bash command, in order."""
 
 
 def st_oblique_argv(argv: list[str]) -> list[str] | None:
@@ -109,7 +90,8 @@ def check_repository_command(argv: list[str]) -> None:
     be one of its options, and the files after ``--config`` must exist."""
     if argv[1] == "-m":
         package = REPO_ROOT / argv[2].replace(".", "/")
-        script, options = package.with_suffix(".py") if package.with_suffix(".py").is_file() else package / "__main__.py", argv[3:]
+        script = package.with_suffix(".py") if package.with_suffix(".py").is_file() else package / "__main__.py"
+        options = argv[3:]
         assert script.is_file(), f"no module {argv[2]} in the repository for `{shlex.join(argv)}`"
     else:
         script, options = REPO_ROOT / argv[1], argv[2:]
@@ -128,83 +110,170 @@ def check_repository_command(argv: list[str]) -> None:
 
 
 def test_readme_has_the_commands_it_promises():
-    """The extraction sees every kind of command (an empty list would make the test below vacuous)."""
+    """The extraction sees every kind of block (an empty list would make the test below vacuous)."""
     programs = [st_oblique_argv(argv) for _, argv, _ in COMMANDS]
     subcommands = {argv[0] for argv in programs if argv}
-    assert {"demo", "train", "eval", "compare", "info", "push", "export"} <= subcommands
+    assert {"demo", "train", "eval", "compare", "info", "push", "mteb", "export"} <= subcommands
     assert next(argv for _, argv, _ in COMMANDS if argv[0] == "st-oblique") == ["st-oblique", "demo"]
     assert ["python", "-m", "pytest"] in [argv for _, argv, _ in COMMANDS]
-    assert any(online for *_, online in COMMANDS) and any(not online for *_, online in COMMANDS)
-    assert {argv[0] for _, argv, _ in COMMANDS} <= {"pip", "python", "st-oblique", "accelerate", "torchrun"}
-    # `st-oblique app` serves until stopped: a README command that would run it must be marked (# serves)
-    servers = [argv for _, argv, online in COMMANDS if argv[:2] == ["st-oblique", "app"] and not online]
+    assert any(not_run for *_, not_run in COMMANDS) and any(not not_run for *_, not_run in COMMANDS)
+    assert {argv[0] for _, argv, _ in COMMANDS} <= {"pip", "python", "python3", "source", "st-oblique", "accelerate",
+                                                    "torchrun"}
+    assert sum(block.language == PYTHON for block in BLOCKS) >= 5
+    # `st-oblique app` serves until stopped: a README command that would run it must be marked (# serves ...)
+    servers = [argv for _, argv, not_run in COMMANDS if argv[:2] == ["st-oblique", "app"] and not not_run]
     assert all("--index-only" in argv for argv in servers), servers
 
 
-def test_readme_commands(demo_run, assets, monkeypatch):
-    """Run the offline commands in order (the first ``st-oblique demo`` is the session's ``demo_run``), parse
-    the others."""
+def test_every_code_block_is_one_the_tests_run_or_parse():
+    """Shell and Python blocks are fenced as ```bash / ```python (other spellings would escape the tests), and
+    every block or command the tests do not run says why."""
+    for block in BLOCKS:
+        assert block.language, f"{block.where}: give the fence a language (```bash, ```python, ```text...)"
+        assert block.language not in REFUSED_SPELLINGS, (
+            f"{block.where}: ```{block.language} is not run by the README tests; write ```bash or ```python"
+        )
+        reasons = [block.not_run] if block.language == PYTHON else [command.not_run for command in block.commands]
+        for reason in reasons:
+            assert reason is None or len(reason.split()) >= 3, f"{block.where}: a marker must say why ({reason!r})"
+
+
+@pytest.fixture(scope="session")
+def readme_shared(assets, tmp_path_factory) -> Path:
+    """Tiny stand-ins of ``../shared`` beside the working folders the session's temporary folders live in."""
+    return write_shared_stand_ins(tmp_path_factory.getbasetemp() / "shared", bert=assets.bert, image_tower=assets.vit,
+                                  data_root=assets.data_root)
+
+
+def test_readme_blocks(demo_run, readme_shared, monkeypatch, capsys):
+    """Run the blocks in order (the first ``st-oblique demo`` is the session's ``demo_run``, in the same working
+    folder), parse what is marked, then check that git would ignore everything they created."""
     demo_output, demo_result = demo_run
     assert demo_result.code == 0, demo_result.err
-    workdir = demo_output.parent  # the README's relative paths (st-oblique-demo, runs/...) resolve here
+    workdir = demo_output.parent  # the README's relative paths (st-oblique-demo, runs/..., ../shared) resolve here
+    assert (workdir.parent / "shared") == readme_shared
     monkeypatch.chdir(workdir)
-    stand_ins = shared_stand_ins(assets)
+    monkeypatch.setenv("MODEL", OFFLINE_MODEL)  # what the README tells offline users to set
     pyproject = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text(encoding="utf-8"))
     ran, parsed = [], []
-    for section, argv, online in COMMANDS:
-        command = shlex.join(argv)
-        if argv[0] == "pip":
-            _check_install(argv, pyproject)
-            continue
-        if argv == ["python", "-m", "build"]:  # the wheel of _check_install; .ci/run builds and installs it
-            continue
-        if argv[:3] == ["python", "-m", "pytest"]:
-            assert argv == ["python", "-m", "pytest"]  # the CI command; this test is part of it
-            continue
-        arguments = st_oblique_argv(argv)
-        if arguments is None and argv[0] == "python":
-            check_repository_command(argv)
-            parsed.append(command)
-            continue
-        assert arguments is not None, f"{section}: {command} is neither st-oblique nor a launcher of it"
-        arguments = [stand_ins.get(argument, argument) for argument in arguments]
-        unmapped = [argument for argument in arguments if "../shared" in argument]
-        assert not unmapped, f"add a tiny stand-in for {unmapped} to test_readme.shared_stand_ins"
-        if argv[0] != "st-oblique" or online:
-            if argv[0] != "st-oblique":
-                check_launcher(argv)
-            check_options(arguments)
-            parsed.append(command)
-            continue
-        if arguments == ["demo"]:
-            assert demo_args(arguments) == ["demo", *QUICK_DEMO]  # what the demo_run fixture ran, here
-            ran.append(command)
-            continue
-        if arguments[0] == "demo":
-            arguments = demo_args(arguments)
-        elif arguments[0] == "train":
-            arguments = [*arguments, *TRAIN_REDUCTION]
-        elif arguments[0] == "eval":
-            arguments = [*arguments, *EVAL_REDUCTION]
-        code = main(arguments)
-        assert code == 0, f"{section}: `{command}` failed (exit {code}; the reason is printed above)"
-        ran.append(command)
-        _check_outputs(arguments)
+    for block in BLOCKS:
+        if block.language == PYTHON:
+            run_python_block(block, capsys)
+            (parsed if block.not_run is not None else ran).append(f"python block at {block.where}")
+        elif block.language == SHELL:
+            for command in block.commands:
+                outcome = run_command(command.argv, command.not_run is not None, block.section, pyproject)
+                if outcome:
+                    (ran if outcome == "ran" else parsed).append(shlex.join(command.argv))
     assert any(command.startswith("st-oblique eval") for command in ran), ran
     assert any(command.startswith("st-oblique info") for command in ran), ran
+    assert any(command.startswith("st-oblique mteb") for command in ran), ran
     assert any("push" in command for command in parsed), parsed
+    assert sum(command.startswith("python block") for command in ran) >= 5, ran
+    not_ignored = [entry.name for entry in sorted(workdir.iterdir()) if not git_ignores(entry)]
+    assert not not_ignored, f"README examples create {not_ignored}, which .gitignore does not cover"
+
+
+def run_command(argv: list[str], not_run: bool, section: str, pyproject: dict) -> str | None:
+    """Run or parse one bash command; ``"ran"``, ``"parsed"`` or None (checked otherwise)."""
+    command = shlex.join(argv)
+    if argv[0] == "pip":
+        _check_install(argv, pyproject)
+        return None
+    if argv[0] in ("python3", "source"):  # the virtual environment of the install section
+        assert not_run and argv in (["python3", "-m", "venv", ".venv"], ["source", ".venv/bin/activate"]), command
+        return None
+    if argv == ["python", "-m", "build"]:  # the wheel of _check_install; .ci/run builds and installs it
+        return None
+    if argv[:3] == ["python", "-m", "pytest"]:
+        assert argv == ["python", "-m", "pytest"]  # the CI command; this test is part of it
+        return None
+    arguments = st_oblique_argv(argv)
+    if arguments is None and argv[0] == "python":
+        assert not_run, f"{section}: mark `{command}` with the reason the tests do not run it"
+        check_repository_command(argv)
+        return "parsed"
+    assert arguments is not None, f"{section}: {command} is neither st-oblique nor a launcher of it"
+    if argv[0] != "st-oblique" or not_run:
+        if argv[0] != "st-oblique":
+            check_launcher(argv)
+        check_options(arguments)
+        return "parsed"
+    if arguments == ["demo"]:
+        assert demo_args(arguments) == ["demo", *QUICK_DEMO]  # what the demo_run fixture ran, here
+        return "ran"
+    if arguments[0] == "demo":
+        arguments = demo_args(arguments)
+    elif arguments[0] == "train":
+        arguments = [*arguments, *TRAIN_REDUCTION]
+    elif arguments[0] == "eval":
+        arguments = [*arguments, *EVAL_REDUCTION]
+    code = main(arguments)
+    assert code == 0, f"{section}: `{command}` failed (exit {code}; the reason is printed above)"
+    _check_outputs(arguments)
+    return "ran"
+
+
+PYTHON_CHECKS = {
+    "oblique_text_model(": lambda namespace, out: (
+        "tensor(" in out and namespace["embeddings"].shape == (2, 16 * 32)
+        and Path("oblique-minilm/modules.json").is_file()
+    ),
+    "SentenceTransformerTrainer(": lambda namespace, out: any(
+        not trained.equal(saved)
+        for trained, saved in zip(namespace["model"].state_dict().values(),
+                                  st_oblique.load("oblique-minilm").state_dict().values(), strict=True)
+    ),
+    "zeroshot_classification(": lambda namespace, out: (
+        "acc1" in out and set(namespace["wrapped"].mteb_model_meta.modalities) == {"image", "text"}
+    ),
+    "ObliqueMatryoshkaLoss(": lambda namespace, out: (
+        namespace["short"].shape == (1, 4 * 32) and "sum of 16 token cosines" in out and "effective rank" in out.lower()
+    ),
+    "semantic_search_usearch(": lambda namespace, out: (
+        len(namespace["hits"][0]) == len(namespace["documents"]) and "score=" in out
+    ),
+}
+"""What a python block that contains the key must have done, beyond running (the README's promises)."""
+
+
+def run_python_block(block, capsys) -> None:
+    """Run one python block on its own (a fresh namespace), or compile it when it is marked."""
+    compiled = compile(block.code, f"<{block.where}>", "exec")
+    if block.not_run is not None:
+        return
+    capsys.readouterr()
+    namespace: dict = {"__name__": "__main__"}
+    exec(compiled, namespace)
+    out = capsys.readouterr().out
+    for key, check in PYTHON_CHECKS.items():
+        if key in block.code:
+            assert check(namespace, out), f"{block.where}: the block ran but did not do what it promises ({key})"
+
+
+def git_ignores(entry: Path) -> bool:
+    """Whether git ignores a file or folder of this name at the root of the checkout."""
+    name = entry.name + ("/" if entry.is_dir() else "")
+    done = subprocess.run(["git", "check-ignore", "--no-index", "-q", name], cwd=REPO_ROOT, timeout=60)
+    return done.returncode == 0
 
 
 def _check_install(argv: list[str], pyproject: dict) -> None:
-    """A README ``pip install`` installs this checkout, one of its extras (``.[dev]``, ``.[app]``...), ``build`` or
-    the wheel ``python -m build`` writes, never a bare ``st-oblique`` (not on the package index yet: it would fail,
-    or install another package)."""
+    """A README ``pip install`` installs this checkout or one of its extras (``.[dev]``, ``.[app]``...), ``build``, the
+    wheel ``python -m build`` writes, or PyTorch's CPU wheels from PyTorch's index; never a bare ``st-oblique`` (not
+    on the package index yet: it would fail, or install another package)."""
     assert argv[1] == "install", shlex.join(argv)
-    target = argv[-1]
     wheel = f"dist/st_oblique-{st_oblique.__version__}-py3-none-any.whl"
     extras = pyproject["project"]["optional-dependencies"]
-    extra = re.fullmatch(r"\.\[([\w-]+)\]", target)
-    assert target in {".", "build", wheel} or (extra is not None and extra.group(1) in extras), shlex.join(argv)
+    if "--index-url" in argv:
+        assert argv[argv.index("--index-url") + 1] == "https://download.pytorch.org/whl/cpu", shlex.join(argv)
+        assert set(argv[2:argv.index("--index-url")]) <= {"torch", "torchvision"}, shlex.join(argv)
+        return
+    targets = [arg for arg in argv[2:] if arg != "-e"]  # -e: editable, from the checkout
+    assert targets and all(not arg.startswith("-") for arg in targets), shlex.join(argv)
+    for target in targets:
+        extra = re.fullmatch(r"\.\[([\w-]+)\]", target)
+        assert target in {".", "build", wheel} or (extra and extra.group(1) in extras), shlex.join(argv)
 
 
 def _check_outputs(arguments: list[str]) -> None:
@@ -226,12 +295,3 @@ def _check_outputs(arguments: list[str]) -> None:
         assert st_oblique.load(str(exported)).encode(["a dog runs"]).shape[1] == config["num_tokens"] * config["token_dim"]
 
 
-def shared_stand_ins(assets) -> dict[str, str]:
-    """``{README argument: tiny stand-in}`` for the ``../shared`` paths of the README."""
-    return {
-        "../shared/weights/all-MiniLM-L6-v2": assets.bert,
-        "../shared/weights/tf_efficientnet_lite0": assets.vit,
-        "../shared/data/flickr8k_1k/captions.tsv": str(assets.captions),
-        "../shared/data/flickr8k_1k/flickr8k_1k_images_256.tar": str(assets.images_tar),
-        "../shared/data": str(assets.data_root),
-    }

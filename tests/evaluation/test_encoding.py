@@ -69,3 +69,20 @@ def test_load_image_errors(tmp_path):
     with pytest.raises(ValueError, match="Cannot use a int as an image"):
         load_image(3)
     assert load_image(np.zeros((4, 5), dtype=np.uint8)).mode == "RGB"
+
+
+def test_every_encoding_loop_shows_progress_unless_turned_off(oblique_model, digits, data_root, capsys):
+    """The Python API shows a bar over text and image batches by default (no log level to set), none with False."""
+    from st_oblique.evaluation import load_dataset, zeroshot_classification, zeroshot_retrieval
+
+    flickr = load_dataset("flickr8k_1k", data_root=data_root, max_samples=6)
+    capsys.readouterr()
+    zeroshot_classification(oblique_model, digits.images[:8], digits.labels[:8], digits.classnames,
+                            templates=["a photo of {c}."], batch_size=4)
+    zeroshot_retrieval(oblique_model, flickr.images, flickr.captions, batch_size=4)
+    shown = capsys.readouterr().err
+    assert shown.count("Encoding images: 100%") == 2 and shown.count("Batches: 100%") == 2
+    zeroshot_classification(oblique_model, digits.images[:8], digits.labels[:8], digits.classnames,
+                            templates=["a photo of {c}."], batch_size=4, show_progress_bar=False)
+    zeroshot_retrieval(oblique_model, flickr.images, flickr.captions, batch_size=4, show_progress_bar=False)
+    assert capsys.readouterr().err == ""

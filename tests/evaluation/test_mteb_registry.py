@@ -128,9 +128,14 @@ def test_st_oblique_mteb_run_equals_st_oblique_eval(oblique_text_dir, data_root,
         ]
     )
     assert status == 0
-    assert "registered in mteb as local/oblique-text" in capsys.readouterr().out
+    printed = capsys.readouterr()
+    assert "registered in mteb as local/oblique-text" in printed.out
     (result_file,) = mteb_out.glob("results/local__oblique-text/*/LocalSTSBenchmark.json")
     mteb_score = json.loads(result_file.read_text())["scores"]["test"][0]["main_score"]
+    # at the end: where the JSON went and the main score of each task; on the way: a bar over the encodings
+    assert f"local/oblique-text (revision {result_file.parent.name}), results in {result_file.parent}/" in printed.out
+    assert f"LocalSTSBenchmark  main score (cosine_spearman) {mteb_score:.4f}  LocalSTSBenchmark.json" in printed.out
+    assert "Batches: 100%" in printed.err
 
     eval_out = tmp_path / "eval"
     assert (
@@ -153,6 +158,14 @@ def test_st_oblique_mteb_run_equals_st_oblique_eval(oblique_text_dir, data_root,
     (record,) = json.loads((eval_out / "summary.json").read_text())["results"]
     assert mteb_score == pytest.approx(record["metrics"]["main_score"], abs=1e-6)  # mteb's JSON keeps 6 decimals
     assert result_file.parent.name == record["pretrained"]  # the same revision: the weights' fingerprint
+
+
+def test_st_oblique_mteb_no_progress_hides_the_bars(oblique_text_dir, data_root, tmp_path, capsys):
+    arguments = ["--data-root", str(data_root), "run", "-m", str(oblique_text_dir), "-t", "LocalSTSBenchmark",
+                 "--output-folder", str(tmp_path), "--no-co2-tracker", "-v", "0"]
+    assert main(["mteb", "--no-progress", *arguments]) == 0
+    printed = capsys.readouterr()
+    assert "Batches" not in printed.err and "LocalSTSBenchmark  main score" in printed.out
 
 
 def test_st_oblique_mteb_reports_bad_arguments(capsys):

@@ -111,7 +111,9 @@ def test_compare_and_cli(run, tmp_path, capsys, clip_model, tiny_clip_dir, data_
     assert main(["compare", str(output), "--output-dir", str(tmp_path / "compared2")]) == 0
     assert "| cosine | oblique |" in capsys.readouterr().out
     assert main(["list"]) == 0
-    assert "LocalFlickr8kT2IRetrieval" in capsys.readouterr().out
+    listed = capsys.readouterr().out
+    assert "LocalFlickr8kT2IRetrieval" in listed
+    assert "sklearn_digits_heldout" in listed  # what the README's eval command names (`st-oblique eval` knows it)
 
 
 def test_bad_input_fails_before_any_work(tmp_path, capsys, clip_model):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+from pathlib import Path
 
 import jinja2
 import jinja2.meta
@@ -164,8 +165,14 @@ def test_dual_encoder_card_names_both_base_models(tiny_bert_dir, tmp_path):
     assert "; the pretrained image tower is locked (frozen, kept in eval mode while training)" in readme
     card, readme = card_of(["org/text-encoder", image_dir], "mixed")  # a local folder is still dropped
     assert card.data.base_model == "org/text-encoder" and "finetuned from [org/text-encoder](" in readme
-    card, readme = card_of(None, "local")  # both towers from local folders: no base model
-    assert card.data.base_model is None and "finetuned from" not in readme
+    card, readme = card_of(None, "local")  # both towers from local folders: named as text, no Hub metadata
+    assert card.data.base_model is None
+    towers = [f"{Path(path).name} (local folder `{path}`)" for path in (tiny_bert_dir, image_dir)]
+    assert f"model finetuned from {towers[0]} and {towers[1]}. It maps" in readme
+    assert f"- **Base models:** {towers[0]}, {towers[1]}" in readme and "huggingface.co/unknown" not in readme
+    # an image-text model is for image-text search and zero-shot classification, not ST's text-task wording
+    assert "can be used for text-to-image and image-to-text search, and zero-shot image classification" in readme
+    assert "paraphrase mining" not in readme
 
 
 def test_evaluation_results_from_a_dict_or_a_json_file(tmp_path):

@@ -8,7 +8,15 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from evaluation.studies.aggregate import fmt_difference, fmt_mean_sd, markdown_table, mean_sd, paired_difference
+from evaluation.studies.aggregate import (
+    bar_plot,
+    fmt_difference,
+    fmt_mean_sd,
+    line_plot,
+    markdown_table,
+    mean_sd,
+    paired_difference,
+)
 
 
 def test_paired_interval_matches_a_hand_computation():
@@ -50,3 +58,42 @@ def test_formatting():
     assert fmt_difference(significant).startswith("**+10.7 [")
     table = markdown_table(["a", "b"], [["1", "2"]])
     assert table.splitlines() == ["| a | b |", "|---|---|", "| 1 | 2 |"]
+
+
+def _saved_figures(monkeypatch) -> list:
+    from matplotlib.figure import Figure
+
+    saved, original = [], Figure.savefig
+
+    def keep(figure, *args, **kwargs):
+        saved.append(figure)
+        return original(figure, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", keep)
+    return saved
+
+
+def test_bar_plot_puts_the_legend_beside_the_bars(tmp_path, monkeypatch):
+    saved = _saved_figures(monkeypatch)
+    # tall bars in every arm: a legend inside the axes would cover one of them
+    groups = {f"metric {g}": {f"arm {a}": [0.9, 0.95, 0.92] for a in range(5)} for g in range(3)}
+    bar_plot(tmp_path / "bars.png", groups, "score (%)", "bars")
+    assert (tmp_path / "bars.png").read_bytes()[:4] == b"\x89PNG"
+    (axis,) = saved[0].axes
+    legend = axis.get_legend()
+    assert [text.get_text() for text in legend.get_texts()] == list(groups)
+    saved[0].canvas.draw()
+    assert legend.get_window_extent().x0 >= axis.get_window_extent().x1
+
+
+def test_line_plot_has_one_legend_below_the_panels(tmp_path, monkeypatch):
+    saved = _saved_figures(monkeypatch)
+    lines = {"sphere": ([1, 2, 4], [[0.3, 0.31], [0.35, 0.36], [0.4, 0.41]]),
+             "oblique": ([1, 2, 4], [[0.32, 0.33], [0.38, 0.37], [0.43, 0.44]])}
+    line_plot(tmp_path / "lines.png", {"R@1": lines, "time": lines}, "steps", {}, "lines")
+    figure = saved[0]
+    assert all(axis.get_legend() is None for axis in figure.axes)
+    (legend,) = figure.legends
+    assert [text.get_text() for text in legend.get_texts()] == ["sphere", "oblique"]  # each line once
+    figure.canvas.draw()
+    assert legend.get_window_extent().y1 <= min(axis.get_window_extent().y0 for axis in figure.axes)

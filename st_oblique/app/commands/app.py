@@ -74,11 +74,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--batch-size", type=positive_int, default=32, help="images or captions encoded at once (default: 32)"
     )
     parser.add_argument("--device", help="cpu, cuda, mps... (default: the model's)")
-    parser.add_argument(
-        "--threads",
-        type=positive_int,
-        help="torch's CPU threads (default: torch's choice; 1 is often faster for single queries on a busy machine)",
-    )
+    # --threads is every command's option (st_oblique.app.threads): 1 is often faster for single queries on a busy machine
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar while indexing")
 
 
@@ -104,10 +100,6 @@ def run(args: argparse.Namespace) -> None:
     from st_oblique.evaluation.model_loading import load_model
 
     check_device(args.device, name="--device")
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
     check_model_location(args.model)
     if args.images is not None:
         corpus = corpus_from_folder(args.images)

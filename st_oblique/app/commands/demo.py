@@ -7,7 +7,7 @@ import argparse
 from st_oblique.app.options import non_negative_int, positive_int
 
 NAME = "demo"
-HELP = "train, evaluate, save and reload a small oblique image-text model offline (a few minutes on a CPU)"
+HELP = "train, evaluate, save and reload a small oblique image-text model offline (about a minute on two CPU cores)"
 DESCRIPTION = (
     "Train a small oblique image-text model from random weights on scikit-learn's bundled digits, evaluate it "
     "zero-shot against the untrained model and chance, save it with its card and a plot, reload it and check "

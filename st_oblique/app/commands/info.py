@@ -63,6 +63,8 @@ def run(args: argparse.Namespace) -> None:
                 "diagnostics compare K >= 2 tokens. Drop --data for this model."
             )
         collapse = {"data": source, **collapse_diagnostics(model, texts).to_dict(with_matrix=True)}
+    if training:
+        training["parameters"] = run_parameter_account(training.get("parameters"), description.parameters)
     if args.json:
         print(json.dumps({"model": args.model, **description.to_dict(), "backbone_family": family, "training": training,
                           **({"token_collapse": collapse} if collapse else {})}, indent=2))
@@ -155,14 +157,32 @@ def _training_summary(report_path: Path) -> dict[str, Any] | None:
     }
 
 
+def run_parameter_account(parameters: dict[str, int] | None, total: int) -> dict[str, int] | None:
+    """The training run's parameter account with every part (``total`` = ``trainable`` + ``frozen`` +
+    ``not_trainable``); reports written before ``total`` was recorded get it from the loaded model."""
+    if not parameters:
+        return None
+    total = parameters.get("total", total)
+    not_trainable = parameters.get("not_trainable", total - parameters["trainable"] - parameters["frozen"])
+    return {"total": total, "trainable": parameters["trainable"], "frozen": parameters["frozen"],
+            "not_trainable": not_trainable}
+
+
+def _parameters_text(parameters: dict[str, int]) -> str:
+    return (
+        f"{parameters['total']:,} in total = {parameters['trainable']:,} trained + {parameters['frozen']:,} frozen "
+        f"by the run + {parameters['not_trainable']:,} never trainable (not used by the oblique model); a locked "
+        "tower stays frozen when the model is loaded, parameters frozen by --freeze do not"
+    )
+
+
 def _training_text(training: dict[str, Any]) -> str:
     rows = [
         ("trained on", str(training["data"])),
         ("training", f"{training['steps']} steps of {training['loss']} in {training['seconds']} s, final loss "
                      f"{training['final_loss']:.4g}, {'learned' if training['learnable_scale'] else 'fixed'} scale "
                      f"{training['final_scale']:.4g}"),
-        *((("trained parameters", f"{parameters['trainable']:,} ({parameters['frozen']:,} frozen)"),)
-          if (parameters := training.get("parameters")) else ()),
+        *((("parameters", _parameters_text(parameters)),) if (parameters := training.get("parameters")) else ()),
         *((f"score: {name}", f"{value:.4f}" if isinstance(value, float) else str(value))
           for name, value in training["scores"].items()),
         ("command", str(training["command"])),

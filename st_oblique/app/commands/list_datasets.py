@@ -15,8 +15,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> None:
     # mteb and the dataset readers are imported when the command runs, so that `--help` answers at once
+    from st_oblique.app.demo import register_demo_eval_set
     from st_oblique.data.datasets import DATASETS
     from st_oblique.evaluation.mteb_tasks import LOCAL_TASKS
+
+    register_demo_eval_set()  # `st-oblique eval` knows the demo's held-out digits: list them too
 
     print("Zero-shot datasets (--dataset):")
     for spec in DATASETS.values():
