@@ -215,7 +215,7 @@ def run_command(argv: list[str], not_run: bool, section: str, pyproject: dict) -
 
 
 PYTHON_CHECKS = {
-    "oblique_text_model(": lambda namespace, out: (
+    'model.save("oblique-minilm")': lambda namespace, out: (
         "tensor(" in out and namespace["embeddings"].shape == (2, 16 * 32)
         and Path("oblique-minilm/modules.json").is_file()
     ),
@@ -232,6 +232,17 @@ PYTHON_CHECKS = {
     ),
     "semantic_search_usearch(": lambda namespace, out: (
         len(namespace["hits"][0]) == len(namespace["documents"]) and "score=" in out
+    ),
+    'token_source="class_attention"': lambda namespace, out: (
+        namespace["embeddings"].shape == (2, 16 * 32)
+        and namespace["fast"][1].token_source == namespace["warm"][1].token_source == "class_attention"
+        and namespace["warm"][1].class_attention_width == 384 and namespace["fast"][1].class_attention_width <= 128
+    ),
+    "st_oblique.export(": lambda namespace, out: (
+        (namespace["model"][0].backend, namespace["model"][0].variant) == ("onnx", "qint8")  # the folder's default
+        and (namespace["exact"][0].backend, namespace["exact"][0].variant) == ("onnx", "fp32")
+        and namespace["embeddings"].shape == (1, 4 * 32)
+        and Path("lit-onnx/onnx/model_text_qint8.onnx").is_file()
     ),
 }
 """What a python block that contains the key must have done, beyond running (the README's promises)."""
