@@ -59,6 +59,10 @@ _PUBLIC: dict[str, str] = {
     "OutputDirError": "st_oblique.errors",
     "HubPushError": "st_oblique.errors",
     "PushAfterTrainingError": "st_oblique.errors",
+    "ExportError": "st_oblique.errors",
+    "MissingExtraError": "st_oblique.errors",
+    # exported models for CPU serving (st_oblique.export is also the function: st_oblique.export(model, folder))
+    "export": "st_oblique.export",
 }
 
 __all__ = ["__version__", *_PUBLIC]
@@ -68,12 +72,14 @@ __getattr__, __dir__ = lazy_exports(__name__, _PUBLIC, globals())
 
 
 if TYPE_CHECKING:
-    from st_oblique import evaluation, manifold
+    from st_oblique import evaluation, export, manifold
     from st_oblique.builders import oblique_clip, oblique_dual_encoder, oblique_open_clip, oblique_text_model
     from st_oblique.data.images import load_image
     from st_oblique.errors import (
         CheckpointError,
+        ExportError,
         HubPushError,
+        MissingExtraError,
         ObliqueConfigError,
         ObliqueError,
         ObliqueInputError,

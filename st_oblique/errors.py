@@ -14,7 +14,9 @@ unreachable Hub), so existing ``except ValueError`` clauses keep working.
     │   ├── CheckpointError       a checkpoint that does not belong to the model being trained
     │   └── OutputDirError        an output folder that cannot be written
     ├── HubPushError              the Hub could not be reached while pushing          (ConnectionError)
-    └── PushAfterTrainingError    training succeeded, pushing its result did not      (RuntimeError)
+    ├── PushAfterTrainingError    training succeeded, pushing its result did not      (RuntimeError)
+    ├── ExportError               an exported graph does not reproduce the model      (RuntimeError)
+    └── MissingExtraError         an optional package is not installed (pip line)     (ImportError)
 
 Example::
 
@@ -32,7 +34,9 @@ from __future__ import annotations
 
 __all__ = [
     "CheckpointError",
+    "ExportError",
     "HubPushError",
+    "MissingExtraError",
     "ObliqueConfigError",
     "ObliqueError",
     "ObliqueInputError",
@@ -78,6 +82,15 @@ class HubPushError(ObliqueError, ConnectionError):
 
 class PushAfterTrainingError(ObliqueError, RuntimeError):
     """Training finished and its output folder is complete, but pushing it to the Hub failed."""
+
+
+class ExportError(ObliqueError, RuntimeError):
+    """Exporting a model failed: a graph could not be traced or converted, or does not reproduce the torch model;
+    nothing was written."""
+
+
+class MissingExtraError(ObliqueError, ImportError):
+    """An optional package is not installed; the message gives the ``pip install`` line of the extra that has it."""
 
 
 def one_line(error: BaseException, *, limit: int = 300, quoted: bool = False) -> str:

@@ -220,7 +220,7 @@ class ObliqueModelCardData(SentenceTransformerModelCardData):
             display = self.usage_examples_display or self.usage_examples or list(DEFAULT_TEXTS)
             groups = [("sentences", [self._snippet_value(item) for item in display], "encode")]
         return _snippet(self._snippet_model_id(), groups, self.model.get_embedding_dimension(), self.similarities,
-                        num_tokens=self._num_tokens())
+                        num_tokens=self._num_tokens(), backend=getattr(self.model, "backend", "torch"))
 
     def _snippet_model_id(self) -> str:
         if self.model_id:
@@ -509,16 +509,21 @@ def _snippet(
     output_dim: int | str,
     similarities: str | None,
     num_tokens: int | None,
+    backend: str = "torch",
 ) -> str:
-    """A runnable Python snippet: load, encode each group, print the similarity of the first and last group."""
+    """A runnable Python snippet: load, encode each group, print the similarity of the first and last group.
+
+    An exported model (``backend`` ``"onnx"`` / ``"openvino"``, see :mod:`st_oblique.export`) is loaded with its backend.
+    """
     # `model = ObliqueSentenceTransformer("<id>"` is the line Sentence Transformers itself fills in with the Hub id
     # when a card saved before the model had one is pushed (see st_oblique._compat, hook 6).
     lines = [
         "from st_oblique import ObliqueSentenceTransformer",
         "",
-        "# Download from the 🤗 Hub (pip install st-oblique). ObliqueSentenceTransformer loads st-oblique's modules",
+        "# Download from the 🤗 Hub (pip install " + ("st-oblique" if backend == "torch" else '"st-oblique[export]"')
+        + "). ObliqueSentenceTransformer loads st-oblique's modules",
         "# without trust_remote_code; plain SentenceTransformer(..., trust_remote_code=True) works too.",
-        f'model = ObliqueSentenceTransformer("{model_id}")',
+        f'model = ObliqueSentenceTransformer("{model_id}"' + ("" if backend == "torch" else f', backend="{backend}"') + ")",
         "# Run inference",
     ]
     for name, items, _ in groups:

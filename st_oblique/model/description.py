@@ -10,7 +10,7 @@ from torch import nn
 
 from st_oblique._version import __version__
 from st_oblique.model.hub_ids import is_hub_model_id
-from st_oblique.modules.pooling import SINGLE_HEAD, ObliquePooling
+from st_oblique.modules.pooling import SINGLE_HEAD
 from st_oblique.modules.shape import model_temperature, oblique_poolings, oblique_shape
 from st_oblique.modules.tower_lock import locked_towers
 
@@ -204,7 +204,7 @@ def _pipeline_towers(modules: list[nn.Module], labels: list[str], route: bool) -
     ``labels`` name the towers served by a single shared head: the model's modalities, or the route name
     when ``route`` is True (then the input module's only placement applies to the route whatever its name).
     """
-    pooling = next((module for module in modules if isinstance(module, ObliquePooling)), None)
+    pooling = next((found for module in modules for found in oblique_poolings(module)), None)
     if pooling is None:
         return []
     backbone_module = modules[0]

@@ -10,7 +10,9 @@
 - :class:`ModalityRouter` (``modality_router``): separate text and image towers, routed by modality;
 - :class:`TokenLayerNorm` (``token_layer_norm``): a LayerNorm over every token state, as its own module;
 - :class:`ExtraClassTokens` (``vit_towers``): the K−1 extra class tokens of a ViT and how they enter it;
-- :func:`lock_tower` (``tower_lock``): freeze a pretrained tower (LiT), recorded in the model.
+- :func:`lock_tower` (``tower_lock``): freeze a pretrained tower (LiT), recorded in the model;
+- :class:`ExportedObliqueEncoder` (``exported_oblique_encoder``): a whole model as ONNX / OpenVINO graphs, loaded with
+  ``backend="onnx"`` / ``"openvino"`` (written by :func:`st_oblique.export`).
 
 :data:`MODULE_CLASSES` is the registry of the module classes a saved model names in its ``modules.json``; the model
 layer trusts exactly these (:class:`~st_oblique.ObliqueSentenceTransformer` loads them without
@@ -32,6 +34,7 @@ MODULE_CLASSES: dict[str, str] = {
     "OpenCLIPEncoder": "st_oblique.modules.open_clip_encoder",
     "ModalityRouter": "st_oblique.modules.modality_router",
     "TokenLayerNorm": "st_oblique.modules.token_layer_norm",
+    "ExportedObliqueEncoder": "st_oblique.modules.exported_oblique_encoder",
 }
 """Every Sentence Transformers module class of st-oblique: ``{class name: module}``. Saved models name them in
 ``modules.json`` as ``module.ClassName``, so a class here never changes its name or file (a renamed one gets an entry
@@ -50,6 +53,7 @@ __getattr__, __dir__ = lazy_exports(__name__, {**MODULE_CLASSES, **_HELPERS}, gl
 if TYPE_CHECKING:
     from st_oblique.modules.class_token_transformer import ClassTokenTransformer
     from st_oblique.modules.clip_class_token_transformer import CLIPClassTokenTransformer
+    from st_oblique.modules.exported_oblique_encoder import ExportedObliqueEncoder
     from st_oblique.modules.image_class_token_transformer import ImageClassTokenTransformer
     from st_oblique.modules.modality_router import ModalityRouter
     from st_oblique.modules.open_clip_encoder import OpenCLIPEncoder

@@ -262,24 +262,11 @@ class OpenCLIPEncoder(TowerLockMixin, InputModule):
         return self._tokenize(texts, budget)
 
     def _tokenize(self, texts: list[str], budget: int) -> dict[str, Any]:
-        input_ids = self.tokenizer(texts, context_length=budget)
-        end = self._pooled_positions(input_ids)  # where open_clip pools: the EOT token
-        positions = torch.arange(input_ids.shape[1]).unsqueeze(0)
-        features = {"input_ids": input_ids, "attention_mask": (positions <= end.unsqueeze(1)).long()}
-        features = append_class_positions(features, self.num_class_tokens - 1)
-        if self.text_tower.attn_mask is not None:
-            # Causal tower: padding after the last class position cannot change any state we read.
-            length = int(features["attention_mask"].sum(dim=1).max())
-            features = {key: value[:, :length] for key, value in features.items()}
-        features["modality"] = "text"
-        return features
-
-    def _pooled_positions(self, input_ids: Tensor) -> Tensor:
-        pool_type = self._text_pool_type
-        if pool_type == "argmax":
-            return input_ids.argmax(dim=-1)
         eos_id = getattr(self.model, "text_eos_id", None) or getattr(self.text_tower, "eos_id", None)
-        return (input_ids == eos_id).int().argmax(dim=-1)
+        return open_clip_text_features(
+            self.tokenizer, texts, budget, num_class_tokens=self.num_class_tokens, pool_type=self._text_pool_type,
+            eos_id=eos_id, causal=self.text_tower.attn_mask is not None,
+        )
 
     # -- forward --------------------------------------------------------------------------------------------------
 
@@ -416,6 +403,49 @@ class OpenCLIPEncoder(TowerLockMixin, InputModule):
         if module.extra_class_tokens is not None:
             module.extra_class_tokens.load(model_name_or_path, **hub)
         return module
+
+
+def open_clip_text_features(
+    tokenizer: Any,
+    texts: list[str],
+    budget: int,
+    *,
+    num_class_tokens: int,
+    pool_type: str,
+    eos_id: int | None,
+    causal: bool,
+) -> dict[str, Any]:
+    """open_clip's tokenization of ``texts`` with K−1 class positions after each caption's EOT.
+
+    Args:
+        tokenizer: the model's open_clip tokenizer (called with ``context_length=budget``).
+        texts: the captions (prompt already prepended).
+        budget: the caption length in tokens, start and end tokens included.
+        num_class_tokens: K; K−1 copies of the EOT token follow it.
+        pool_type: the text tower's pooling, ``"argmax"`` (the EOT has the largest id) or ``"eos"``.
+        eos_id: the EOT id (used by ``"eos"``).
+        causal: the tower is causal; the padding after the last class position is then cut (it cannot change an
+            earlier state), so short captions cost less than the full context.
+
+    Returns:
+        ``{"input_ids", "attention_mask"}`` of shape ``(B, L)`` (mask 1 on caption and class positions) and
+        ``"modality": "text"``. Also the text preprocessing of an exported open_clip model
+        (:mod:`st_oblique.modules.exported_inputs`).
+    """
+    input_ids = tokenizer(texts, context_length=budget)
+    if pool_type == "argmax":
+        end = input_ids.argmax(dim=-1)  # where open_clip pools: the EOT token
+    else:
+        end = (input_ids == eos_id).int().argmax(dim=-1)
+    positions = torch.arange(input_ids.shape[1]).unsqueeze(0)
+    features = {"input_ids": input_ids, "attention_mask": (positions <= end.unsqueeze(1)).long()}
+    features = append_class_positions(features, num_class_tokens - 1)
+    if causal:
+        # Causal tower: padding after the last class position cannot change any state we read.
+        length = int(features["attention_mask"].sum(dim=1).max())
+        features = {key: value[:, :length] for key, value in features.items()}
+    features["modality"] = "text"
+    return features
 
 
 def _split_model_kwargs(model_kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -432,7 +432,7 @@ def select_first(tokens: Tensor, mask: Tensor | None, num_tokens: int) -> Tensor
             f"token_source='first' needs at least num_tokens={num_tokens} positions but the input has "
             f"{tokens.shape[1]}. The backbone must prepend K class tokens (ClassTokenTransformer for text)."
         )
-    if mask is not None and not bool(mask[:, :num_tokens].bool().all()):
+    if mask is not None and checking_data() and not bool(mask[:, :num_tokens].bool().all()):
         raise ValueError(
             f"token_source='first' would select padding: some of the first {num_tokens} positions are masked out. "
             "The backbone must prepend K class tokens (use ClassTokenTransformer(num_class_tokens=K)) and pad on "
@@ -449,18 +449,25 @@ def select_last(tokens: Tensor, mask: Tensor | None, num_tokens: int) -> Tensor:
             raise ValueError(f"token_source='last' needs at least num_tokens={num_tokens} positions, the input has {length}.")
         return tokens[:, length - num_tokens :]
     valid = mask.bool()
-    if not bool(valid.any(dim=1).all()):
+    if checking_data() and not bool(valid.any(dim=1).all()):
         raise ValueError("token_source='last' received a row without any non-padding token.")
     last = length - 1 - valid.flip(1).int().argmax(dim=1)
     offsets = torch.arange(num_tokens - 1, -1, -1, device=tokens.device)
     positions = last.unsqueeze(1) - offsets  # (B, K), ascending
-    if bool((positions < 0).any()) or not bool(valid.gather(1, positions.clamp(min=0)).all()):
+    if checking_data() and (bool((positions < 0).any()) or not bool(valid.gather(1, positions.clamp(min=0)).all())):
         raise ValueError(
             f"token_source='last' needs num_tokens={num_tokens} consecutive real tokens ending at the last "
             "non-padding position, but some rows are shorter. The backbone must append K class positions after "
             "EOS (e.g. the oblique CLIP text tower)."
         )
     return tokens.gather(1, positions.unsqueeze(-1).expand(-1, -1, tokens.shape[-1]))
+
+
+def checking_data() -> bool:
+    """Whether to run the checks that read tensor values (padding in the wrong place). Not while a graph is being
+    exported (``torch.export``, ONNX): a graph cannot branch on data, and the exported model's preprocessing builds
+    the same inputs the checks guard (see :mod:`st_oblique.export`)."""
+    return not torch.compiler.is_exporting()
 
 
 def masked_mean(tokens: Tensor, mask: Tensor | None) -> Tensor:

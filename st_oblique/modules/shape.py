@@ -53,8 +53,17 @@ class ObliqueShape:
 
 
 def oblique_poolings(model: nn.Module) -> list[ObliquePooling]:
-    """Every :class:`~st_oblique.ObliquePooling` in ``model`` (also behind a Router or a DDP wrapper)."""
-    return [module for module in model.modules() if isinstance(module, ObliquePooling)]
+    """Every :class:`~st_oblique.ObliquePooling` in ``model`` (also behind a Router or a DDP wrapper), and the one an
+    exported model's graphs contain (``exported_pooling`` of
+    :class:`~st_oblique.modules.exported_oblique_encoder.ExportedObliqueEncoder`: its configuration, never run)."""
+    poolings = []
+    for module in model.modules():
+        if isinstance(module, ObliquePooling):
+            poolings.append(module)
+        exported = getattr(module, "exported_pooling", None)
+        if isinstance(exported, ObliquePooling):
+            poolings.append(exported)
+    return poolings
 
 
 def oblique_shape(model: nn.Module, *, required_by: str | None = None) -> ObliqueShape | None:

@@ -113,7 +113,7 @@ def test_readme_has_the_commands_it_promises():
     """The extraction sees every kind of block (an empty list would make the test below vacuous)."""
     programs = [st_oblique_argv(argv) for _, argv, _ in COMMANDS]
     subcommands = {argv[0] for argv in programs if argv}
-    assert {"demo", "train", "eval", "compare", "info", "push", "mteb"} <= subcommands
+    assert {"demo", "train", "eval", "compare", "info", "push", "mteb", "export"} <= subcommands
     assert next(argv for _, argv, _ in COMMANDS if argv[0] == "st-oblique") == ["st-oblique", "demo"]
     assert ["python", "-m", "pytest"] in [argv for _, argv, _ in COMMANDS]
     assert any(not_run for *_, not_run in COMMANDS) and any(not not_run for *_, not_run in COMMANDS)
@@ -230,13 +230,19 @@ PYTHON_CHECKS = {
     "ObliqueMatryoshkaLoss(": lambda namespace, out: (
         namespace["short"].shape == (1, 4 * 32) and "sum of 16 token cosines" in out and "effective rank" in out.lower()
     ),
+    "semantic_search_usearch(": lambda namespace, out: (
+        len(namespace["hits"][0]) == len(namespace["documents"]) and "score=" in out
+    ),
     'token_source="class_attention"': lambda namespace, out: (
         namespace["embeddings"].shape == (2, 16 * 32)
         and namespace["fast"][1].token_source == namespace["warm"][1].token_source == "class_attention"
-        and namespace["warm"][1].class_attention_width == 384
+        and namespace["warm"][1].class_attention_width == 384 and namespace["fast"][1].class_attention_width <= 128
     ),
-    "semantic_search_usearch(": lambda namespace, out: (
-        len(namespace["hits"][0]) == len(namespace["documents"]) and "score=" in out
+    "st_oblique.export(": lambda namespace, out: (
+        (namespace["model"][0].backend, namespace["model"][0].variant) == ("onnx", "qint8")  # the folder's default
+        and (namespace["exact"][0].backend, namespace["exact"][0].variant) == ("onnx", "fp32")
+        and namespace["embeddings"].shape == (1, 4 * 32)
+        and Path("lit-onnx/onnx/model_text_qint8.onnx").is_file()
     ),
 }
 """What a python block that contains the key must have done, beyond running (the README's promises)."""
@@ -291,5 +297,12 @@ def _check_outputs(arguments: list[str]) -> None:
     if arguments[0] == "train":
         report = json.loads((output / "training_report.json").read_text())
         assert report["training"]["steps"] == 1 and report["evaluation"]["trained"]
+    if arguments[0] == "export":
+        exported = Path(arguments[arguments.index("--output") + 1])
+        config = json.loads((exported / "oblique_export_config.json").read_text())
+        for variants in config["graphs"].values():
+            for graphs in variants.values():
+                assert all((exported / path).is_file() for path in graphs.values()), config["graphs"]
+        assert st_oblique.load(str(exported)).encode(["a dog runs"]).shape[1] == config["num_tokens"] * config["token_dim"]
 
 

@@ -19,6 +19,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "st_oblique.app.commands.explain",
     "st_oblique.app.commands.app",
     "st_oblique.app.commands.convert",
+    "st_oblique.app.commands.export",
     "st_oblique.app.commands.mteb",
 )
 """The command modules, in the order ``st-oblique --help`` lists them."""
