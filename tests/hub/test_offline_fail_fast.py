@@ -92,9 +92,13 @@ def assert_unreachable_message(message: str, model: str, endpoint: str, cache: P
     assert "local folder" in message and "HF_ENDPOINT" in message and "HF_HUB_OFFLINE=1" in message
 
 
+@pytest.mark.newer_hub_only  # transformers 5.0 / huggingface_hub 1.27: the cached load waits ~2 min (README "Install")
 def test_readme_quickstart_with_the_hub_unreachable_fails_in_seconds_or_reads_the_cache(tmp_path, tiny_bert_dir):
     """The README's first Python line, in a fresh process with HF_ENDPOINT at a closed port and HF_HUB_OFFLINE
-    unset: st-oblique's message in seconds; a model in the cache loads from it at once."""
+    unset: st-oblique's message in seconds; a model in the cache loads from it at once.
+
+    Not on the oldest supported versions (transformers 5.0, huggingface_hub 1.27): there the cached load took 116 s,
+    huggingface_hub's retries from a call st-oblique's ``local_files_only`` does not reach; the README says so."""
     endpoint = closed_port_url()
     hub_cache_with(tiny_bert_dir, HUB_ID, tmp_path / "other_cache")
     outcomes = run_calls(
