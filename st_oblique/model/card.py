@@ -248,8 +248,10 @@ class ObliqueModelCardData(SentenceTransformerModelCardData):
         return relative_path
 
     def asset_urls_for(self, card_text: str, model_id: str) -> str:
-        """``card_text`` with the snippet's ``'assets/...'`` example files turned into URLs of ``model_id``."""
-        return card_text.replace("'assets/", "'" + self.asset_url("assets/", model_id))
+        """``card_text`` with its example files (the snippet's ``'assets/...'``, the samples table's
+        ``src="assets/..."``) turned into URLs of ``model_id``: the Hub shows a card's relative images as broken."""
+        url = self.asset_url("assets/", model_id)
+        return card_text.replace("'assets/", "'" + url).replace('src="assets/', 'src="' + url)
 
     # ---- the oblique section ------------------------------------------------------------------------
 
@@ -621,6 +623,8 @@ def write_model_card(
     with tempfile.TemporaryDirectory() as folder:
         write_model_card_file(model, folder)
         card = Path(folder, "README.md").read_text(encoding="utf-8")
+    if model_id is not None:  # a card kept from training was rendered without the id: its example files are relative
+        card = model.model_card_data.asset_urls_for(card, model_id)
     output_path = Path(output_path)
     output_path.parent.mkdir(parents=True, exist_ok=True)
     output_path.write_text(card, encoding="utf-8")

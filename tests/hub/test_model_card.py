@@ -245,6 +245,29 @@ def test_write_model_card_keeps_a_loaded_card_and_adds_results(text_model, tmp_p
     assert not (tmp_path / "cards" / "assets").exists()
 
 
+def test_write_model_card_with_a_hub_id_links_the_example_images_of_a_loaded_card(tiny_bert_dir, tmp_path):
+    """A card kept from training was rendered without a Hub id: with ``model_id`` its snippet's images and the
+    samples table's pictures point into that repository, not at relative files the Hub shows as broken."""
+    from huggingface_hub import constants as hub_constants
+
+    from st_oblique.builders import oblique_dual_encoder
+
+    torch.manual_seed(0)
+    model = oblique_dual_encoder(
+        tiny_bert_dir, tiny_timm(tmp_path / "timm", architecture="test_efficientnet"), num_tokens=2, token_dim=4
+    )
+    model.model_card_data.set_widget_examples(Dataset.from_dict({"image": tiny_images(4), "text": SENTENCES[:4]}))
+    model.save(str(tmp_path / "model"))
+    saved = (tmp_path / "model" / "README.md").read_text(encoding="utf-8")
+    assert "'assets/image_0.jpg'" in saved  # relative while the model has no Hub id
+    card = write_model_card(st_oblique.load(str(tmp_path / "model")), tmp_path / "card.md", model_id="user/lit")
+    card_text = card.read_text(encoding="utf-8")
+    url = f"{hub_constants.ENDPOINT}/user/lit/resolve/main/assets/"
+    assert f"'{url}image_0.jpg'" in card_text
+    assert ("src=\"assets/" in saved) == (f'src="{url}' in card_text)
+    assert "'assets/" not in card_text and 'src="assets/' not in card_text
+
+
 def test_example_card_script_writes_a_generated_card(text_model, tmp_path):
     import importlib.util
     from pathlib import Path
