@@ -55,11 +55,24 @@ Hook (clip-benchmark 1.6.2, the optional reference implementation; imported insi
     :func:`clip_benchmark_numpy2_fix` puts the same computation with ``.item()`` in its place for the duration of a
     ``with`` block only, so that the parity tests and ``python -m evaluation.speed`` run CLIP_benchmark's own code
     as the reference. Removed when clip-benchmark fixes ``accuracy`` (the canary says when it works unpatched).
+
+Worked around (OpenVINO 2025.3–2026.4; no attribute is touched, the canary pins the behaviour):
+
+13. OpenVINO's CPU plugin gives the calling thread its own alternate signal stack (``sigaltstack``) when it
+    compiles or runs a graph, and each compiled graph puts back, when freed, the stack it found. Graphs freed in
+    another order than they were made (an exported model's text and image graphs, the checks of ``st_oblique.export``)
+    leave the thread on a stack that is already unmapped, and the next signal handled there (Python installs its
+    handlers with ``SA_ONSTACK``; e.g. ``SIGCHLD`` when a DataLoader worker exits) kills the process with SIGSEGV.
+    :func:`kept_signal_stack` keeps the thread's own stack across every OpenVINO call st-oblique makes (compiling,
+    running, freeing, NNCF's quantization). Removed when OpenVINO leaves the thread's signal stack alone (the canary,
+    in ``tests/export/test_signal_stack.py`` because it needs OpenVINO, says when).
 """
 
 from __future__ import annotations
 
+import ctypes
 import importlib
+import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, ClassVar
@@ -70,6 +83,7 @@ from torch import nn
 __all__ = [
     "SentenceTransformerHooks",
     "clip_benchmark_numpy2_fix",
+    "kept_signal_stack",
     "loaded_model_card",
     "model_id_placeholder",
     "mteb_registered_model_meta",
@@ -202,3 +216,38 @@ def clip_benchmark_numpy2_fix() -> Iterator[None]:
         yield
     finally:
         clip_benchmark_classification.accuracy = original
+
+
+class _SignalStack(ctypes.Structure):
+    """C's ``stack_t`` (``<signal.h>`` on Linux)."""
+
+    _fields_ = [("ss_sp", ctypes.c_void_p), ("ss_flags", ctypes.c_int), ("ss_size", ctypes.c_size_t)]
+
+
+def current_signal_stack() -> tuple[int, int, int] | None:
+    """The calling thread's alternate signal stack as ``(address, flags, size)``; None off Linux."""
+    if not sys.platform.startswith("linux"):
+        return None
+    stack = _SignalStack()
+    ctypes.CDLL(None, use_errno=True).sigaltstack(None, ctypes.byref(stack))
+    return stack.ss_sp or 0, stack.ss_flags, stack.ss_size
+
+
+@contextmanager
+def kept_signal_stack() -> Iterator[None]:
+    """Give the calling thread back the alternate signal stack it had before the block (hook 13).
+
+    Wrap every call into OpenVINO (compiling, running, freeing a compiled graph, NNCF's quantization): its CPU plugin
+    switches the thread to stacks of its own and, when graphs are freed out of order, leaves it on unmapped memory,
+    so that the next signal crashes the process. A no-op off Linux.
+    """
+    if not sys.platform.startswith("linux"):
+        yield
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    saved = _SignalStack()
+    libc.sigaltstack(None, ctypes.byref(saved))
+    try:
+        yield
+    finally:
+        libc.sigaltstack(ctypes.byref(saved), None)

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from st_oblique._compat import kept_signal_stack
 from st_oblique.errors import ExportError
 from st_oblique.export.graphs import save_openvino, set_onnx_metadata
 from st_oblique.modules.graph_runtimes import import_backend
@@ -93,7 +94,8 @@ def quantize_openvino_static(
         options["model_type"] = nncf.ModelType.TRANSFORMER
     try:
         with _quiet():
-            quantized = nncf.quantize(model, nncf.Dataset(calibration), **options)
+            with kept_signal_stack():  # NNCF runs the graph through OpenVINO (_compat hook 13)
+                quantized = nncf.quantize(model, nncf.Dataset(calibration), **options)
     except Exception as error:  # NNCF raises plain exceptions of several kinds
         raise ExportError(f"NNCF could not quantize {source.name}: {error}") from error
     save_openvino(quantized, target, metadata)

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from st_oblique._compat import kept_signal_stack
 from st_oblique.errors import MissingExtraError, ObliqueLoadError
 
 __all__ = [
@@ -218,19 +219,29 @@ class OpenVINOGraph:
         openvino = import_backend("openvino")
         self.info = info
         config = {"INFERENCE_PRECISION_HINT": "f32", **(ov_config or {})}
-        try:
-            self.compiled = openvino.Core().compile_model(str(info.path), device, config)
-        except Exception as error:  # OpenVINO raises RuntimeError for what it cannot compile
-            raise ObliqueLoadError(
-                f"OpenVINO {openvino.__version__} cannot compile {info.path} for {device} with {config} "
-                f"({str(error).strip()[:500]})."
-            ) from error
-        self.request = self.compiled.create_infer_request()
+        with kept_signal_stack():  # OpenVINO would leave the thread on a signal stack of its own (_compat hook 13)
+            try:
+                self.compiled = openvino.Core().compile_model(str(info.path), device, config)
+            except Exception as error:  # OpenVINO raises RuntimeError for what it cannot compile
+                raise ObliqueLoadError(
+                    f"OpenVINO {openvino.__version__} cannot compile {info.path} for {device} with {config} "
+                    f"({str(error).strip()[:500]})."
+                ) from error
+            self.request = self.compiled.create_infer_request()
 
     def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         """The graph's output for ``feeds`` (``{input name: array}``): ``(B, K, d)`` float32."""
-        outputs = self.request.infer(feeds)
-        return np.array(outputs[self.compiled.outputs[0]], copy=True)  # the request reuses its buffers
+        with kept_signal_stack():
+            outputs = self.request.infer(feeds)
+            return np.array(outputs[self.compiled.outputs[0]], copy=True)  # the request reuses its buffers
+
+    def __del__(self) -> None:
+        try:
+            with kept_signal_stack():  # freeing a compiled graph puts back the signal stack it found (hook 13)
+                self.__dict__.pop("request", None)
+                self.__dict__.pop("compiled", None)
+        except TypeError:  # at interpreter shutdown the module's globals are None already; no signal follows
+            pass
 
 
 def open_graph(backend: str, path: str | Path, **options: Any) -> ONNXRuntimeGraph | OpenVINOGraph:
