@@ -127,7 +127,7 @@ def test_config_file_list_option_from_one_string(command, dest, tmp_path):
     path = tmp_path / "run.yaml"
     path.write_text(yaml.safe_dump({dest: "one value"}))
     parser, subparsers = build_parser()
-    extra = ["MODEL"] if command in ("info", "push", "explain") else []
+    extra = ["MODEL"] if command in ("info", "push", "explain", "export") else []
     extra += ["--from", "x", "--output-dir", "y"] if command == "convert" else []
     try:
         args = parse_args_with_config(parser, [command, *extra, "--config", str(path)], subparsers)
