@@ -71,6 +71,7 @@ Worked around (OpenVINO 2025.3–2026.4; no attribute is touched, the canary pin
 from __future__ import annotations
 
 import ctypes
+import functools
 import importlib
 import sys
 from collections.abc import Iterator, Mapping
@@ -224,13 +225,26 @@ class _SignalStack(ctypes.Structure):
     _fields_ = [("ss_sp", ctypes.c_void_p), ("ss_flags", ctypes.c_int), ("ss_size", ctypes.c_size_t)]
 
 
-def current_signal_stack() -> tuple[int, int, int] | None:
-    """The calling thread's alternate signal stack as ``(address, flags, size)``; None off Linux."""
-    if not sys.platform.startswith("linux"):
+@functools.cache
+def _libc() -> ctypes.CDLL | None:
+    """The C library, once (its ``sigaltstack`` is called around every OpenVINO inference); None off Linux."""
+    return ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
+
+
+def _signal_stack() -> _SignalStack | None:
+    """The calling thread's alternate signal stack; None off Linux."""
+    libc = _libc()
+    if libc is None:
         return None
     stack = _SignalStack()
-    ctypes.CDLL(None, use_errno=True).sigaltstack(None, ctypes.byref(stack))
-    return stack.ss_sp or 0, stack.ss_flags, stack.ss_size
+    libc.sigaltstack(None, ctypes.byref(stack))
+    return stack
+
+
+def current_signal_stack() -> tuple[int, int, int] | None:
+    """The calling thread's alternate signal stack as ``(address, flags, size)``; None off Linux."""
+    stack = _signal_stack()
+    return None if stack is None else (stack.ss_sp or 0, stack.ss_flags, stack.ss_size)
 
 
 @contextmanager
@@ -241,13 +255,9 @@ def kept_signal_stack() -> Iterator[None]:
     switches the thread to stacks of its own and, when graphs are freed out of order, leaves it on unmapped memory,
     so that the next signal crashes the process. A no-op off Linux.
     """
-    if not sys.platform.startswith("linux"):
-        yield
-        return
-    libc = ctypes.CDLL(None, use_errno=True)
-    saved = _SignalStack()
-    libc.sigaltstack(None, ctypes.byref(saved))
+    saved = _signal_stack()
     try:
         yield
     finally:
-        libc.sigaltstack(ctypes.byref(saved), None)
+        if saved is not None:
+            _libc().sigaltstack(ctypes.byref(saved), None)

@@ -10,7 +10,6 @@ from st_oblique.builders.late_tokens import check_late_source, late_class_tokens
 from st_oblique.model.loading_options import LoadingOptions, with_loading_options
 from st_oblique.model.sentence_transformer import ObliqueSentenceTransformer
 from st_oblique.modules.clip_class_token_transformer import CLIPClassTokenTransformer
-from st_oblique.modules.pooling import ObliquePooling
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack  # typing.Unpack from Python 3.11
@@ -99,16 +98,14 @@ def oblique_clip(
         mlp_ratio=class_attention_mlp_ratio,
     )
     sources = dict.fromkeys(("text", "image"), "class_attention") if late_tokens else {"text": "last", "image": "first"}
-    pooling = ObliquePooling(
+    pooling = late.pooling(
         clip.embedding_dimensions,
         num_tokens=num_tokens,
         token_dim=token_dim,
         token_source=sources,
         per_token_projection=per_token_projection,
         layer_norm=layer_norm,
-        **late.options,
     )
-    late.initialize(pooling)
     if init_from_clip_projections:
         init_heads_from_projections(
             pooling,

@@ -12,7 +12,7 @@ from st_oblique.model.sentence_transformer import ObliqueSentenceTransformer
 from st_oblique.modules.class_token_transformer import ClassTokenTransformer
 from st_oblique.modules.image_class_token_transformer import ImageClassTokenTransformer
 from st_oblique.modules.modality_router import ModalityRouter
-from st_oblique.modules.pooling import ObliquePooling, TokenSource
+from st_oblique.modules.pooling import TokenSource
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack  # typing.Unpack from Python 3.11
@@ -144,16 +144,14 @@ def oblique_dual_encoder(
         heads=class_attention_heads,
         mlp_ratio=class_attention_mlp_ratio,
     )
-    pooling = ObliquePooling(
+    pooling = late.pooling(
         widths,
         num_tokens=num_tokens,
         token_dim=token_dim,
         token_source=sources,
         per_token_projection=per_token_projection,
         layer_norm=layer_norm,
-        **late.options,
     )
-    late.initialize(pooling)
     router = ModalityRouter(text=[text], image=[image])
     return oblique_model(router, pooling, device=loading["device"], base_model=[text_model, image_model])
 

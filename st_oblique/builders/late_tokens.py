@@ -32,6 +32,13 @@ class LateClassTokens:
         if self.towers:
             initialize_class_attention(pooling, self.towers)
 
+    def pooling(self, in_features: int | dict[str, int], **options: Any) -> ObliquePooling:
+        """The backbone's ObliquePooling (``options``: its other arguments) with these class-attention options, its
+        class-attention heads started from their towers."""
+        pooling = ObliquePooling(in_features, **options, **self.options)
+        self.initialize(pooling)
+        return pooling
+
 
 def late_class_tokens(
     sources: dict[str, tuple[nn.Module, str, Any]],

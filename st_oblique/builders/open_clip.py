@@ -12,7 +12,6 @@ from st_oblique.builders.late_tokens import check_late_source, late_class_tokens
 from st_oblique.model.loading_options import LoadingOptions, with_loading_options
 from st_oblique.model.sentence_transformer import ObliqueSentenceTransformer
 from st_oblique.modules.open_clip_encoder import OpenCLIPEncoder
-from st_oblique.modules.pooling import ObliquePooling
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack  # typing.Unpack from Python 3.11
@@ -139,16 +138,14 @@ def oblique_open_clip(
         mlp_ratio=class_attention_mlp_ratio,
     )
     sources = {"text": "last", "image": encoder.image_token_source}
-    pooling = ObliquePooling(
+    pooling = late.pooling(
         encoder.embedding_dimensions,
         num_tokens=num_tokens,
         token_dim=token_dim,
         token_source=dict.fromkeys(sources, "class_attention") if late_tokens else sources,
         per_token_projection=per_token_projection,
         layer_norm=layer_norm,
-        **late.options,
     )
-    late.initialize(pooling)
     if init_from_clip_projections:
         projections = {}
         text_projection = encoder.text_tower.text_projection

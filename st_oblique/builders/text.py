@@ -10,7 +10,7 @@ from st_oblique.builders.late_tokens import late_class_tokens
 from st_oblique.model.loading_options import LoadingOptions, with_loading_options
 from st_oblique.model.sentence_transformer import ObliqueSentenceTransformer
 from st_oblique.modules.class_token_transformer import ClassTokenTransformer
-from st_oblique.modules.pooling import SINGLE_HEAD, ObliquePooling, TokenSource
+from st_oblique.modules.pooling import SINGLE_HEAD, TokenSource
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack  # typing.Unpack from Python 3.11
@@ -99,14 +99,12 @@ def oblique_text_model(
         heads=class_attention_heads,
         mlp_ratio=class_attention_mlp_ratio,
     )
-    pooling = ObliquePooling(
+    pooling = late.pooling(
         backbone.get_embedding_dimension(),
         num_tokens=num_tokens,
         token_dim=token_dim,
         token_source=token_source,
         per_token_projection=per_token_projection,
         layer_norm=layer_norm,
-        **late.options,
     )
-    late.initialize(pooling)
     return oblique_model(backbone, pooling, device=loading["device"], base_model=model_name_or_path)
