@@ -161,8 +161,9 @@ def onnx_to_openvino(onnx_path: Path, xml_path: Path) -> None:
         for prop in onnx.load(str(onnx_path), load_external_data=False).metadata_props
         if prop.key.startswith(METADATA_PREFIX + ".")
     }
-    try:
-        model = openvino.convert_model(str(onnx_path))
+    try:  # the runtime's ONNX reader: openvino.convert_model would also send usage telemetry (openvino-telemetry
+        # forks a process that resolves Google Analytics; offline, that child can hang the exporting process at exit)
+        model = openvino.Core().read_model(str(onnx_path))
     except Exception as error:  # OpenVINO's conversion errors
         raise ExportError(f"OpenVINO {openvino.__version__} cannot convert {onnx_path.name}: {error}") from error
     save_openvino(model, xml_path, metadata)
