@@ -16,6 +16,10 @@ Three models, each exported with ``st_oblique.export(..., format=["onnx", "openv
   positions) on Flickr8k photos; random weights make its quality meaningless, so only its agreement with torch is
   recorded.
 
+ONNX int8 is ONNX Runtime's dynamic quantization after SmoothQuant on the calibration data (what ``st_oblique.export``
+does when it has calibration data); a quality-only row ``onnx int8 unsmoothed`` is the same graph quantized without
+smoothing (what it does without), to show what the smoothing keeps.
+
 Speed: items per second of ``model.encode`` (tokenization / image preprocessing included, as a user sees it), at 1 and
 2 threads (torch ``set_num_threads``, ONNX Runtime ``intra_op_num_threads``, OpenVINO ``INFERENCE_NUM_THREADS``),
 ``--repeats`` rounds in which every variant runs once, in an order rotated every round, so load from other processes
@@ -43,6 +47,7 @@ import json
 import logging
 import platform
 import shlex
+import shutil
 import statistics
 import subprocess
 import sys
@@ -65,6 +70,8 @@ from st_oblique.modules.pooling import TOKEN_SOURCES
 
 RESULTS = Path(__file__).resolve().parents[1] / "results" / "benchmarks" / "export_speed.json"
 VARIANTS = ("torch fp32", "onnx fp32", "openvino fp32", "onnx int8", "openvino int8")
+UNSMOOTHED = "onnx int8 unsmoothed"
+"""Quality only: the ONNX int8 graph quantized without SmoothQuant (what ONNX int8 is without calibration data)."""
 GRAPHS = {  # variant -> (backend, file of the text/image graph, variant in the folder)
     "onnx fp32": ("onnx", "onnx/model_{modality}.onnx"),
     "openvino fp32": ("openvino", "openvino/openvino_model_{modality}.xml"),
@@ -140,6 +147,7 @@ def text_benchmark(source: str, args: argparse.Namespace, work: Path) -> dict[st
         pairs_test, gold = pairs_test[:64], gold[:64]
     sentences = sorted({sentence for pair in pairs_test for sentence in pair})
     models = variant_models(model, folder, "text", threads=2)
+    models[UNSMOOTHED] = unsmoothed_onnx_int8(folder, ["text"])
     logger.info(f"text, token_source={source}: quality")
     embeddings = {name: encode(variant, sentences) for name, variant in models.items()}
     index = {sentence: position for position, sentence in enumerate(sentences)}
@@ -196,6 +204,7 @@ def lit_benchmark(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     test_images = [st_oblique.load_image(data.images[int(i)]) for i in test]
     test_captions = [data.captions[int(i)] for i in test]
     models = variant_models(model, folder, "image", threads=2)
+    models[UNSMOOTHED] = unsmoothed_onnx_int8(folder, ["text", "image"])
     logger.info("LiT: quality")
     quality, agreement, reference = {}, {}, None
     for name, variant in models.items():
@@ -285,6 +294,29 @@ def variant_models(model: Any, folder: Path, modality: str, threads: int) -> dic
             kwargs = {"file_name": file_name, "ov_config": {"INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1}}
         models[name] = st_oblique.load(str(folder), backend=backend, model_kwargs=kwargs)
     return models
+
+
+def unsmoothed_onnx_int8(folder: Path, modalities: list[str]) -> Any:
+    """The exported model with its ONNX int8 graphs re-made by plain dynamic quantization (no SmoothQuant): a copy of
+    ``folder`` whose ``onnx/model_<modality>_qint8.onnx`` are quantized from the float graphs without calibration."""
+    import onnx
+
+    from st_oblique.export.quantization import quantize_onnx_dynamic
+    from st_oblique.modules.graph_runtimes import METADATA_PREFIX
+
+    copy = folder.with_name(folder.name + "-unsmoothed")
+    shutil.copytree(folder, copy, ignore=shutil.ignore_patterns("openvino"))
+    for modality in modalities:
+        target = copy / f"onnx/model_{modality}_qint8.onnx"
+        metadata = {
+            prop.key[len(METADATA_PREFIX) + 1 :]: prop.value
+            for prop in onnx.load(str(target), load_external_data=False).metadata_props
+            if prop.key.startswith(METADATA_PREFIX + ".")
+        }
+        target.unlink()
+        Path(str(target) + ".data").unlink()
+        quantize_onnx_dynamic(copy / f"onnx/model_{modality}.onnx", target, metadata)
+    return st_oblique.load(str(copy), backend="onnx", model_kwargs={"file_name": "onnx/model_text_qint8.onnx"})
 
 
 def speed_runs(model: Any, folder: Path, modality: str, items: list, args: argparse.Namespace, batch_size: int) -> dict:
@@ -468,6 +500,8 @@ def targets(result: dict[str, Any]) -> dict[str, Any]:
             retention[f"text {source} {name} STSb"] = text["quality"][name]["retention"]
     for name in ("onnx int8", "openvino int8"):
         retention[f"LiT {name} R@10"] = result["image_quality_lit"]["quality"][name]["retention"]
+    unsmoothed = {f"text {source} STSb": text["quality"][UNSMOOTHED]["retention"] for source, text in result["text"].items()}
+    unsmoothed["LiT R@10"] = result["image_quality_lit"]["quality"][UNSMOOTHED]["retention"]
     speed = {}
     for source, text in result["text"].items():
         one = text["speed"].get("1_threads", {}).get("median", {})
@@ -481,6 +515,7 @@ def targets(result: dict[str, Any]) -> dict[str, Any]:
         "int8_retention_at_least_0.99": {
             "met": all(value is not None and value >= 0.99 for value in retention.values()), "values": retention
         },
+        "for_comparison_onnx_int8_retention_without_smoothing": unsmoothed,
         "int8_text_speed_at_least_2x_torch_at_1_thread": {
             "met_wall": {name: value["wall"] >= 2 for name, value in speed.items()},
             "met_cpu": {name: value["cpu"] >= 2 for name, value in speed.items()},
@@ -495,7 +530,7 @@ def markdown_tables(result: dict[str, Any]) -> str:
         lines += [f"\nText, oblique MiniLM K=16 d=32, token_source={source!r} (STSb test Spearman; items/s wall, CPU)",
                   "| variant | Spearman | retention | max abs diff | 1 thread | vs torch | 2 threads | vs torch |",
                   "|---|---|---|---|---|---|---|---|"]
-        for name in VARIANTS:
+        for name in (*VARIANTS, UNSMOOTHED):
             row = [name, f"{text['quality'][name]['stsb_spearman']:.4f}", f"{text['quality'][name]['retention']:.4f}",
                    f"{text['agreement_with_torch'][name]['max_abs_diff']:.1e}"]
             row += speed_cells(text["speed"], name)
@@ -503,7 +538,7 @@ def markdown_tables(result: dict[str, Any]) -> str:
     lit = result["image_quality_lit"]
     lines += ["\nLiT (MiniLM + EfficientNet-Lite0), Flickr8k-1k test: text->image R@10; image items/s",
               "| variant | R@10 | retention | max abs diff | 1 thread | vs torch | 2 threads | vs torch |", "|---|---|---|---|---|---|---|---|"]
-    for name in VARIANTS:
+    for name in (*VARIANTS, UNSMOOTHED):
         retention = lit["quality"][name]["retention"]
         row = [name, f"{lit['quality'][name]['text_to_image_recall@10']:.4f}",
                "-" if retention is None else f"{retention:.4f}", f"{lit['agreement_with_torch'][name]['max_abs_diff']:.1e}"]

@@ -80,11 +80,12 @@ def export_model(
         output_dir: the folder to write (must not exist or be empty, unless ``overwrite``).
         format: ``"onnx"``, ``"openvino"`` or both (a list).
         quantize: None (float32 graphs) or ``"int8"``: also an int8 variant of every graph, the folder's default
-            (ONNX: ONNX Runtime's dynamic quantization, no calibration needed; OpenVINO: static quantization by
-            NNCF, calibrated on ``calibration``).
+            (ONNX: ONNX Runtime's dynamic quantization, no calibration needed, but with calibration data the graph
+            is first smoothed by SmoothQuant, which keeps a frozen tower's ranking quality; OpenVINO: static
+            quantization by NNCF, calibrated on ``calibration``).
         calibration: texts and/or images (see :mod:`st_oblique.export.calibration`): a list, ``{"text": [...],
             "image": [...]}``, a text file, a folder of images or a dataset name. Required for OpenVINO int8 (for
-            each modality); otherwise optional (a few join the probe inputs).
+            each modality); for ONNX int8 it turns on smoothing; a few join the probe inputs.
         calibration_samples: at most this many calibration inputs per modality (a fixed random subset).
         data_root: where named calibration datasets are (default ``$ST_OBLIQUE_DATA``).
         opset: the ONNX opset.
@@ -141,6 +142,14 @@ def export_model(
                 "with texts and/or images: a list, a text file with one text per line, a folder of images, or a "
                 "dataset name such as flickr8k_1k (with data_root). ONNX int8 (dynamic) needs none."
             )
+    if quantize and "onnx" in formats:
+        unsmoothed = [modality for modality in modalities if not calibration_inputs.get(modality)]
+        if unsmoothed:
+            logger.info(
+                f"ONNX int8 of the {' and '.join(unsmoothed)} graph: plain dynamic quantization. With calibration data "
+                "(calibration=, st-oblique export --calibration) the graph is smoothed first (SmoothQuant), which "
+                "keeps a frozen pretrained tower's ranking quality (see st_oblique.export.smoothing)."
+            )
     probes = {
         "text": [*PROBE_TEXTS, *calibration_inputs.get("text", [])[:PROBE_CALIBRATION_ITEMS]],
         "image": [*probe_images(4), *calibration_inputs.get("image", [])[:PROBE_CALIBRATION_ITEMS]],
@@ -153,6 +162,7 @@ def export_model(
     ) as progress:
         specs = {modality: input_spec(sources[modality], staging) for modality in modalities}
         graphs: dict[str, dict[str, dict[str, str]]] = {backend: {variant: {} for variant in variants} for backend in formats}
+        int8_methods: dict[str, dict[str, Any]] = {modality: {} for modality in modalities}
         for modality in modalities:
             progress.set_postfix_str(f"{modality}: tracing")
             source_graph = staging / graph_file("onnx", modality, _FLOAT)
@@ -164,12 +174,18 @@ def export_model(
             )
             progress.update()
             metadata = graph_metadata(modality, shape.num_tokens, shape.token_dim, token_source, opset, variant=VARIANT)
+            calibration_batches = (
+                _calibration_batches(model, modality, calibration_inputs[modality])
+                if quantize and calibration_inputs.get(modality)
+                else []
+            )
             if "onnx" in formats:
                 graphs["onnx"][_FLOAT][modality] = graph_file("onnx", modality, _FLOAT)
                 if quantize:
-                    progress.set_postfix_str(f"{modality}: ONNX int8")
+                    progress.set_postfix_str(f"{modality}: ONNX int8" + (" (smoothing)" if calibration_batches else ""))
                     target = graph_file("onnx", modality, VARIANT)
-                    quantize_onnx_dynamic(source_graph, staging / target, metadata)
+                    smoothing = quantize_onnx_dynamic(source_graph, staging / target, metadata, calibration_batches)
+                    int8_methods[modality]["onnx"] = {"method": "dynamic", "smoothing": smoothing}
                     graphs["onnx"][VARIANT][modality] = target
                     progress.update()
             if "openvino" in formats:
@@ -180,12 +196,14 @@ def export_model(
                 progress.update()
                 if quantize:
                     progress.set_postfix_str(f"{modality}: OpenVINO int8 (calibrating)")
-                    calibration_batches = _calibration_batches(model, modality, calibration_inputs[modality])
                     quantized = graph_file("openvino", modality, VARIANT)
                     quantize_openvino_static(
                         staging / target, staging / quantized, calibration_batches, metadata,
                         transformer=_has_attention(_tower(sources[modality].module, modality)),
                     )
+                    int8_methods[modality]["openvino"] = {
+                        "method": "static (NNCF)", "calibration_inputs": len(calibration_batches)
+                    }
                     graphs["openvino"][VARIANT][modality] = quantized
                     progress.update()
             if "onnx" not in formats:
@@ -203,6 +221,7 @@ def export_model(
                     "token_source": towers[modality].token_source,
                     "class_token_placement": towers[modality].class_token_placement,
                     "backbone": towers[modality].backbone,
+                    **({"int8": int8_methods[modality]} if quantize else {}),
                 }
                 for modality in modalities
             },

@@ -2,7 +2,9 @@
 
 - **ONNX** (``onnx/model_<modality>_qint8.onnx``): ``onnxruntime.quantization.quantize_dynamic``, the method
   behind Sentence Transformers' ``export_dynamic_quantized_onnx_model``: int8 weights (per output channel) of the
-  MatMul/Gemm nodes, activations quantized at run time from their own range. No calibration data needed.
+  MatMul/Gemm nodes, activations quantized at run time from their own range. No calibration data needed; when some
+  is given, the graph is first smoothed (:mod:`st_oblique.export.smoothing`, SmoothQuant), which keeps a frozen
+  pretrained tower's ranking quality that plain dynamic quantization loses.
 - **OpenVINO** (``openvino/openvino_model_<modality>_qint8.xml``): ``nncf.quantize``, the method behind Sentence
   Transformers' ``export_static_quantized_openvino_model``: int8 weights and activations whose ranges are measured
   on a calibration set, which the user passes (texts for a text graph, images for an image graph).
@@ -27,6 +29,7 @@ import numpy as np
 from st_oblique._compat import kept_signal_stack
 from st_oblique.errors import ExportError
 from st_oblique.export.graphs import save_openvino, set_onnx_metadata
+from st_oblique.export.smoothing import DEFAULT_SMOOTHING_ALPHA, smooth_activation_outliers
 from st_oblique.modules.graph_runtimes import import_backend
 
 __all__ = ["QUANTIZATIONS", "quantize_onnx_dynamic", "quantize_openvino_static"]
@@ -39,24 +42,53 @@ VARIANT = "qint8"
 """The name of the int8 variant in file names and in the config (as Sentence Transformers names its files)."""
 
 
-def quantize_onnx_dynamic(source: Path, target: Path, metadata: dict[str, str]) -> None:
+def quantize_onnx_dynamic(
+    source: Path,
+    target: Path,
+    metadata: dict[str, str],
+    calibration: list[dict[str, np.ndarray]] | None = None,
+    *,
+    smoothing_alpha: float = DEFAULT_SMOOTHING_ALPHA,
+) -> dict[str, Any] | None:
     """Write the dynamically quantized int8 version of the ONNX graph ``source`` to ``target`` (+ ``.data``).
 
+    Args:
+        source: the float32 ONNX graph.
+        target: the int8 graph to write.
+        metadata: st-oblique's metadata for the graph.
+        calibration: the graph's inputs for each calibration example (``{input name: array}``). When given, the
+            graph is smoothed first (SmoothQuant, :func:`~st_oblique.export.smoothing.smooth_activation_outliers`);
+            without it, plain dynamic quantization as Sentence Transformers does it.
+        smoothing_alpha: SmoothQuant's migration strength.
+
+    Returns:
+        The smoothing's record for the folder's config (``{"method": "smoothquant", "alpha", ...}``), or None.
+
     Raises:
-        ExportError: ONNX Runtime's quantizer failed.
+        ExportError: smoothing or ONNX Runtime's quantizer failed.
     """
     import_backend("onnx", "quantize ONNX graphs")
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    smoothing = None
+    quantized_source = source
+    if calibration:
+        quantized_source = target.with_name(target.stem + "_smoothed.onnx")
+        smoothing = smooth_activation_outliers(source, quantized_source, calibration, alpha=smoothing_alpha).as_config()
     try:
         with _quiet():
             quantize_dynamic(
-                str(source), str(target), weight_type=QuantType.QInt8, per_channel=True,
+                str(quantized_source), str(target), weight_type=QuantType.QInt8, per_channel=True,
                 op_types_to_quantize=["MatMul", "Gemm"], use_external_data_format=True,
             )
     except Exception as error:  # the quantizer raises plain exceptions of several kinds
         raise ExportError(f"ONNX Runtime could not quantize {source.name}: {error}") from error
+    finally:
+        if quantized_source != source:
+            quantized_source.unlink(missing_ok=True)
+            Path(str(quantized_source) + ".data").unlink(missing_ok=True)
     set_onnx_metadata(target, metadata)
+    return smoothing
 
 
 def quantize_openvino_static(

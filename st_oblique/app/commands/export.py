@@ -21,8 +21,8 @@ NAME = "export"
 HELP = "export a saved oblique model to ONNX / OpenVINO graphs (float32, int8) for fast CPU inference"
 DESCRIPTION = (
     "Export the whole oblique model (class tokens, towers and oblique head, one graph per modality) to ONNX and/or "
-    "OpenVINO, optionally with int8 variants (ONNX Runtime dynamic quantization; OpenVINO static quantization "
-    "calibrated on --calibration). The output folder loads with st_oblique.load(OUT, backend='onnx'|'openvino') "
+    "OpenVINO, optionally with int8 variants (ONNX Runtime dynamic quantization, smoothed first (SmoothQuant) when "
+    "--calibration is given; OpenVINO static quantization calibrated on --calibration). The output folder loads with st_oblique.load(OUT, backend='onnx'|'openvino') "
     "or SentenceTransformer(OUT, backend=..., trust_remote_code=True). Every graph is checked against the torch "
     "model before anything is written."
 )
@@ -35,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quantize", choices=["int8"], help="also write int8 graphs (then the folder's default)")
     parser.add_argument(
         "--calibration", metavar="FILE|FOLDER|DATASET",
-        help="calibration inputs (required for OpenVINO int8): a text file (one text per line), a folder of images, "
+        help="calibration inputs (required for OpenVINO int8; for ONNX int8 they turn on SmoothQuant): a text file (one text per line), a folder of images, "
         "or a dataset name (e.g. flickr8k_1k, read from --data-root)",
     )
     parser.add_argument("--calibration-samples", type=positive_int, default=300,
