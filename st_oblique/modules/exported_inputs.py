@@ -13,7 +13,8 @@ Specs (``oblique_export_config.json``, ``modalities.<modality>.preprocessing``):
 =========== ============= =====================================================================================
 modality    ``kind``      what it runs
 =========== ============= =====================================================================================
-text        ``hf``        a Hugging Face tokenizer (``text_preprocessing/``), right padding, ``max_length``; then
+text        ``hf``        a Hugging Face tokenizer (``text_preprocessing/``) asked for exactly the tensors the
+                          text graph takes (:func:`tokenizer_input_names`), right padding, ``max_length``; then
                           ``class_positions``: ``"prepend"`` (K−1 copies of the first token, bidirectional
                           encoders), ``"after_eos"`` (K−1 end tokens after the caption, causal CLIP) or ``"none"``
 text        ``open_clip`` open_clip's tokenizer (``text_preprocessing/open_clip_config.json``, read by
@@ -27,6 +28,7 @@ image       ``open_clip`` open_clip's evaluation transform from the saved ``prep
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,9 +41,11 @@ __all__ = [
     "IMAGE_KINDS",
     "PREPROCESSING_FOLDERS",
     "TEXT_KINDS",
+    "TOKENIZER_INPUTS",
     "ExportedImageInputs",
     "ExportedTextInputs",
     "save_image_processor",
+    "tokenizer_input_names",
 ]
 
 TEXT_KINDS = ("hf", "open_clip")
@@ -49,6 +53,8 @@ IMAGE_KINDS = ("hf", "torchvision", "open_clip")
 PREPROCESSING_FOLDERS = {"text": "text_preprocessing", "image": "image_preprocessing"}
 """The folder of each modality's tokenizer / image processor files, inside the exported model folder."""
 CLASS_POSITIONS = ("none", "prepend", "after_eos")
+TOKENIZER_INPUTS = ("input_ids", "token_type_ids", "attention_mask")
+"""The tensors a Hugging Face tokenizer makes for single texts, in its order (``input_ids`` first: its main input)."""
 IMAGE_PROCESSOR_FILE = "preprocessor_config.json"
 
 
@@ -61,9 +67,14 @@ class ExportedTextInputs:
             ``class_positions``, ``num_class_tokens``, ``eos_token_id``, ``position_limit`` (the longest text the
             position table leaves room for beside the class positions); for ``open_clip``, ``num_class_tokens``,
             ``pool_type``, ``eos_id``, ``causal``.
+        input_names: the inputs of the text graph (``GraphInfo.input_names``); an ``hf`` tokenizer is asked for
+            exactly these (:func:`tokenizer_input_names`). None keeps the tokenizer's own ``model_input_names``.
+
+    Raises:
+        ObliqueLoadError: the saved tokenizer cannot be loaded, or the graph takes an input no tokenizer makes.
     """
 
-    def __init__(self, folder: str | Path, spec: dict[str, Any]) -> None:
+    def __init__(self, folder: str | Path, spec: dict[str, Any], input_names: Sequence[str] | None = None) -> None:
         self.spec = dict(spec)
         self.kind = _check_kind("text", spec, TEXT_KINDS)
         self.max_length = int(spec["max_length"])
@@ -74,7 +85,8 @@ class ExportedTextInputs:
             positions = spec.get("class_positions", "none")
             if positions not in CLASS_POSITIONS:
                 raise ObliqueLoadError(f"Unknown class_positions {positions!r} in the export config; expected one of {CLASS_POSITIONS}.")
-            self.tokenizer = _load(lambda: AutoTokenizer.from_pretrained(str(path)), path, "tokenizer")
+            options = {} if input_names is None else {"model_input_names": tokenizer_input_names(input_names)}
+            self.tokenizer = _load(lambda: AutoTokenizer.from_pretrained(str(path), **options), path, "tokenizer")
             self.tokenizer.padding_side = "right"  # the class positions sit at the front or right after the text
         else:
             import open_clip
@@ -159,6 +171,33 @@ class ExportedImageInputs:
         else:
             pixel_values = self.processor(loaded, return_tensors="pt")["pixel_values"]
         return {"pixel_values": pixel_values, "modality": "image"}
+
+
+def tokenizer_input_names(graph_input_names: Sequence[str]) -> list[str]:
+    """The ``model_input_names`` to load an exported model's tokenizer with, so that it makes the inputs its text
+    graph was traced with: ``input_ids`` and ``attention_mask`` always (the class-token layout reads the mask; an
+    input the graph does not take is never fed to it), ``token_type_ids`` exactly when the graph takes them.
+
+    Why they are not left to the tokenizer: the graph's inputs are fixed when it is traced, from the tokenizer of the
+    torch model, while the tokenizer class ``AutoTokenizer`` rebuilds from the saved files (and with it the default
+    ``model_input_names``) depends on the transformers version and, in transformers 5.0, on the folder's name (with
+    no ``config.json`` beside it, a path containing ``vit`` loads a BERT tokenizer as the generic
+    ``TokenizersBackend``, which makes no ``token_type_ids``).
+
+    Args:
+        graph_input_names: the text graph's inputs, e.g. ``["input_ids", "token_type_ids", "attention_mask"]``.
+
+    Raises:
+        ObliqueLoadError: the graph takes an input a tokenizer does not make (named).
+    """
+    unknown = [name for name in graph_input_names if name not in TOKENIZER_INPUTS]
+    if unknown:
+        raise ObliqueLoadError(
+            f"The exported text graph takes {list(graph_input_names)}, but a Hugging Face tokenizer makes only "
+            f"{list(TOKENIZER_INPUTS)}: nothing can make {unknown}. The graph does not belong to this text "
+            "preprocessing; export the model again."
+        )
+    return [name for name in TOKENIZER_INPUTS if name != "token_type_ids" or name in graph_input_names]
 
 
 def save_image_processor(processor: Any, folder: str | Path) -> None:

@@ -54,8 +54,8 @@ class ExportedObliqueEncoder(InputModule):
     towers without their class tokens and torch on the hot path. :mod:`st_oblique.export` traces the real torch
     forward pass of the whole model per modality instead, and this module runs the graphs.
 
-    Inputs: texts (``input_ids``, ``attention_mask`` and ``token_type_ids`` where the tower takes them, built by
-    the saved tokenizer with the torch model's class-token layout) and images (``pixel_values`` ``(B, 3, H, W)``
+    Inputs: texts (``input_ids``, ``attention_mask`` and ``token_type_ids`` where the graph was traced with them,
+    built by the saved tokenizer with the torch model's class-token layout) and images (``pixel_values`` ``(B, 3, H, W)``
     from the saved image processor), see :mod:`st_oblique.modules.exported_inputs`. Outputs:
     ``oblique_embeddings`` ``(B, K, d)`` and ``sentence_embedding`` ``(B, K*d)``.
 
@@ -220,14 +220,17 @@ class ExportedObliqueEncoder(InputModule):
             raise ValueError(f"This exported model embeds {self.modalities}, not {modality!r} inputs.")
         runner = self._runner(modality)
         info = runner.info
-        feeds = {}
-        for name in info.input_names:
-            if name not in features:
-                raise ValueError(
-                    f"The exported {modality} graph takes {info.input_names}, but the features only have "
-                    f"{sorted(key for key in features if isinstance(features[key], torch.Tensor))}."
-                )
-            feeds[name] = features[name].detach().cpu().numpy().astype(info.input_dtypes[name], copy=False)
+        missing = [name for name in info.input_names if not isinstance(features.get(name), torch.Tensor)]
+        if missing:
+            raise ValueError(
+                f"The exported {modality} graph takes {info.input_names}, but the features lack {missing} (they have "
+                f"{sorted(key for key in features if isinstance(features[key], torch.Tensor))}). Make them with this "
+                "model's preprocess() (encode() does), which builds exactly the graph's inputs."
+            )
+        feeds = {
+            name: features[name].detach().cpu().numpy().astype(info.input_dtypes[name], copy=False)
+            for name in info.input_names
+        }
         tokens = torch.from_numpy(runner.run(feeds))
         device = next((value.device for value in features.values() if isinstance(value, torch.Tensor)), None)
         if device is not None and device.type != "cpu":
@@ -239,8 +242,12 @@ class ExportedObliqueEncoder(InputModule):
     def _modality_inputs(self, modality: str) -> ExportedTextInputs | ExportedImageInputs:
         if modality not in self._inputs:
             spec = self.modalities_config[modality]["preprocessing"]
-            builder = ExportedTextInputs if modality == "text" else ExportedImageInputs
-            self._inputs[modality] = builder(self.folder, spec)
+            if modality == "text":
+                # the tokenizer makes the inputs the graph was traced with, whatever class transformers rebuilds it as
+                inputs = ExportedTextInputs(self.folder, spec, input_names=self.graph_infos["text"].input_names)
+            else:
+                inputs = ExportedImageInputs(self.folder, spec)
+            self._inputs[modality] = inputs
         return self._inputs[modality]
 
     def _runner(self, modality: str) -> ONNXRuntimeGraph | OpenVINOGraph:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -19,9 +20,12 @@ from export.export_models import (
     text_inputs,
 )
 from sentence_transformers import SentenceTransformer
+from transformers import AutoTokenizer
 
 import st_oblique
 from st_oblique import manifold
+from st_oblique.errors import ObliqueLoadError
+from st_oblique.modules.exported_inputs import ExportedTextInputs, tokenizer_input_names
 from st_oblique.modules.exported_oblique_encoder import ExportedObliqueEncoder
 from st_oblique.modules.graph_runtimes import BACKENDS
 from st_oblique.modules.shape import oblique_poolings
@@ -158,3 +162,48 @@ def test_variant_and_runtime_options(family_model, exported_family):
     # Sentence Transformers' default backend ("torch") runs the graphs the folder has
     default = st_oblique.load(str(folder))
     assert default[0].backend == "onnx"
+
+
+def retyped_tokenizer_copy(folder, target):
+    """A copy of an exported folder whose saved tokenizer says ``"tokenizer_class": "TokenizersBackend"``: what
+    transformers 5.0's AutoTokenizer loads a BERT tokenizer as when the folder's path names another model type
+    (``.../timm_vit_dual/text_preprocessing`` reads as a ViT). The generic class makes no ``token_type_ids``."""
+    shutil.copytree(folder, target)
+    config_file = target / "text_preprocessing" / "tokenizer_config.json"
+    settings = json.loads(config_file.read_text())
+    config_file.write_text(json.dumps({**settings, "tokenizer_class": "TokenizersBackend"}))
+    return target
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_the_tokenizer_makes_the_inputs_the_graph_was_traced_with(backend, family_model, exported_family, tmp_path):
+    model, folder = family_model("bert"), exported_family("bert")
+    copy = retyped_tokenizer_copy(folder, tmp_path / "retyped")
+    # what made the exported model fail on transformers 5.0: a graph traced with token_type_ids, a tokenizer without
+    assert "token_type_ids" in st_oblique.load(str(folder), backend=backend)[0].graph_infos["text"].input_names
+    assert "token_type_ids" not in AutoTokenizer.from_pretrained(str(copy / "text_preprocessing")).model_input_names
+    loaded = st_oblique.load(str(copy), backend=backend)
+    texts = text_inputs()
+    torch.testing.assert_close(oblique(loaded, texts), oblique(model, texts), atol=TOLERANCE, rtol=0)
+    # features made elsewhere, without an input the graph takes: the error names it
+    features = loaded[0].preprocess(texts[:2])
+    del features["token_type_ids"]
+    with pytest.raises(ValueError, match=r"lack \['token_type_ids'\].*preprocess\(\)"):
+        loaded[0](features)
+
+
+def test_the_tokenizer_is_asked_for_the_graph_inputs_only(exported_family, tmp_path):
+    folder = exported_family("bert")
+    spec = json.loads((folder / "oblique_export_config.json").read_text())["modalities"]["text"]["preprocessing"]
+    copy = retyped_tokenizer_copy(folder, tmp_path / "retyped")
+    with_types = ["input_ids", "token_type_ids", "attention_mask"]
+    assert tokenizer_input_names(with_types) == with_types
+    assert tokenizer_input_names(["attention_mask", "input_ids"]) == ["input_ids", "attention_mask"]
+    for source in (folder, copy):  # whichever class transformers rebuilds the tokenizer as
+        assert "token_type_ids" in ExportedTextInputs(source, spec, input_names=with_types)(["a dog runs"])
+        # a graph traced without token_type_ids (a tokenizer that made none) is not given them
+        assert "token_type_ids" not in ExportedTextInputs(source, spec, input_names=["input_ids", "attention_mask"])(
+            ["a dog runs"]
+        )
+    with pytest.raises(ObliqueLoadError, match=r"nothing can make \['position_ids'\]"):
+        ExportedTextInputs(folder, spec, input_names=["input_ids", "position_ids", "attention_mask"])
