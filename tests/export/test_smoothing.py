@@ -26,6 +26,8 @@ from st_oblique.export.smoothing import smooth_activation_outliers
 
 WIDTH, HIDDEN = 16, 24
 OUTLIER_CHANNEL, OUTLIER_SIZE = 3, 60.0
+IR_VERSION = 10
+"""The IR version torch's exporter writes; onnx's default (12 with onnx 1.19) is too new for ONNX Runtime 1.23."""
 
 
 def two_layer_graph(path, seed: int = 0) -> dict[str, np.ndarray]:
@@ -50,7 +52,7 @@ def two_layer_graph(path, seed: int = 0) -> dict[str, np.ndarray]:
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", "length", WIDTH])],
         [numpy_helper.from_array(value, name) for name, value in weights.items()],
     )
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=IR_VERSION), str(path))
     return weights
 
 
@@ -114,7 +116,7 @@ def test_a_graph_without_constant_weight_matmuls_is_written_unchanged(tmp_path):
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "length", WIDTH])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", "length", WIDTH])],
     )
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "float.onnx"))
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=IR_VERSION), str(tmp_path / "float.onnx"))
     report = smooth_activation_outliers(tmp_path / "float.onnx", tmp_path / "smoothed.onnx", activations(2, seed=0))
     assert (report.smoothed_inputs, report.matmuls) == (0, 0)
     test = activations(2, seed=1)
