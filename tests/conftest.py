@@ -52,6 +52,7 @@ SEAMS = (
     "app/test_search_app.py", "app/test_search_app_browser.py",  # gradio
     "export/test_export_token_sources.py",  # torch.export, onnxscript, ONNX Runtime, OpenVINO
     "export/test_smoothing.py",  # onnx graph editing and ONNX Runtime's dynamic quantizer
+    "clip_mtob/test_parity.py",  # the converter's key mapping into transformers' BertModel and CLIPVisionModel
     "cli/test_cli_distributed.py::test_text_backbone", "cli/test_cli_distributed.py::test_dual_encoder_lit",  # DDP
 )
 """Test files (or folders, or single tests) of the ``seams`` subset, relative to tests/."""

@@ -436,10 +436,24 @@ def _map_layer(
             weights[f"{hf}.{kind}"] = state[f"{official}.{kind}"]
 
 
-def _write_backbone(model_class: type, config: Any, weights: dict[str, Tensor], folder: Path) -> None:
-    """Save ``weights`` as ``model_class``'s checkpoint, after checking they are exactly its persistent tensors."""
+def _write_backbone(model_class: type, config: Any, weights: dict[str, Tensor], folder: Path, *, anchor: str) -> None:
+    """Save ``weights`` as ``model_class``'s checkpoint, after checking they are exactly its persistent tensors.
+
+    ``weights`` are named relative to the tower (``embeddings.class_embedding``, ``encoder.layers.0...``); where the
+    tower sits inside ``model_class`` is read from the model's own ``state_dict``, as the prefix of its ``anchor``
+    tensor. It is a version detail of transformers: 5.0's ``CLIPVisionModel`` holds the tower as ``vision_model``
+    (``vision_model.embeddings.class_embedding``), later 5.x versions (5.25) made ``CLIPVisionModel`` the tower itself
+    (``embeddings.class_embedding``). The folder is loaded right away by the same transformers, so its own names fit.
+    """
     with torch.device("meta"):
         expected = {key: tuple(value.shape) for key, value in model_class(config).state_dict().items()}
+    prefixes = [key.removesuffix(anchor) for key in expected if key == anchor or key.endswith("." + anchor)]
+    if len(prefixes) != 1:
+        raise RuntimeError(
+            f"st-oblique's clip-mtob mapping does not fit transformers' {model_class.__name__}: it has "
+            f"{len(prefixes)} tensors named like {anchor!r} ({prefixes[:3]}), expected one"
+        )
+    weights = {prefixes[0] + key: value for key, value in weights.items()}
     given = {key: tuple(value.shape) for key, value in weights.items()}
     if expected != given:
         wrong = sorted(set(expected) ^ set(given)) or sorted(key for key in given if given[key] != expected[key])
@@ -492,7 +506,7 @@ def _write_text_backbone(state: dict[str, Tensor], sizes: dict[str, int], vocab_
                 source + "norm2": target + "output.LayerNorm",
             },
         )
-    _write_backbone(BertModel, config, weights, folder)
+    _write_backbone(BertModel, config, weights, folder, anchor="embeddings.word_embeddings.weight")
     # Special tokens count only as whole words, as in the official tokenizer (its `never_split`): "x[SEP]y" is text.
     specials = {
         name: AddedToken(token, single_word=True, special=True, normalized=False)
@@ -524,19 +538,18 @@ def _write_image_backbone(state: dict[str, Tensor], sizes: dict[str, int], folde
         projection_dim=sizes["token_dim"],
     )
     positions = state["visual.positional_embedding"]
-    prefix = ""  # CLIPVisionModel's own parameter names (transformers 5)
     weights = {
         # CLIP's own class token is the official token 0; tokens 1..K-1 become st-oblique's extra class tokens.
-        prefix + "embeddings.class_embedding": state["visual.class_embedding"][0],
-        prefix + "embeddings.patch_embedding.weight": state["visual.conv1.weight"],
-        prefix + "embeddings.position_embedding.weight": torch.cat([positions[:1], positions[k:]]),
-        prefix + "pre_layrnorm.weight": state["visual.ln_pre.weight"],
-        prefix + "pre_layrnorm.bias": state["visual.ln_pre.bias"],
-        prefix + "post_layernorm.weight": state["visual.ln_post.weight"],
-        prefix + "post_layernorm.bias": state["visual.ln_post.bias"],
+        "embeddings.class_embedding": state["visual.class_embedding"][0],
+        "embeddings.patch_embedding.weight": state["visual.conv1.weight"],
+        "embeddings.position_embedding.weight": torch.cat([positions[:1], positions[k:]]),
+        "pre_layrnorm.weight": state["visual.ln_pre.weight"],
+        "pre_layrnorm.bias": state["visual.ln_pre.bias"],
+        "post_layernorm.weight": state["visual.ln_post.weight"],
+        "post_layernorm.bias": state["visual.ln_post.bias"],
     }
     for index in range(sizes["vision_layers"]):
-        source, target = f"visual.transformer.resblocks.{index}.", f"{prefix}encoder.layers.{index}."
+        source, target = f"visual.transformer.resblocks.{index}.", f"encoder.layers.{index}."
         _map_layer(
             state, weights, source + "attn.in_proj", [f"{target}self_attn.{name}_proj" for name in "qkv"],
             {
@@ -547,7 +560,7 @@ def _write_image_backbone(state: dict[str, Tensor], sizes: dict[str, int], folde
                 source + "mlp.c_proj": target + "mlp.fc2",
             },
         )
-    _write_backbone(CLIPVisionModel, config, weights, folder)
+    _write_backbone(CLIPVisionModel, config, weights, folder, anchor="embeddings.class_embedding")
     size = sizes["image_size"]
     CLIPImageProcessor(
         do_resize=True,

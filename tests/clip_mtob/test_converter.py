@@ -34,6 +34,40 @@ def test_sizes_are_read_from_the_shapes(converted):
     assert json.loads((converted["ref"] / "clip_mtob_source.json").read_text())["sizes"]["num_class_tokens"] == 1
 
 
+class _Tower(torch.nn.Module):
+    def __init__(self, config=None):
+        super().__init__()
+        self.embeddings = torch.nn.Embedding(4, 2)
+        self.norm = torch.nn.LayerNorm(2)
+
+
+class _TowerInside(torch.nn.Module):
+    def __init__(self, config=None):
+        super().__init__()
+        self.vision_model = _Tower()
+
+
+@pytest.mark.parametrize(("model_class", "prefix"), [(_Tower, ""), (_TowerInside, "vision_model.")])
+def test_backbone_weights_take_the_models_own_names(model_class, prefix, tmp_path):
+    """The tower's weights get the prefix the model's own state_dict puts before them: transformers 5.0's
+    CLIPVisionModel holds its tower as ``vision_model`` (_TowerInside), later versions' is the tower (_Tower)."""
+    from safetensors.torch import load_file
+    from transformers import BertConfig
+
+    from st_oblique.converters.clip_mtob import _write_backbone
+
+    weights = {"embeddings.weight": torch.randn(4, 2), "norm.weight": torch.randn(2), "norm.bias": torch.randn(2)}
+    _write_backbone(model_class, BertConfig(), weights, tmp_path / "fits", anchor="embeddings.weight")
+    saved = load_file(tmp_path / "fits" / "model.safetensors")
+    assert sorted(saved) == sorted(model_class().state_dict()) == sorted(prefix + key for key in weights)
+    assert all(torch.equal(saved[prefix + key], value) for key, value in weights.items())
+    with pytest.raises(RuntimeError, match=rf"does not fit transformers' {model_class.__name__}: \['{prefix}extra'\]"):
+        extra = {**weights, "extra": torch.zeros(1)}
+        _write_backbone(model_class, BertConfig(), extra, tmp_path / "x", anchor="embeddings.weight")
+    with pytest.raises(RuntimeError, match=r"has 0 tensors named like 'missing\.weight'"):
+        _write_backbone(model_class, BertConfig(), weights, tmp_path / "y", anchor="missing.weight")
+
+
 def test_other_sizes_and_text_heads(official, tmp_path):
     """3 image layers of width 128 (2 heads), 1 text layer of width 128 with 4 heads, patch 16 at 224 px: the
     parity holds with text_heads=4 and breaks with the default (2), so the head count really is used."""
