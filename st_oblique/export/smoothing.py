@@ -28,11 +28,15 @@ import collections
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from st_oblique.errors import ExportError
 from st_oblique.modules.graph_runtimes import import_backend
+
+if TYPE_CHECKING:
+    import onnx
 
 __all__ = ["DEFAULT_SMOOTHING_ALPHA", "SmoothingReport", "smooth_activation_outliers"]
 
@@ -81,7 +85,6 @@ def smooth_activation_outliers(
     """
     import_backend("onnx", "smooth ONNX graphs before int8 quantization")
     import onnx
-    import onnxruntime
     from onnx import numpy_helper
 
     if not calibration:
@@ -96,7 +99,7 @@ def smooth_activation_outliers(
         if node.op_type == "MatMul" and node.input[1] in weights and len(weights[node.input[1]].dims) == 2:
             by_input[node.input[0]].append(node)
     inputs = list(by_input)
-    maxima = _channel_maxima(model, inputs, calibration, onnxruntime)
+    maxima = _channel_maxima(model, inputs, calibration)
 
     scales: dict[str, np.ndarray] = {}
     for name, nodes in by_input.items():
@@ -129,10 +132,13 @@ def smooth_activation_outliers(
     )
 
 
-def _channel_maxima(model, names: list[str], calibration: list[dict[str, np.ndarray]], onnxruntime) -> dict[str, np.ndarray]:
-    """``max|X_j|`` over every calibration run and position, per channel ``j`` of each tensor in ``names``: the graph
-    is run once per calibration entry with those tensors as extra outputs."""
+def _channel_maxima(
+    model: onnx.ModelProto, names: list[str], calibration: list[dict[str, np.ndarray]]
+) -> dict[str, np.ndarray]:
+    """``max|X_j|`` over every calibration run and position, per channel ``j`` of each tensor in ``names`` (``(C,)``
+    each): the graph is run once per calibration entry with those tensors as extra outputs."""
     import onnx
+    import onnxruntime
 
     if not names:  # nothing to smooth (a CNN tower whose weights are not plain MatMul constants); session.run([])
         return {}  # would return every output
@@ -159,11 +165,11 @@ def _channel_maxima(model, names: list[str], calibration: list[dict[str, np.ndar
     return maxima
 
 
-def _insert_after_producers(graph, new_nodes: dict) -> None:
+def _insert_after_producers(graph: onnx.GraphProto, new_nodes: dict[str, onnx.NodeProto]) -> None:
     """Insert each ``new_nodes[tensor]`` right after the node producing ``tensor`` (first, for graph inputs), so the
     node list stays in topological order."""
     producers = {output: index for index, node in enumerate(graph.node) for output in node.output}
-    after: dict[int, list] = collections.defaultdict(list)
+    after: dict[int, list[onnx.NodeProto]] = collections.defaultdict(list)
     for tensor, node in new_nodes.items():
         after[producers.get(tensor, -1)].append(node)
     ordered = list(after[-1])
