@@ -184,7 +184,10 @@ def export_model(
                 if quantize:
                     progress.set_postfix_str(f"{modality}: ONNX int8" + (" (smoothing)" if calibration_batches else ""))
                     target = graph_file("onnx", modality, VARIANT)
-                    smoothing = quantize_onnx_dynamic(source_graph, staging / target, metadata, calibration_batches)
+                    smoothing = quantize_onnx_dynamic(
+                        source_graph, staging / target, metadata, calibration_batches,
+                        check_inputs=_calibration_batches(model, modality, probes[modality]) if calibration_batches else None,
+                    )
                     int8_methods[modality]["onnx"] = {"method": "dynamic", "smoothing": smoothing}
                     graphs["onnx"][VARIANT][modality] = target
                     progress.update()

@@ -19,6 +19,8 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import shutil
+import tempfile
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -48,47 +50,93 @@ def quantize_onnx_dynamic(
     metadata: dict[str, str],
     calibration: list[dict[str, np.ndarray]] | None = None,
     *,
+    check_inputs: list[dict[str, np.ndarray]] | None = None,
     smoothing_alpha: float = DEFAULT_SMOOTHING_ALPHA,
 ) -> dict[str, Any] | None:
     """Write the dynamically quantized int8 version of the ONNX graph ``source`` to ``target`` (+ ``.data``).
 
+    With calibration data the graph is also smoothed first (SmoothQuant,
+    :func:`~st_oblique.export.smoothing.smooth_activation_outliers`) and both int8 graphs, smoothed and plain, are run
+    on ``check_inputs`` (plus the calibration inputs): the one whose ``(B, K, d)`` tokens are closer to the float
+    graph's (mean cosine) is kept. Smoothing helps when a few activation channels are outliers on inputs like the
+    calibration data; it can hurt on inputs unlike them (a channel quiet in calibration gets amplified), and the check
+    keeps the plain graph then.
+
     Args:
-        source: the float32 ONNX graph.
+        source: the float32 ONNX graph, output ``(B, K, d)``.
         target: the int8 graph to write.
         metadata: st-oblique's metadata for the graph.
-        calibration: the graph's inputs for each calibration example (``{input name: array}``). When given, the
-            graph is smoothed first (SmoothQuant, :func:`~st_oblique.export.smoothing.smooth_activation_outliers`);
-            without it, plain dynamic quantization as Sentence Transformers does it.
+        calibration: the graph's inputs for each calibration example (``{input name: array}``); without it, plain
+            dynamic quantization as Sentence Transformers does it.
+        check_inputs: more graph inputs the two int8 graphs are compared on (the export's probe inputs).
         smoothing_alpha: SmoothQuant's migration strength.
 
     Returns:
-        The smoothing's record for the folder's config (``{"method": "smoothquant", "alpha", ...}``), or None.
+        None without calibration; otherwise the smoothing's record for the folder's config: ``{"method":
+        "smoothquant", "alpha", "smoothed_inputs", "matmuls", "calibration_inputs", "kept", "mean_token_cosine":
+        {"smoothed", "plain"}, "checked_inputs"}``.
 
     Raises:
         ExportError: smoothing or ONNX Runtime's quantizer failed.
     """
     import_backend("onnx", "quantize ONNX graphs")
+    if not calibration:
+        _quantize_dynamic(source, target)
+        set_onnx_metadata(target, metadata)
+        return None
+    feeds = [*(check_inputs or []), *calibration]
+    with tempfile.TemporaryDirectory(prefix="st-oblique-int8-", dir=target.parent) as folder:
+        smoothed_float = Path(folder) / "smoothed.onnx"
+        report = smooth_activation_outliers(source, smoothed_float, calibration, alpha=smoothing_alpha)
+        candidates = {"smoothed": Path(folder) / "smoothed" / target.name, "plain": Path(folder) / "plain" / target.name}
+        _quantize_dynamic(smoothed_float, candidates["smoothed"])
+        _quantize_dynamic(source, candidates["plain"])
+        cosines = _mean_token_cosines(source, candidates, feeds)
+        kept = "smoothed" if cosines["smoothed"] >= cosines["plain"] else "plain"
+        for path in (candidates[kept], Path(str(candidates[kept]) + ".data")):
+            if path.exists():  # (small graphs keep their weights inside the .onnx)
+                shutil.move(str(path), str(target.parent / path.name))  # same file names: it finds its .data
+    set_onnx_metadata(target, metadata)
+    return {
+        **report.as_config(),
+        "kept": kept == "smoothed",
+        "mean_token_cosine": cosines,
+        "checked_inputs": len(feeds),
+    }
+
+
+def _quantize_dynamic(source: Path, target: Path) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    smoothing = None
-    quantized_source = source
-    if calibration:
-        quantized_source = target.with_name(target.stem + "_smoothed.onnx")
-        smoothing = smooth_activation_outliers(source, quantized_source, calibration, alpha=smoothing_alpha).as_config()
+    target.parent.mkdir(parents=True, exist_ok=True)
     try:
         with _quiet():
             quantize_dynamic(
-                str(quantized_source), str(target), weight_type=QuantType.QInt8, per_channel=True,
+                str(source), str(target), weight_type=QuantType.QInt8, per_channel=True,
                 op_types_to_quantize=["MatMul", "Gemm"], use_external_data_format=True,
             )
     except Exception as error:  # the quantizer raises plain exceptions of several kinds
         raise ExportError(f"ONNX Runtime could not quantize {source.name}: {error}") from error
-    finally:
-        if quantized_source != source:
-            quantized_source.unlink(missing_ok=True)
-            Path(str(quantized_source) + ".data").unlink(missing_ok=True)
-    set_onnx_metadata(target, metadata)
-    return smoothing
+
+
+def _mean_token_cosines(reference: Path, candidates: dict[str, Path], feeds: list[dict[str, np.ndarray]]) -> dict[str, float]:
+    """Mean cosine between each candidate graph's output tokens (the last axis of ``(B, K, d)``) and the reference
+    graph's, over ``feeds``."""
+    import onnxruntime
+
+    def outputs(path: Path) -> list[np.ndarray]:
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        return [session.run(None, feed)[0] for feed in feeds]
+
+    expected = outputs(reference)
+    cosines = {}
+    for name, path in candidates.items():
+        values = []
+        for actual, wanted in zip(outputs(path), expected, strict=True):
+            norms = np.linalg.norm(actual, axis=-1) * np.linalg.norm(wanted, axis=-1)
+            values.append(((actual * wanted).sum(axis=-1) / np.maximum(norms, 1e-12)).ravel())
+        cosines[name] = float(np.concatenate(values).mean())
+    return cosines
 
 
 def quantize_openvino_static(

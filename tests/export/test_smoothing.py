@@ -22,6 +22,7 @@ from tiny_models import SENTENCES
 
 import st_oblique
 from st_oblique.errors import ExportError
+from st_oblique.export.quantization import quantize_onnx_dynamic
 from st_oblique.export.smoothing import smooth_activation_outliers
 
 WIDTH, HIDDEN = 16, 24
@@ -132,6 +133,35 @@ def test_smoothing_refuses_missing_calibration_and_a_bad_alpha(tmp_path):
     assert not (tmp_path / "out.onnx").exists()
 
 
+def smoothing_muls(path) -> int:
+    graph = onnx.load(str(path), load_external_data=False).graph
+    return Counter(node.op_type for node in graph.node if node.name.endswith("__smooth"))["Mul"]
+
+
+def test_the_int8_graph_keeps_the_smoothing_where_it_brings_the_tokens_closer(tmp_path):
+    two_layer_graph(tmp_path / "float.onnx")
+    record = quantize_onnx_dynamic(tmp_path / "float.onnx", tmp_path / "int8.onnx", {"modality": "text"},
+                                   activations(8, seed=1), check_inputs=activations(4, seed=2))
+    assert record["kept"] and record["mean_token_cosine"]["smoothed"] > record["mean_token_cosine"]["plain"]
+    assert record["checked_inputs"] == 12 and smoothing_muls(tmp_path / "int8.onnx") == record["smoothed_inputs"] == 2
+    assert sorted(path.name for path in tmp_path.iterdir() if not path.name.endswith(".data")) == ["float.onnx", "int8.onnx"]
+    test = activations(4, seed=3)  # and the kept graph runs from its own folder, external weights included
+    assert np.abs(run(tmp_path / "int8.onnx", test) - run(tmp_path / "float.onnx", test)).max() < 1.0
+
+
+def test_the_int8_graph_drops_the_smoothing_where_inputs_unlike_the_calibration_make_it_worse(tmp_path):
+    """A channel quiet in every calibration input gets a tiny scale, so smoothing multiplies it by a large factor;
+    on inputs where that channel is ordinary it becomes the outlier that sets the whole batch's int8 scale."""
+    two_layer_graph(tmp_path / "float.onnx")
+    quiet = activations(8, seed=1)
+    for feed in quiet:
+        feed["x"][..., 7] *= 1e-3
+    record = quantize_onnx_dynamic(tmp_path / "float.onnx", tmp_path / "int8.onnx", {"modality": "text"}, quiet,
+                                   check_inputs=activations(16, seed=2))
+    assert not record["kept"] and record["mean_token_cosine"]["plain"] > record["mean_token_cosine"]["smoothed"]
+    assert smoothing_muls(tmp_path / "int8.onnx") == 0
+
+
 @pytest.mark.slow
 def test_the_exporter_smooths_onnx_int8_exactly_when_it_has_calibration_data(family_model, tmp_path, caplog):
     model = family_model("bert")
@@ -141,17 +171,19 @@ def test_the_exporter_smooths_onnx_int8_exactly_when_it_has_calibration_data(fam
         st_oblique.export(model, without, format="onnx", quantize="int8")
     assert "plain dynamic quantization" in caplog.text
 
-    def smoothing_muls(folder):
-        graph = onnx.load(str(folder / "onnx/model_text_qint8.onnx"), load_external_data=False).graph
-        return Counter(node.op_type for node in graph.node if node.name.endswith("__smooth"))["Mul"]
-
     config = json.loads((with_data / "oblique_export_config.json").read_text())
     smoothing = config["modalities"]["text"]["int8"]["onnx"]["smoothing"]
     assert smoothing["method"] == "smoothquant" and smoothing["alpha"] == 0.8 and smoothing["calibration_inputs"] > 0
-    assert smoothing_muls(with_data) == smoothing["smoothed_inputs"] > 0
+    cosines = smoothing["mean_token_cosine"]
+    assert smoothing["kept"] == (cosines["smoothed"] >= cosines["plain"])
+    expected_muls = smoothing["smoothed_inputs"] if smoothing["kept"] else 0
+    assert smoothing["smoothed_inputs"] > 0 and smoothing_muls(with_data / "onnx/model_text_qint8.onnx") == expected_muls
     plain = json.loads((without / "oblique_export_config.json").read_text())["modalities"]["text"]["int8"]["onnx"]
-    assert plain == {"method": "dynamic", "smoothing": None} and smoothing_muls(without) == 0
-    assert not list(with_data.rglob("*_smoothed.onnx*"))  # the intermediate graph is not left in the folder
+    assert plain == {"method": "dynamic", "smoothing": None}
+    assert smoothing_muls(without / "onnx/model_text_qint8.onnx") == 0
+    assert sorted(path.name for path in (with_data / "onnx").iterdir()) == [
+        "model_text.onnx", "model_text.onnx.data", "model_text_qint8.onnx", "model_text_qint8.onnx.data"
+    ]  # nothing of the candidates is left in the folder
     loaded = st_oblique.load(str(with_data), backend="onnx")
     expected = model.encode(text_inputs(), convert_to_tensor=True)
     difference = (loaded.encode(text_inputs(), convert_to_tensor=True) - expected).abs().max()
