@@ -167,6 +167,7 @@ def text_benchmark(source: str, args: argparse.Namespace, work: Path) -> dict[st
         "model": f"all-MiniLM-L6-v2, K=16 class tokens / heads, d=32, token_source={source!r}",
         "training": {**training, "pairs": len(pairs), "recipe": "regime B: 1 epoch, batch 32, lr 5e-5 (head 1e-3), scale 1.25"},
         "export_seconds": export_seconds,
+        "onnx_int8_smoothing": onnx_int8_smoothing(folder),
         "quality": quality,
         "agreement_with_torch": agreement,
         "speed": speed,
@@ -227,6 +228,7 @@ def lit_benchmark(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         "training": training,
         "split": "Flickr8k-1k by image: 700 train, 300 test (1500 captions), seed 0",
         "export_seconds": export_seconds,
+        "onnx_int8_smoothing": onnx_int8_smoothing(folder),
         "quality": quality,
         "agreement_with_torch": agreement,
         "speed": speed,
@@ -258,6 +260,7 @@ def vit_benchmark(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     return {
         "model": "ViT-B/16-shaped Hugging Face CLIP, random weights, K=16 class tokens in the ViT (212 positions), d=32",
         "export_seconds": export_seconds,
+        "onnx_int8_smoothing": onnx_int8_smoothing(folder),
         "agreement_with_torch": agreement,
         "speed": speed,
         "photos": len(photos),
@@ -294,6 +297,13 @@ def variant_models(model: Any, folder: Path, modality: str, threads: int) -> dic
             kwargs = {"file_name": file_name, "ov_config": {"INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1}}
         models[name] = st_oblique.load(str(folder), backend=backend, model_kwargs=kwargs)
     return models
+
+
+def onnx_int8_smoothing(folder: Path) -> dict[str, Any]:
+    """Per modality, what the export recorded about SmoothQuant for the ONNX int8 graph (kept or not, and the mean
+    token cosines of the smoothed and plain candidates on its probe inputs)."""
+    config = json.loads((folder / "oblique_export_config.json").read_text(encoding="utf-8"))
+    return {modality: settings["int8"]["onnx"]["smoothing"] for modality, settings in config["modalities"].items()}
 
 
 def unsmoothed_onnx_int8(folder: Path, modalities: list[str]) -> Any:
