@@ -65,7 +65,10 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if "shared" in getattr(item, "fixturenames", ()) and not item.get_closest_marker("shared"):
             item.add_marker(pytest.mark.shared)
-        relative = Path(str(item.path)).resolve().relative_to(tests).as_posix()
+        path = Path(str(item.path)).resolve()
+        if not path.is_relative_to(tests):  # a test file run with this conftest as a plugin (test_require_all.py)
+            continue
+        relative = path.relative_to(tests).as_posix()
         name = f"{relative}::{item.originalname if hasattr(item, 'originalname') else item.name}"
         if any(name == seam or relative == seam or (seam.endswith("/") and relative.startswith(seam)) for seam in SEAMS):
             item.add_marker(pytest.mark.seams)

@@ -309,20 +309,14 @@ def onnx_int8_smoothing(folder: Path) -> dict[str, Any]:
 def unsmoothed_onnx_int8(folder: Path, modalities: list[str]) -> Any:
     """The exported model with its ONNX int8 graphs re-made by plain dynamic quantization (no SmoothQuant): a copy of
     ``folder`` whose ``onnx/model_<modality>_qint8.onnx`` are quantized from the float graphs without calibration."""
-    import onnx
-
     from st_oblique.export.quantization import quantize_onnx_dynamic
-    from st_oblique.modules.graph_runtimes import METADATA_PREFIX
+    from st_oblique.modules.graph_runtimes import read_graph_info
 
     copy = folder.with_name(folder.name + "-unsmoothed")
     shutil.copytree(folder, copy, ignore=shutil.ignore_patterns("openvino"))
     for modality in modalities:
         target = copy / f"onnx/model_{modality}_qint8.onnx"
-        metadata = {
-            prop.key[len(METADATA_PREFIX) + 1 :]: prop.value
-            for prop in onnx.load(str(target), load_external_data=False).metadata_props
-            if prop.key.startswith(METADATA_PREFIX + ".")
-        }
+        metadata = read_graph_info("onnx", target).metadata
         target.unlink()
         Path(str(target) + ".data").unlink()
         quantize_onnx_dynamic(copy / f"onnx/model_{modality}.onnx", target, metadata)

@@ -150,9 +150,10 @@ def export_model(
                 "(calibration=, st-oblique export --calibration) the graph is smoothed first (SmoothQuant), which "
                 "keeps a frozen pretrained tower's ranking quality (see st_oblique.export.smoothing)."
             )
+    fixed_probes = {"text": list(PROBE_TEXTS), "image": probe_images(4)}
     probes = {
-        "text": [*PROBE_TEXTS, *calibration_inputs.get("text", [])[:PROBE_CALIBRATION_ITEMS]],
-        "image": [*probe_images(4), *calibration_inputs.get("image", [])[:PROBE_CALIBRATION_ITEMS]],
+        modality: [*items, *calibration_inputs.get(modality, [])[:PROBE_CALIBRATION_ITEMS]]
+        for modality, items in fixed_probes.items()
     }
     per_modality = 1 + ("onnx" in formats and bool(quantize)) + ("openvino" in formats) * (1 + bool(quantize))
     steps = len(modalities) * per_modality + len(formats) * len(variants) + 1
@@ -186,7 +187,8 @@ def export_model(
                     target = graph_file("onnx", modality, VARIANT)
                     smoothing = quantize_onnx_dynamic(
                         source_graph, staging / target, metadata, calibration_batches,
-                        check_inputs=_calibration_batches(model, modality, probes[modality]) if calibration_batches else None,
+                        # the calibration inputs are checked too (inside): only the fixed probes are added here
+                        check_inputs=_calibration_batches(model, modality, fixed_probes[modality]) if calibration_batches else None,
                     )
                     int8_methods[modality]["onnx"] = {"method": "dynamic", "smoothing": smoothing}
                     graphs["onnx"][VARIANT][modality] = target

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from st_oblique.errors import ExportError
-from st_oblique.modules.graph_runtimes import METADATA_PREFIX, import_backend
+from st_oblique.modules.graph_runtimes import METADATA_PREFIX, import_backend, read_graph_info
 
 __all__ = ["DEFAULT_OPSET", "OUTPUT_NAME", "ModalityForward", "graph_inputs", "onnx_to_openvino", "trace_to_onnx"]
 
@@ -154,13 +154,7 @@ def onnx_to_openvino(onnx_path: Path, xml_path: Path) -> None:
         ExportError: OpenVINO cannot convert the graph.
     """
     openvino = import_backend("openvino", "export to OpenVINO")
-    import onnx
-
-    metadata = {
-        prop.key[len(METADATA_PREFIX) + 1 :]: prop.value
-        for prop in onnx.load(str(onnx_path), load_external_data=False).metadata_props
-        if prop.key.startswith(METADATA_PREFIX + ".")
-    }
+    metadata = read_graph_info("onnx", onnx_path).metadata
     try:  # the runtime's ONNX reader: openvino.convert_model would also send usage telemetry (openvino-telemetry
         # forks a process that resolves Google Analytics; offline, that child can hang the exporting process at exit)
         model = openvino.Core().read_model(str(onnx_path))

@@ -4,7 +4,8 @@ Dynamic quantization (:func:`onnxruntime.quantization.quantize_dynamic`) gives e
 for the whole batch, set by its largest value. Transformer towers have a few input channels far larger than the rest
 (the outlier features of LayerNorm outputs), so most channels keep only a few of the 256 levels; a frozen pretrained
 tower behind a briefly trained head then loses ranking quality (measured on the LiT dual encoder of
-``evaluation/benchmarks/export_speed.py``: 93.7 % of torch's text -> image R@10 without smoothing, 100 % with).
+``evaluation/benchmarks/export_speed.py``: 93.4 % of torch's text -> image R@10 without smoothing, 100.6 % with;
+``evaluation/results/benchmarks/export_speed.json``).
 
 SmoothQuant (Xiao et al., 2023) divides each input channel ``j`` of a linear layer by ``s_j`` and multiplies row
 ``j`` of its weight by ``s_j``, which leaves the float result unchanged (``(X / s) (s W) = X W``) and balances the
@@ -15,8 +16,9 @@ ranges of activations and weights::
 ``max|X_j|`` is measured on calibration inputs. Here the division is a ``Mul`` by ``1 / s`` inserted on the MatMul's
 input (a post-LN BERT's LayerNorm output also feeds the residual stream, so it cannot be folded into the LayerNorm);
 MatMuls sharing an input share one ``s``. ONNX Runtime's own SmoothQuant needs Intel Neural Compressor and static
-quantization, and NNCF's (behind :func:`nncf.quantize`) comes with static quantization, whose graphs ONNX Runtime
-runs slower than dynamic ones (measured 1.2x vs 2.1x torch for the oblique MiniLM ``first``): hence this small pass.
+quantization, and NNCF's (behind :func:`nncf.quantize`) comes with static quantization, whose QDQ graphs ONNX Runtime
+ran slower than dynamic ones for the oblique MiniLM (it leaves their weight dequantization unfused): hence this small
+pass.
 
 Reference: Xiao, Lin, Seznec, Wu, Demouth, Han. "SmoothQuant: Accurate and Efficient Post-Training Quantization for
 Large Language Models", ICML 2023, https://arxiv.org/abs/2211.10438
@@ -25,6 +27,7 @@ Large Language Models", ICML 2023, https://arxiv.org/abs/2211.10438
 from __future__ import annotations
 
 import collections
+import dataclasses
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,8 +44,8 @@ if TYPE_CHECKING:
 __all__ = ["DEFAULT_SMOOTHING_ALPHA", "SmoothingReport", "smooth_activation_outliers"]
 
 DEFAULT_SMOOTHING_ALPHA = 0.8
-"""SmoothQuant's migration strength: 0 keeps the activations' ranges, 1 moves them entirely into the weights. 0.8 kept
-100 % of R@10 on the LiT benchmark where 0.5 kept 98.9 % (the paper uses 0.5 to 0.85)."""
+"""SmoothQuant's migration strength: 0 keeps the activations' ranges, 1 moves them entirely into the weights (the paper
+uses 0.5 to 0.85). The export benchmark's graphs use 0.8, chosen over 0.5 on the LiT dual encoder's text graph."""
 
 
 @dataclass(frozen=True)
@@ -62,7 +65,7 @@ class SmoothingReport:
     calibration_inputs: int
 
     def as_config(self) -> dict[str, float | int | str]:
-        return {"method": "smoothquant", **self.__dict__}
+        return {"method": "smoothquant", **dataclasses.asdict(self)}
 
 
 def smooth_activation_outliers(
